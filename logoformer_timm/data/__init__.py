@@ -1,0 +1,1 @@
+from .config import resolve_video_data_config

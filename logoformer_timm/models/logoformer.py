@@ -1,0 +1,532 @@
+""" LOGO-Former: Local-Global Spatio-Temporal Transformer for dynamic facial expression recognition
+
+Paper: `LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition`
+    - Fuyan Ma, Bin Sun, Shutao Li, ICASSP 2023, https://arxiv.org/abs/2305.03343
+
+No official code exists. Every design choice below follows this project's reading of the paper
+(`architecture.md`) and is a constructor argument:
+
+* a per-frame ResNet-18 stem (``conv1 .. layer3``, stride 16) turns each frame into a 256-channel map;
+* a 1x1 token projection and factorised spatial + temporal position embeddings;
+* ``depth`` blocks of pre-norm residual sub-layers, by default local window attention, then global attention
+  (each token queries one summary per window), then an MLP;
+* a final LayerNorm, mean over all tokens and a linear classifier.
+
+Input is a clip ``(B, C, T, H, W)`` (or ``(B, T, C, H, W)`` with ``input_layout='BTCHW'``), RGB in [0, 1].
+"""
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+from timm.layers import DropPath, Mlp, get_device_dtype, to_2tuple, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq, named_apply
+from timm.models.resnet import BasicBlock, ResNet
+
+from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
+from ..layers import to_3tuple
+
+__all__ = ['LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'DFER_LABELS']
+
+_logger = logging.getLogger(__name__)
+
+DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
+BLOCK_TYPES = ('local', 'global', 'joint')
+INPUT_LAYOUTS = ('BCTHW', 'BTCHW')
+STEM_STRIDE = 16
+STEM_CHANS = 256
+_STEM_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.')
+
+
+class FrameStem(nn.Module):
+    """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``."""
+
+    def __init__(self, in_chans: int = 3, device=None, dtype=None):
+        super().__init__()
+        resnet = ResNet(BasicBlock, (2, 2, 2, 2), in_chans=in_chans, num_classes=0, device=device, dtype=dtype)
+        # keep timm's module names so that ResNet-18 state dicts load as they are
+        self.conv1, self.bn1, self.act1, self.maxpool = resnet.conv1, resnet.bn1, resnet.act1, resnet.maxpool
+        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def load_resnet_weights(self, source: Union[str, os.PathLike]) -> None:
+        """Initialise from ResNet-18 weights: a local checkpoint file or a timm model name (downloads)."""
+        state_dict = _read_resnet_state_dict(source)
+        stem_state = {k: v for k, v in state_dict.items() if k.startswith(_STEM_PREFIXES)}
+        missing = sorted(set(self.state_dict()) - set(stem_state))
+        wrong_shape = sorted(
+            k for k, v in self.state_dict().items() if k in stem_state and stem_state[k].shape != v.shape)
+        if missing or wrong_shape:
+            raise ValueError(
+                f'stem_weights={source!r} is not a ResNet-18 checkpoint: {len(missing)} stem keys missing '
+                f'({", ".join(missing[:5])}{", ..." if len(missing) > 5 else ""}), '
+                f'{len(wrong_shape)} with other shapes ({", ".join(wrong_shape[:5])}). '
+                f'Pass a timm ResNet-18 such as "resnet18.a1_in1k" or a file saved from one.')
+        self.load_state_dict(stem_state)
+
+
+def _read_resnet_state_dict(source: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    if os.path.isfile(source):
+        if str(source).endswith('.safetensors'):
+            from safetensors.torch import load_file
+            state_dict = load_file(source)
+        else:
+            state_dict = torch.load(source, map_location='cpu', weights_only=True)
+        for container in ('state_dict', 'model'):
+            if isinstance(state_dict, dict) and isinstance(state_dict.get(container), dict):
+                state_dict = state_dict[container]
+        return {k.removeprefix('module.').removeprefix('stem.'): v for k, v in state_dict.items()}
+    if os.sep in str(source) or str(source).endswith(('.pth', '.pt', '.bin', '.safetensors')):
+        raise FileNotFoundError(f'stem_weights file not found: {source}')
+    import timm  # a timm model name, e.g. 'resnet18.a1_in1k'
+    return timm.create_model(str(source), pretrained=True, num_classes=0).state_dict()
+
+
+class SpaceTimeAttention(nn.Module):
+    """One pre-norm residual attention sub-layer: ``x + DropPath(Attn(LN(x)))``."""
+
+    def __init__(
+            self,
+            kind: str,
+            dim: int,
+            num_heads: int,
+            local_window: Tuple[int, int, int],
+            global_pool_size: Tuple[int, int, int],
+            qkv_bias: bool,
+            attn_drop: float,
+            proj_drop: float,
+            drop_path: float,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.norm = nn.LayerNorm(dim, **dd)
+        common = dict(num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, **dd)
+        if kind == 'global':
+            self.attn = GlobalAttention3d(dim, pool_size=global_pool_size, **common)
+        else:  # 'joint' is window attention whose window is the whole grid
+            self.attn = WindowAttention3d(dim, window_size=local_window if kind == 'local' else None, **common)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.attn(self.norm(x)))
+
+
+class LogoBlock(nn.Module):
+    """Attention sub-layers in ``block_types`` order (default local then global), then an MLP, on (B, T, H, W, C)."""
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            block_types: Sequence[str] = ('local', 'global'),
+            mlp_ratio: float = 4.,
+            local_window: Tuple[int, int, int] = (2, 4, 4),
+            global_pool_size: Tuple[int, int, int] = (2, 4, 4),
+            qkv_bias: bool = False,
+            proj_drop: float = 0.,
+            attn_drop: float = 0.,
+            drop_path: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.attns = nn.ModuleDict({
+            kind: SpaceTimeAttention(
+                kind, dim, num_heads, local_window, global_pool_size, qkv_bias, attn_drop, proj_drop, drop_path, **dd)
+            for kind in block_types
+        })
+        self.norm = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn in self.attns.values():
+            x = attn(x)
+        return x + self.drop_path(self.mlp(self.norm(x)))
+
+
+class LogoFormer(nn.Module):
+    """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``architecture.md``."""
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 112,
+            num_frames: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 7,
+            global_pool: str = 'avg',
+            embed_dim: int = 512,
+            depth: int = 4,
+            num_heads: int = 8,
+            mlp_ratio: float = 4.,
+            local_window: Union[int, Sequence[int]] = (2, 4, 4),
+            global_pool_size: Optional[Union[int, Sequence[int]]] = None,
+            block_types: Union[str, Sequence[str]] = ('local', 'global'),
+            qkv_bias: bool = False,
+            drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            input_layout: str = 'BCTHW',
+            dynamic_size: bool = False,
+            stem_weights: Optional[Union[str, os.PathLike]] = None,
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            img_size: Input resolution the position embeddings are built for (int or (H, W)), a multiple of 16.
+            num_frames: Frames per clip the temporal position embedding is built for.
+            in_chans: Input channels.
+            num_classes: Classifier outputs (0 for no classifier).
+            global_pool: 'avg' (mean over all tokens) or '' (per-token outputs).
+            embed_dim: Token width C.
+            depth: Number of LOGO blocks.
+            num_heads: Attention heads.
+            mlp_ratio: MLP hidden width as a multiple of C.
+            local_window: (t, h, w) tokens per local attention window.
+            global_pool_size: (t, h, w) summary kernel of the global attention (default: local_window).
+            block_types: Attention sub-layers per block, in order, from 'local', 'global', 'joint'.
+            qkv_bias: Bias on the q/k/v projections.
+            drop_rate: Dropout before the classifier and after the position embedding.
+            attn_drop_rate: Dropout on attention weights.
+            proj_drop_rate: Dropout after attention and MLP projections.
+            drop_path_rate: Stochastic depth, linearly increasing over blocks.
+            input_layout: 'BCTHW' or 'BTCHW' (the DFER codebases' layout); never guessed from shapes.
+            dynamic_size: Resample position embeddings on the fly for other frame counts / resolutions.
+            stem_weights: ResNet-18 weights for the stem: a timm model name or a local checkpoint file.
+        """
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        img_size = to_2tuple(img_size)
+        if isinstance(block_types, str):
+            block_types = tuple(t.strip() for t in block_types.replace('+', ',').split(',') if t.strip())
+        block_types = tuple(block_types)
+        if not block_types or any(t not in BLOCK_TYPES for t in block_types) or len(set(block_types)) < len(block_types):
+            raise ValueError(
+                f'block_types must be a non-empty sequence of distinct names from {BLOCK_TYPES}, got {block_types}.')
+        if input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
+        if any(s % STEM_STRIDE for s in img_size):
+            raise ValueError(f'img_size {img_size} must be a multiple of the stem stride {STEM_STRIDE}.')
+        if num_frames < 1:
+            raise ValueError(f'num_frames must be >= 1, got {num_frames}.')
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.img_size = img_size
+        self.num_frames = num_frames
+        self.input_layout = input_layout
+        self.dynamic_size = dynamic_size
+        self.block_types = block_types
+        self.local_window = to_3tuple(local_window, 'local_window')
+        self.global_pool_size = to_3tuple(
+            self.local_window if global_pool_size is None else global_pool_size, 'global_pool_size')
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.grid_size = (num_frames, img_size[0] // STEM_STRIDE, img_size[1] // STEM_STRIDE)
+        self.grad_checkpointing = False
+
+        self.stem = FrameStem(in_chans, **dd)
+        self.token_embed = nn.Linear(STEM_CHANS, embed_dim, **dd)  # the 1x1 projection, on channels-last maps
+        self.pos_embed_spatial = nn.Parameter(torch.empty(1, *self.grid_size[1:], embed_dim, **dd))
+        self.pos_embed_temporal = nn.Parameter(torch.empty(1, num_frames, embed_dim, **dd))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device='cpu')]
+        self.blocks = nn.Sequential(*[
+            LogoBlock(
+                embed_dim,
+                num_heads,
+                block_types=block_types,
+                mlp_ratio=mlp_ratio,
+                local_window=self.local_window,
+                global_pool_size=self.global_pool_size,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
+                **dd,
+            )
+            for i in range(depth)])
+        self.feature_info = [
+            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=STEM_STRIDE) for i in range(depth)]
+        self.norm = nn.LayerNorm(embed_dim, **dd)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+        self.init_weights()
+        if stem_weights is not None:
+            self.stem.load_resnet_weights(stem_weights)
+
+    def init_weights(self) -> None:
+        """ViT-style init for the transformer; the stem keeps timm's ResNet init."""
+        trunc_normal_(self.pos_embed_spatial, std=.02)
+        trunc_normal_(self.pos_embed_temporal, std=.02)
+        for name in ('token_embed', 'blocks', 'head'):
+            named_apply(_init_transformer_weights, getattr(self, name))
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return {'pos_embed_spatial', 'pos_embed_temporal'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem|^token_embed|^pos_embed',
+            blocks=r'^blocks\.(\d+)' if coarse else [(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (0 removes it) on the model's device/dtype; optionally change the pooling."""
+        if global_pool is not None:
+            if global_pool not in ('avg', ''):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        dd = get_device_dtype(self)
+        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the problem and the fix when ``x`` is not a clip this model accepts."""
+        layout = self.input_layout
+        if x.ndim != 5:
+            hint = ' For a single clip add the batch dim: x.unsqueeze(0).' if x.ndim == 4 else ''
+            raise ValueError(
+                f'LogoFormer expects a 5-D clip tensor in layout {layout} (input_layout={layout!r}), '
+                f'got {x.ndim}-D shape {tuple(x.shape)}.{hint}')
+        c_dim, t_dim = (1, 2) if layout == 'BCTHW' else (2, 1)
+        batch, chans, frames, height, width = x.shape[0], x.shape[c_dim], x.shape[t_dim], x.shape[3], x.shape[4]
+        if chans != self.in_chans:
+            other = 'BTCHW' if layout == 'BCTHW' else 'BCTHW'
+            hint = (f' The shape looks like {other}: pass input_layout={other!r} or permute the input.'
+                    if x.shape[t_dim] == self.in_chans else
+                    f' Build the model with in_chans={chans} to adapt the stem.')
+            raise ValueError(
+                f'Expected {self.in_chans} channels at dim {c_dim} of a {layout} clip, got shape {tuple(x.shape)}.{hint}')
+        if batch == 0:
+            raise ValueError(f'Empty batch: got shape {tuple(x.shape)}; pass at least one clip.')
+        if frames < 1:
+            raise ValueError(f'A clip needs at least one frame, got shape {tuple(x.shape)} ({layout}).')
+        if height % STEM_STRIDE or width % STEM_STRIDE:
+            raise ValueError(
+                f'Resolution {height}x{width} is not divisible by the stem stride {STEM_STRIDE}; '
+                f'resize the clip to a multiple of {STEM_STRIDE} (e.g. {self.img_size[0]}x{self.img_size[1]}).')
+        if not self.dynamic_size and (frames, height, width) != (self.num_frames, *self.img_size):
+            raise ValueError(
+                f'This model was built for {self.num_frames} frames at {self.img_size[0]}x{self.img_size[1]}, '
+                f'got {frames} frames at {height}x{width}. Build it with num_frames={frames}, '
+                f'img_size=({height}, {width}), or with dynamic_size=True to resample the position embeddings '
+                f'on the fly.')
+
+    def _pos_embed(self, grid: Tuple[int, int, int]) -> torch.Tensor:
+        """Factorised position embedding for a ``(T, H, W)`` token grid: ``(1, T, H, W, C)``."""
+        spatial = resample_spatial_pos_embed(self.pos_embed_spatial, grid[1:])
+        temporal = resample_temporal_pos_embed(self.pos_embed_temporal, grid[0])
+        return rearrange(spatial, '1 h w c -> 1 1 h w c') + rearrange(temporal, '1 t c -> 1 t 1 1 c')
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip to position-embedded token grid ``(B, T, H/16, W/16, C)``."""
+        self.check_input(x)
+        pattern = 'b c t h w -> (b t) c h w' if self.input_layout == 'BCTHW' else 'b t c h w -> (b t) c h w'
+        frames = self.stem(rearrange(x, pattern))
+        x = self.token_embed(rearrange(frames, '(b t) c h w -> b t h w c', b=x.shape[0]))
+        return self.pos_drop(x + self._pos_embed(tuple(x.shape[1:4])))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens ``(B, T*H'*W', C)`` in ``(t, h, w)`` row-major order."""
+        x = self.embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return rearrange(self.norm(x), 'b t h w c -> b (t h w) c')
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool tokens (mean for 'avg'), dropout, classify; ``pre_logits=True`` stops before the classifier."""
+        if self.global_pool == 'avg':
+            x = x.mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Block outputs as ``(B, C, T, H', W')`` maps ('NCHW') or ``(B, N, C)`` tokens ('NLC').
+
+        Args:
+            x: Input clip.
+            indices: Take the last n blocks if int, all if None, the listed blocks if a sequence.
+            norm: Apply the final norm to every intermediate.
+            stop_early: Stop after the last requested block.
+            output_fmt: 'NCHW' (channels-first space-time maps) or 'NLC' (tokens).
+            intermediates_only: Return only the intermediates.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' (B, C, T, H, W) or 'NLC' (B, N, C), got {output_fmt!r}.")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self.embed(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
+        pattern = 'b t h w c -> b c t h w' if output_fmt == 'NCHW' else 'b t h w c -> b (t h w) c'
+        intermediates = []
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if i in take_indices:
+                intermediates.append(rearrange(self.norm(x) if norm else x, pattern).contiguous())
+        if intermediates_only:
+            return intermediates
+        return rearrange(self.norm(x), 'b t h w c -> b (t h w) c'), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks (and optionally norm/head) not needed for the given intermediates."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        self.feature_info = self.feature_info[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+
+def _init_transformer_weights(module: nn.Module, name: str = '') -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: LogoFormer) -> Dict[str, torch.Tensor]:
+    """Adapt a LOGO-Former checkpoint to ``model``: unwrap containers and prefixes, resample position embeddings."""
+    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(state_dict.get(container), dict):
+            state_dict = state_dict[container]
+            break
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            key = key.removeprefix(prefix)
+        if key == 'pos_embed_spatial':
+            value = resample_spatial_pos_embed(value, model.grid_size[1:])
+        elif key == 'pos_embed_temporal':
+            value = resample_temporal_pos_embed(value, model.grid_size[0])
+        out[key] = value
+    return out
+
+
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return {
+        'num_classes': 7,
+        'input_size': (3, 112, 112),
+        'fixed_input_size': True,
+        'pool_size': None,
+        'crop_pct': 1.0,
+        'interpolation': 'bilinear',
+        'mean': (0., 0., 0.),
+        'std': (1., 1., 1.),
+        'first_conv': 'stem.conv1',
+        'classifier': 'head',
+        'label_names': DFER_LABELS,
+        'license': 'mit',
+        'paper_ids': 'arXiv:2305.03343',
+        'paper_name': 'LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'logoformer_tiny': _cfg(),
+    'logoformer_small': _cfg(),
+    'logoformer_base': _cfg(),
+})
+
+_WEIGHT_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """``pretrained=True`` for a LOGO-Former name that has no published weights."""
+
+
+def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    if not any(getattr(cfg, key, None) for key in _WEIGHT_SOURCE_KEYS):
+        name = variant if not cfg.tag else f'{variant}.{cfg.tag}'
+        raise PretrainedWeightsUnavailableError(
+            f'No pretrained weights are published for {name!r} yet, so pretrained=True cannot load any '
+            f'(random weights are never returned silently). To load a local checkpoint use '
+            f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file='path/to/model.safetensors')) "
+            f"or timm.create_model('local-dir:path/to/folder'); for random init use pretrained=False.")
+
+
+def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> LogoFormer:
+    if pretrained:
+        _check_weights_exist(variant, kwargs)
+    return build_model_with_cfg(
+        LogoFormer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=kwargs.get('depth', 4), feature_cls='getter'),  # all blocks
+        **kwargs,
+    )
+
+
+@register_model
+def logoformer_tiny(pretrained: bool = False, **kwargs) -> LogoFormer:
+    """LOGO-Former tiny: C=256, 2 blocks, 4 heads."""
+    model_args = dict(embed_dim=256, depth=2, num_heads=4)
+    return _create_logoformer('logoformer_tiny', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def logoformer_small(pretrained: bool = False, **kwargs) -> LogoFormer:
+    """LOGO-Former small: C=256, 4 blocks, 4 heads (closest to the paper's reported cost)."""
+    model_args = dict(embed_dim=256, depth=4, num_heads=4)
+    return _create_logoformer('logoformer_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def logoformer_base(pretrained: bool = False, **kwargs) -> LogoFormer:
+    """LOGO-Former base: C=512, 4 blocks, 8 heads (the widths of the only public port)."""
+    model_args = dict(embed_dim=512, depth=4, num_heads=8)
+    return _create_logoformer('logoformer_base', pretrained=pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,175 @@
+"""Local, global and joint attention against explicit, independently written references."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from logoformer_timm.layers import GlobalAttention3d, WindowAttention3d
+
+DIM, HEADS = 16, 2
+
+
+def grid_coords(t, h, w):
+    return list(itertools.product(range(t), range(h), range(w)))  # (t, h, w) row-major, as the model flattens
+
+
+def explicit_mha(x_tokens, qkv_weight, proj, allowed, num_heads=HEADS):
+    """softmax(q k^T / sqrt(d)) v over flat tokens (N, C) where allowed[i, j] says query i may see key j."""
+    n, c = x_tokens.shape
+    d = c // num_heads
+    q, k, v = (x_tokens @ qkv_weight.T).split(c, dim=-1)
+    out = torch.zeros(n, c, dtype=x_tokens.dtype)
+    for head in range(num_heads):
+        sl = slice(head * d, (head + 1) * d)
+        scores = q[:, sl] @ k[:, sl].T / d ** 0.5
+        scores = scores.masked_fill(~allowed, float('-inf'))
+        out[:, sl] = scores.softmax(-1) @ v[:, sl]
+    return proj(out)
+
+
+def window_reference(module, x, window):
+    b, t, h, w, c = x.shape
+    coords = grid_coords(t, h, w)
+    win_id = [tuple(p // s for p, s in zip(coord, window)) for coord in coords]
+    allowed = torch.tensor([[wi == wj for wj in win_id] for wi in win_id])
+    outs = [explicit_mha(x[i].reshape(-1, c), module.qkv.weight, module.proj, allowed) for i in range(b)]
+    return torch.stack(outs).reshape(b, t, h, w, c)
+
+
+@pytest.mark.parametrize('grid', [(4, 8, 8), (3, 7, 7), (1, 5, 6)])
+@pytest.mark.parametrize('fused', [True, False])
+def test_local_attention_equals_masked_full_attention(grid, fused):
+    """Padded or not, a token attends exactly to the real tokens of its own window."""
+    window = (2, 4, 4)
+    module = WindowAttention3d(DIM, HEADS, window_size=window).eval().double()
+    module.fused_attn = fused
+    x = torch.randn(2, *grid, DIM, dtype=torch.double)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), window_reference(module, x, window), rtol=1e-10, atol=1e-10)
+
+
+def test_local_output_independent_of_other_windows():
+    module = WindowAttention3d(DIM, HEADS, window_size=(2, 4, 4)).eval()
+    x = torch.randn(1, 3, 7, 7, DIM)
+    y = x.clone()
+    y[:, 2:, :, :] = torch.randn_like(y[:, 2:, :, :])  # other temporal windows
+    y[:, :2, 4:, :] = 5 * torch.randn_like(y[:, :2, 4:, :])  # other spatial windows of the first temporal window
+    y[:, :2, :4, 4:] = -3.
+    with torch.no_grad():
+        out_x, out_y = module(x), module(y)
+    torch.testing.assert_close(out_x[:, :2, :4, :4], out_y[:, :2, :4, :4])
+    assert not torch.allclose(out_x[:, :2, 4:], out_y[:, :2, 4:])
+
+
+def test_padding_does_not_leak():
+    """A 7x7 grid (padded to 8x8) gives, in its full windows, what the same tokens give inside a real 8x8 grid."""
+    module = WindowAttention3d(DIM, HEADS, window_size=(2, 4, 4)).eval()
+    big = torch.randn(1, 2, 8, 8, DIM)
+    small = big[:, :, :7, :7].contiguous()
+    with torch.no_grad():
+        out_big, out_small = module(big), module(small)
+    # the window at rows/cols 0..3 never sees padding, so both agree there
+    torch.testing.assert_close(out_small[:, :, :4, :4], out_big[:, :, :4, :4])
+    # windows touching the border differ from the 8x8 grid only because the 8x8 grid has extra real tokens;
+    # with those extra tokens zeroed in the big grid they would still differ, proving padded keys are masked
+    zeroed = big.clone()
+    zeroed[:, :, 7, :] = 0
+    zeroed[:, :, :, 7] = 0
+    with torch.no_grad():
+        out_zeroed = module(zeroed)
+    assert not torch.allclose(out_small[:, :, 4:7, 4:7], out_zeroed[:, :, 4:7, 4:7], atol=1e-4)
+    torch.testing.assert_close(out_small, window_reference(module, small, (2, 4, 4)), rtol=1e-4, atol=1e-5)
+
+
+def test_joint_attention_is_full_attention():
+    module = WindowAttention3d(DIM, HEADS, window_size=None).eval().double()
+    x = torch.randn(2, 3, 5, 6, DIM, dtype=torch.double)
+    n = 3 * 5 * 6
+    ref = torch.stack([
+        explicit_mha(x[i].reshape(n, DIM), module.qkv.weight, module.proj, torch.ones(n, n, dtype=torch.bool))
+        for i in range(2)]).reshape(x.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def global_reference(module, x, pool):
+    """Summaries by explicit loops over windows (padding contributes nothing), then explicit attention."""
+    b, t, h, w, c = x.shape
+    weight, bias = module.summary.weight[:, 0], module.summary.bias  # (C, pt, ph, pw)
+    nt, nh, nw = (-(-s // p) for s, p in zip((t, h, w), pool))
+    outs = []
+    for i in range(b):
+        summaries = []
+        for wt, wh, ww in itertools.product(range(nt), range(nh), range(nw)):
+            s = bias.clone()
+            for dt, dh, dw in itertools.product(*(range(p) for p in pool)):
+                ti, hi, wi = wt * pool[0] + dt, wh * pool[1] + dh, ww * pool[2] + dw
+                if ti < t and hi < h and wi < w:
+                    s = s + weight[:, dt, dh, dw] * x[i, ti, hi, wi]
+            summaries.append(s)
+        summaries = F.layer_norm(torch.stack(summaries), (c,), module.summary_norm.weight, module.summary_norm.bias)
+        tokens = x[i].reshape(-1, c)
+        q = tokens @ module.q.weight.T
+        k, v = (summaries @ module.kv.weight.T).split(c, dim=-1)
+        d = c // HEADS
+        out = torch.zeros_like(tokens)
+        for head in range(HEADS):
+            sl = slice(head * d, (head + 1) * d)
+            out[:, sl] = (q[:, sl] @ k[:, sl].T / d ** 0.5).softmax(-1) @ v[:, sl]
+        outs.append(module.proj(out).reshape(t, h, w, c))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize('grid,pool', [((4, 8, 8), (2, 4, 4)), ((3, 7, 7), (2, 4, 4)), ((4, 7, 7), (2, 1, 1))])
+@pytest.mark.parametrize('fused', [True, False])
+def test_global_attention_equals_explicit(grid, pool, fused):
+    module = GlobalAttention3d(DIM, HEADS, pool_size=pool).eval().double()
+    torch.nn.init.normal_(module.summary.bias)
+    module.fused_attn = fused
+    x = torch.randn(2, *grid, DIM, dtype=torch.double)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), global_reference(module, x, pool), rtol=1e-10, atol=1e-10)
+
+
+def test_global_attention_sees_every_window():
+    module = GlobalAttention3d(DIM, HEADS, pool_size=(2, 4, 4)).eval()
+    x = torch.randn(1, 4, 8, 8, DIM)
+    y = x.clone()
+    y[:, 2:, 4:, 4:] += 1.  # only the last window changes
+    with torch.no_grad():
+        assert not torch.allclose(module(x)[:, 0, 0, 0], module(y)[:, 0, 0, 0])
+
+
+@pytest.mark.parametrize('module_cls,kwargs', [
+    (WindowAttention3d, dict(window_size=(2, 4, 4))),
+    (WindowAttention3d, dict(window_size=None)),
+    (GlobalAttention3d, dict(pool_size=(2, 4, 4))),
+])
+def test_fused_and_explicit_paths_agree(module_cls, kwargs):
+    module = module_cls(64, 4, **kwargs).eval()
+    x = torch.randn(2, 5, 7, 7, 64)
+    with torch.no_grad():
+        module.fused_attn = True
+        fused = module(x)
+        module.fused_attn = False
+        explicit = module(x)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_dropout_only_in_training():
+    module = WindowAttention3d(DIM, HEADS, window_size=(2, 4, 4), attn_drop=0.5)
+    x = torch.randn(1, 2, 4, 4, DIM)
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), module(x))
+    module.train()
+    with torch.no_grad():
+        assert not torch.allclose(module(x), module(x))
+
+
+def test_bad_window_sizes():
+    with pytest.raises(ValueError, match='local_window'):
+        WindowAttention3d(DIM, HEADS, window_size=(2, 0, 4))
+    with pytest.raises(ValueError, match='divisible'):
+        GlobalAttention3d(10, 3)

@@ -1,0 +1,190 @@
+"""timm's model contract (ported from timm's tests/test_models.py) for every registered logoformer_* name.
+
+timm's own tests feed 4-D images; here inputs are clips (B, C, T, H, W) built from the pretrained config's
+input_size and the model's num_frames. Small clips are used wherever the contract does not depend on size.
+"""
+import fnmatch
+import math
+
+import pytest
+import timm
+import torch
+from timm.models import FeatureInfo
+from timm.models._manipulate import group_parameters
+
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True)
+SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
+
+
+def clip_for(model, batch_size=1, device='cpu', dtype=torch.float32):
+    c, h, w = model.pretrained_cfg['input_size']
+    if (h, w) != model.img_size:  # built for another size on purpose
+        h, w = model.img_size
+    return torch.randn(batch_size, c, model.num_frames, h, w, device=device, dtype=dtype)
+
+
+def test_all_variants_registered():
+    assert {'logoformer_tiny', 'logoformer_small', 'logoformer_base'} <= set(timm.list_models('logoformer_*'))
+    assert set(timm.list_models(module='logoformer')) >= {'logoformer_tiny', 'logoformer_small', 'logoformer_base'}
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_forward(model_name):
+    model = timm.create_model(model_name).eval()
+    x = clip_for(model, batch_size=2)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (2, 7)
+        assert torch.isfinite(out).all()
+        model.set_grad_checkpointing()
+        out2 = model(x)
+    torch.testing.assert_close(out, out2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_backward(model_name):
+    model = timm.create_model(model_name, num_classes=42, **SMALL).train()
+    num_params = sum(p.numel() for p in model.parameters())
+    out = model(clip_for(model, batch_size=2))
+    out.mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f'{name} has no grad'
+    num_grad = sum(p.grad.numel() for p in model.parameters() if p.grad is not None)
+    assert out.shape[-1] == 42
+    assert num_params == num_grad
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_default_cfgs_non_std(model_name):
+    model = timm.create_model(model_name).eval()
+    cfg = model.pretrained_cfg
+    state_dict = model.state_dict()
+    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
+    assert len(cfg['input_size']) == 3 and model.in_chans == cfg['input_size'][0]
+    assert cfg['num_classes'] == 7 and len(cfg['label_names']) == 7
+    assert cfg['paper_ids'] == 'arXiv:2305.03343' and cfg['license']
+    assert len(cfg['mean']) == len(cfg['std']) == model.in_chans
+
+    x = clip_for(model)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        feat_dim = -1 if feats.ndim == 3 else 1
+        assert feats.shape[feat_dim] == model.num_features
+        assert pre.shape[1] == model.head_hidden_size
+
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        out = model(x)
+        assert out.ndim == 2 and out.shape[1] == model.head_hidden_size
+        assert out.shape == pre.shape
+
+        model = timm.create_model(model_name, num_classes=0).eval()
+        out = model(x)
+        assert out.shape[-1] == model.num_features
+
+    for name in (cfg['classifier'],) if isinstance(cfg['classifier'], str) else cfg['classifier']:
+        assert f'{name}.weight' in state_dict
+    first_conv = cfg['first_conv']
+    assert isinstance(first_conv, (str, tuple, list))
+    for name in (first_conv,) if isinstance(first_conv, str) else first_conv:
+        assert f'{name}.weight' in state_dict
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_api_contract(model_name):
+    with pytest.raises(TypeError):
+        timm.create_model(model_name, device='meta', not_a_model_arg=1)
+    model = timm.create_model(model_name, device='meta')
+    assert all(t.device.type == 'meta' for t in model.state_dict().values())
+    import inspect
+    assert inspect.signature(model.reset_classifier).parameters['global_pool'].default is None
+
+    groups = group_parameters(model, model.group_matcher())
+    assert len(groups) > 1
+    coarse = group_parameters(model, model.group_matcher(coarse=True))
+    assert len(coarse) > 1
+    param_names = [n for n, _ in model.named_parameters()]
+    for pattern in model.no_weight_decay():
+        assert any(fnmatch.fnmatch(n, pattern) for n in param_names), f'{pattern} matches no parameter'
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_device_dtype(model_name):
+    model = timm.create_model(model_name, device='meta').to(dtype=torch.float64)
+    for training in (True, False):
+        model.train(training)
+        for num_classes in (0, 2):
+            model.reset_classifier(num_classes)
+            for p in model.head.parameters():
+                assert p.device.type == 'meta' and p.dtype == torch.float64
+            assert model.head.training == training
+
+    model = timm.create_model(model_name, **SMALL)
+    model.requires_grad_(False)
+    model.reset_classifier(0)
+    assert not any(p.requires_grad for p in model.parameters())
+
+    model = timm.create_model(model_name, **SMALL).eval().to(torch.bfloat16)
+    with torch.no_grad():
+        assert model(clip_for(model, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+@pytest.mark.parametrize('output_fmt', ['NCHW', 'NLC'])
+def test_model_forward_intermediates(model_name, output_fmt):
+    model = timm.create_model(model_name, **SMALL).eval()
+    info = FeatureInfo(model.feature_info, len(model.feature_info))
+    x = clip_for(model)
+    t, h, w = model.grid_size
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x, output_fmt=output_fmt)
+        assert len(intermediates) == len(info.channels()) == len(model.blocks)
+        for c, r, o in zip(info.channels(), info.reduction(), intermediates):
+            if output_fmt == 'NCHW':
+                assert o.shape == (1, c, t, h, w)
+                assert o.shape[-2] <= math.ceil(model.img_size[0] / r) + 1
+            else:
+                assert o.shape == (1, t * h * w, c)
+            assert torch.isfinite(o).all()
+        torch.testing.assert_close(final, model.forward_features(x), rtol=1e-5, atol=1e-8)
+        # the last intermediate with norm=True is forward_features
+        normed = model.forward_intermediates(x, indices=1, norm=True, output_fmt='NLC', intermediates_only=True)
+        torch.testing.assert_close(normed[0], final, rtol=1e-5, atol=1e-8)
+        model.set_grad_checkpointing()
+        final3, _ = model.forward_intermediates(x, output_fmt=output_fmt)
+        torch.testing.assert_close(final, final3, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_prune_intermediate_layers_contract(model_name):
+    model = timm.create_model(model_name, **SMALL).eval()
+    x = clip_for(model)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, intermediates_only=True)
+        early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], full[0])
+        kept = model.prune_intermediate_layers(indices=[0], prune_norm=True)
+        assert kept == [0] and len(model.blocks) == 1 and model.num_classes == 0
+        pruned = model.forward_intermediates(x, indices=[0], intermediates_only=True)
+        torch.testing.assert_close(pruned[0], full[0])
+    # the pruned model trains with no unused parameters
+    model.train()
+    out = model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+    out.mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not unused, unused
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_features_only(model_name):
+    model = timm.create_model(model_name, features_only=True, **SMALL).eval()
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) == len(timm.create_model(model_name, **SMALL).blocks)
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, 4, 64, 64))
+    assert len(outs) == len(channels)
+    for c, r, o in zip(channels, reductions, outs):
+        assert o.shape == (2, c, 4, 64 // r, 64 // r)
+    one = timm.create_model(model_name, features_only=True, out_indices=(0,), **SMALL)
+    assert one.feature_info.channels() == [channels[0]]
