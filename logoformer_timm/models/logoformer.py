@@ -61,14 +61,18 @@ class FrameStem(nn.Module):
         """Initialise from ResNet-18 weights: a local checkpoint file or a timm model name (downloads)."""
         state_dict = _read_resnet_state_dict(source)
         stem_state = {k: v for k, v in state_dict.items() if k.startswith(_STEM_PREFIXES)}
-        missing = sorted(set(self.state_dict()) - set(stem_state))
-        wrong_shape = sorted(
-            k for k, v in self.state_dict().items() if k in stem_state and stem_state[k].shape != v.shape)
-        if missing or wrong_shape:
+        own = self.state_dict()
+        problems = {
+            'missing': sorted(set(own) - set(stem_state)),
+            'unexpected': sorted(set(stem_state) - set(own)),
+            'with another shape': sorted(k for k, v in own.items() if k in stem_state and stem_state[k].shape != v.shape),
+        }
+        if any(problems.values()):
+            details = '; '.join(
+                f'{len(keys)} {what} ({", ".join(keys[:4])}{", ..." if len(keys) > 4 else ""})'
+                for what, keys in problems.items() if keys)
             raise ValueError(
-                f'stem_weights={source!r} is not a ResNet-18 checkpoint: {len(missing)} stem keys missing '
-                f'({", ".join(missing[:5])}{", ..." if len(missing) > 5 else ""}), '
-                f'{len(wrong_shape)} with other shapes ({", ".join(wrong_shape[:5])}). '
+                f'stem_weights={str(source)!r} is not a ResNet-18 checkpoint: stem keys {details}. '
                 f'Pass a timm ResNet-18 such as "resnet18.a1_in1k" or a file saved from one.')
         self.load_state_dict(stem_state)
 
@@ -141,18 +145,18 @@ class LogoBlock(nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.attns = nn.ModuleDict({
-            kind: SpaceTimeAttention(
-                kind, dim, num_heads, local_window, global_pool_size, qkv_bias, attn_drop, proj_drop, drop_path, **dd)
-            for kind in block_types
-        })
+        # sub-layers are attributes named '<kind>_attn' ('global' is a Python keyword, which breaks FX codegen)
+        self.attn_names = tuple(f'{kind}_attn' for kind in block_types)
+        for kind, name in zip(block_types, self.attn_names):
+            self.add_module(name, SpaceTimeAttention(
+                kind, dim, num_heads, local_window, global_pool_size, qkv_bias, attn_drop, proj_drop, drop_path, **dd))
         self.norm = nn.LayerNorm(dim, **dd)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attn in self.attns.values():
-            x = attn(x)
+        for name in self.attn_names:
+            x = getattr(self, name)(x)
         return x + self.drop_path(self.mlp(self.norm(x)))
 
 
