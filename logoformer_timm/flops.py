@@ -3,19 +3,32 @@
 On CPU, ``F.scaled_dot_product_attention`` dispatches to a flash kernel that FlopCounterMode has no formula
 for (it counts 0), and fvcore/thop skip it entirely. On the meta device SDPA decomposes into counted
 matmuls, so the totals match an analytic count. Nothing is computed and no memory is used for activations.
-FlopCounterMode counts 2 FLOPs per multiply-add; ``macs = flops / 2``.
+FlopCounterMode counts 2 FLOPs per multiply-add; ``macs = flops / 2``. Only matmuls, convolutions and
+attention have formulas: norms, activations, softmax and pooling count 0 (as in every MAC counter).
 """
 import copy
+import re
 from dataclasses import dataclass, field
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['FlopCount', 'count_flops', 'COUNTER_NAME']
+__all__ = ['FlopCount', 'count_flops', 'flops_by_part', 'COUNTER_NAME', 'LOGOFORMER_PARTS']
 
 COUNTER_NAME = 'torch.utils.flop_counter.FlopCounterMode (meta device)'
+
+# (part, module path regex) for LogoFormer; the paths are those of ``LogoFormer.named_modules()``
+LOGOFORMER_PARTS: Tuple[Tuple[str, str], ...] = (
+    ('stem', r'stem'),
+    ('token embedding', r'token_embed'),
+    ('local attention', r'blocks\.\d+\.local_attn'),
+    ('global attention', r'blocks\.\d+\.global_attn'),
+    ('joint attention', r'blocks\.\d+\.joint_attn'),
+    ('MLP', r'blocks\.\d+\.mlp'),
+    ('head', r'head'),
+)
 
 
 @dataclass
@@ -37,13 +50,19 @@ class FlopCount:
         return self.flops / 2e9
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopCount:
-    """Count the forward FLOPs of ``model`` on an input of ``input_shape`` (batch included) without running it."""
-    meta_model = copy.deepcopy(model).to('meta').eval()
+def count_flops(model: nn.Module, input_shape: Sequence[int], backward: bool = False) -> FlopCount:
+    """Count the forward FLOPs of ``model`` on an input of ``input_shape`` (batch included) without running it.
+
+    ``backward=True`` counts a training step's forward + backward (gradients of ``output.sum()``); the optimizer
+    step is not counted.
+    """
+    meta_model = copy.deepcopy(model).to('meta').train(backward)
     x = torch.empty(tuple(input_shape), device='meta')
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta_model(x)
+    with counter, torch.set_grad_enabled(backward):
+        out = meta_model(x)
+        if backward:
+            out.sum().backward()
     root = type(meta_model).__name__
     by_module = {}
     for name, ops in counter.get_flop_counts().items():
@@ -51,3 +70,21 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopCount:
         if path and path != 'Global':
             by_module[path] = int(sum(ops.values()))
     return FlopCount(flops=int(counter.get_total_flops()), by_module=by_module)
+
+
+def flops_by_part(count: FlopCount, parts: Optional[Sequence[Tuple[str, str]]] = LOGOFORMER_PARTS) -> Dict[str, int]:
+    """Split a count into named parts by module-path regex (``None``: top-level children); 'other' holds the rest.
+
+    Parts with no FLOPs in this model are left out.
+    """
+    if parts is None:
+        parts = tuple((k, re.escape(k)) for k in count.by_module if '.' not in k)
+    out = {}
+    for part, pattern in parts:
+        flops = sum(v for k, v in count.by_module.items() if re.fullmatch(pattern, k))
+        if flops:
+            out[part] = flops
+    rest = count.flops - sum(out.values())
+    if rest:
+        out['other'] = rest
+    return out

@@ -1,0 +1,903 @@
+"""Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.
+
+timm's ``benchmark.py`` flags and column names, adapted to clips ``(B, C, T, H, W)`` (an extra ``frames``
+column, ``channels_last_3d``). Run it as ``python benchmarks/flops.py`` (see ``--help``).
+
+What the numbers are:
+
+* ``infer_gmacs`` / ``infer_gflops``: one clip's forward pass, counted by :data:`~logoformer_timm.flops.COUNTER_NAME`
+  (attention matmuls included); ``train_gmacs``: forward + backward of one clip (optimizer step not counted).
+* step times: ``num_bench_iter`` steps after ``num_warm_iter`` warm-up steps, median and p10/p90 in ms;
+  ``*_samples_per_sec`` = batch size / median step time. ``perf_counter`` on CPU (ops are synchronous there),
+  device events recorded around each step and read after a synchronize on accelerators.
+* ``*_peak_mem_mb``: memory the model and its steps add. CUDA: ``max_memory_allocated`` minus what was allocated
+  before the model was built. CPU: peak resident set size (``VmHWM``, reset before the model is built) minus the
+  resident size at that point, measured by default in a fresh process per model and mode, so that memory freed
+  by one model cannot hide the next model's peak (see ``mem_method``).
+* ``*_achieved_gflops_per_sec``: counted FLOPs per step / median step time; ``*_peak_fraction``: that divided by
+  ``gemm_gflops_per_sec``, the best throughput of a large square matmul on the same device and precision.
+"""
+import argparse
+import ast
+import csv
+import fnmatch
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .flops import COUNTER_NAME, LOGOFORMER_PARTS, count_flops, flops_by_part
+from .models import LogoFormer
+
+__all__ = [
+    'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
+    'count_model', 'gemm_peak', 'benchmark', 'sweep', 'sweep_table', 'write_results', 'format_table',
+    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+]
+
+PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
+SWEEP_PARAMS = ('num_frames', 'img_size')
+BENCH_MODES = ('inference', 'train')
+NUM_CLASSES = 7
+
+# the documented result columns, in output order (--detail adds infer_gmacs_by_part)
+_MODE_COLUMNS = (
+    'samples_per_sec', 'step_time', 'step_time_p10', 'step_time_p90', 'batch_size', 'img_size', 'frames',
+    'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'batch_note', 'load_avg_1m')
+COLUMNS = (
+    'model', 'source', 'model_kwargs', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs',
+    *[f'infer_{c}' for c in _MODE_COLUMNS], *[f'train_{c}' for c in _MODE_COLUMNS],
+    'sweep', 'flop_counter', 'mem_method', 'gemm_gflops_per_sec', 'device', 'device_name', 'threads', 'precision',
+    'channels_last', 'torchcompile', 'torch_version', 'timm_version',
+)
+COLUMN_DOCS = {
+    'param_count': 'parameters in millions',
+    'infer_gmacs': 'multiply-adds of one clip forward, 1e9 (what DFER papers print as "GFLOPs")',
+    'infer_gflops': 'FLOPs of one clip forward, 1e9 (= 2 x GMACs)',
+    'train_gmacs': 'multiply-adds of one clip forward + backward, 1e9',
+    'step_time': 'median step time (ms); _p10/_p90 the 10th/90th percentiles',
+    'samples_per_sec': 'batch size / median step time',
+    'peak_mem_mb': 'memory the model and its steps add (MB, 1e6 bytes); see mem_method',
+    'achieved_gflops_per_sec': 'counted FLOPs per step / median step time',
+    'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec',
+    'batch_note': 'set when an out-of-memory error forced a smaller batch',
+    'load_avg_1m': '1-minute load average of the machine right after the measurement (other jobs add noise)',
+}
+
+
+class BenchmarkError(Exception):
+    """A user error (bad flag, unknown model, missing device or extra): printed without a traceback."""
+
+
+@dataclass
+class BenchConfig:
+    """Everything that defines one measurement except the model."""
+    num_frames: int = 16
+    img_size: int = 112
+    batch_size: int = 2
+    device: str = 'cpu'
+    precision: str = 'float32'
+    channels_last: bool = False
+    torchcompile: Optional[str] = None
+    num_warm_iter: int = 2
+    num_bench_iter: int = 10
+    threads: Optional[int] = None
+    isolate: bool = True
+    gemm_size: int = 2048
+
+
+@dataclass
+class ModelSpec:
+    """A model to benchmark: a timm name with kwargs, or a peer from torchvision / transformers."""
+    name: str
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    source: str = 'timm'
+
+    @property
+    def label(self) -> str:
+        if not self.kwargs:
+            return self.name
+        return f'{self.name}[{",".join(f"{k}={_format_value(v)}" for k, v in self.kwargs.items())}]'
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ','.join(str(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# models
+
+
+def parse_model_kwargs(items: Sequence[str]) -> Dict[str, Any]:
+    """Parse ``k=v`` strings: Python literals (``2``, ``0.1``, ``True``, ``(2,4,4)``), ``a,b`` lists, else strings."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        if not sep or not key.strip():
+            raise BenchmarkError(f'--model-kwargs expects key=value items, got {item!r} (e.g. block_types=joint).')
+        out[key.strip()] = _parse_value(text.strip())
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    if ',' in text:
+        return tuple(_parse_value(part.strip()) for part in text.split(',') if part.strip())
+    return text
+
+
+def _hf_builders() -> Dict[str, Callable[[int, int], nn.Module]]:
+    import transformers as hf
+
+    def build(config_cls, model_cls, **extra):
+        return lambda frames, size: _HFVideo(model_cls(config_cls(
+            image_size=size, num_frames=frames, num_labels=NUM_CLASSES, **extra)))
+
+    return {
+        'transformers/vivit': build(hf.VivitConfig, hf.VivitForVideoClassification),
+        'transformers/videomae': build(hf.VideoMAEConfig, hf.VideoMAEForVideoClassification),
+        'transformers/timesformer': build(hf.TimesformerConfig, hf.TimesformerForVideoClassification),
+    }
+
+
+class _HFVideo(nn.Module):
+    """A transformers video classifier taking ``(B, C, T, H, W)`` like every other model here."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x.transpose(1, 2)).logits  # transformers wants (B, T, C, H, W)
+
+
+TORCHVISION_PEERS = ('r3d_18', 'r2plus1d_18', 'swin3d_t')
+TRANSFORMERS_PEERS = ('vivit', 'videomae', 'timesformer')
+PEER_NAMES = tuple(f'torchvision/{n}' for n in TORCHVISION_PEERS) + tuple(
+    f'transformers/{n}' for n in TRANSFORMERS_PEERS)
+
+
+def peer_specs() -> Tuple[List[ModelSpec], List[str]]:
+    """The installed peers (random weights) and a message per peer that is missing."""
+    specs, missing = [], []
+    for name in PEER_NAMES:
+        package = name.split('/')[0]
+        try:
+            __import__(package)
+        except ImportError:
+            missing.append(f'{name}: {package} is not installed (pip install "logoformer-timm[bench]")')
+            continue
+        specs.append(ModelSpec(name, source=package))
+    return specs, missing
+
+
+def resolve_models(patterns: Sequence[str], model_kwargs: Optional[Dict[str, Any]] = None) -> List[ModelSpec]:
+    """Registered timm names or wildcards (``logoformer_*``) and peer names, each with ``model_kwargs``."""
+    specs = []
+    for pattern in patterns:
+        peers = fnmatch.filter(PEER_NAMES, pattern)
+        names = timm.list_models(pattern) if any(c in pattern for c in '*?[') else (
+            [pattern] if pattern in timm.list_models() else [])
+        if peers:
+            specs += [ModelSpec(n, dict(model_kwargs or {}), source=n.split('/')[0]) for n in peers]
+        if names:
+            specs += [ModelSpec(n, dict(model_kwargs or {})) for n in names]
+        if not peers and not names:
+            raise BenchmarkError(
+                f'no model matches {pattern!r}: give a registered timm name or wildcard (e.g. logoformer_*) '
+                f'or a peer ({", ".join(PEER_NAMES)}).')
+    return specs
+
+
+def build_model(spec: ModelSpec, num_frames: int, img_size: int, device: Any = 'cpu') -> nn.Module:
+    """Build ``spec`` for ``num_frames`` x ``img_size`` clips with random weights on ``device``."""
+    if spec.source == 'timm':
+        try:
+            return timm.create_model(
+                spec.name, num_frames=num_frames, img_size=img_size, device=device, **spec.kwargs)
+        except TypeError as e:
+            raise BenchmarkError(f'cannot build {spec.label}: {e} (is it a video model taking num_frames?)') from e
+    if spec.source == 'torchvision':
+        import torchvision.models.video as tv_video
+        with torch.device(device):
+            return getattr(tv_video, spec.name.split('/')[1])(weights=None, num_classes=NUM_CLASSES, **spec.kwargs)
+    if spec.source == 'transformers':
+        if spec.kwargs:
+            raise BenchmarkError(f'--model-kwargs are not supported for the peer {spec.name}.')
+        with torch.device(device):
+            return _hf_builders()[spec.name](num_frames, img_size)
+    raise BenchmarkError(f'unknown model source {spec.source!r}')
+
+
+@dataclass
+class ModelCount:
+    """Size and counted cost of one model at one clip size (per clip)."""
+    param_count: float
+    infer: Any
+    train_gmacs: float
+    detail: Dict[str, float]
+
+
+def count_model(spec: ModelSpec, num_frames: int, img_size: int) -> ModelCount:
+    """Params (M), forward count, forward+backward GMACs and the per-part GMACs of one clip, on the meta device."""
+    model = build_model(spec, num_frames, img_size, device='meta')
+    shape = (1, 3, num_frames, img_size, img_size)
+    infer = count_flops(model, shape)
+    train = count_flops(model, shape, backward=True)
+    parts = LOGOFORMER_PARTS if isinstance(model, LogoFormer) else None
+    detail = {k: v / 2e9 for k, v in flops_by_part(infer, parts).items()}
+    return ModelCount(sum(p.numel() for p in model.parameters()) / 1e6, infer, train.gmacs, detail)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# device, precision, timing, memory
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``--device``; a clear error when it is not available."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise BenchmarkError(f'--device {name!r} is not a torch device: {e}') from e
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise BenchmarkError(
+            f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
+            f'(torch.cuda.is_available() is False); use --device cpu.')
+    if device.type not in ('cpu', 'cuda'):
+        module = getattr(torch, device.type, None)
+        if module is None or not module.is_available():
+            raise BenchmarkError(f'--device {name} is not available here; use --device cpu.')
+    return device
+
+
+def _precision(precision: str, device: torch.device) -> Tuple[torch.dtype, Optional[torch.dtype]]:
+    """(parameter/input dtype, autocast dtype or None) for ``--precision``."""
+    if precision == 'amp':
+        return torch.float32, torch.float16 if device.type == 'cuda' else torch.bfloat16
+    if precision.startswith('amp_'):
+        return torch.float32, getattr(torch, precision[4:])
+    return getattr(torch, precision), None
+
+
+def _autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type != 'cpu':
+        torch.accelerator.synchronize(device)
+
+
+def time_steps(step: Callable[[], Any], num_warm: int, num_iter: int, device: torch.device) -> List[float]:
+    """Run ``step`` ``num_warm`` times, then time ``num_iter`` steps one by one; times in ms."""
+    for _ in range(num_warm):
+        step()
+    _synchronize(device)
+    if device.type == 'cpu':
+        times = []
+        for _ in range(num_iter):
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+    # events are recorded on the device's stream around each step and read only after a synchronize
+    events = [(torch.Event(device=device, enable_timing=True), torch.Event(device=device, enable_timing=True))
+              for _ in range(num_iter)]
+    for start, end in events:
+        start.record()
+        step()
+        end.record()
+    _synchronize(device)
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100])."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def gemm_peak(device: torch.device, precision: str, size: int = 2048, iters: int = 5) -> float:
+    """Best dense matmul throughput (GFLOP/s) of ``size`` x ``size`` matrices in ``precision`` on ``device``."""
+    dtype, amp_dtype = _precision(precision, device)
+    a = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
+    b = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
+    times = time_steps(lambda: torch.mm(a, b), 1, iters, device)
+    return 2 * size ** 3 / (min(times) / 1e3) / 1e9
+
+
+_STATUS = '/proc/self/status'
+
+
+def _proc_kb(key: str) -> Optional[int]:
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class MemoryMeter:
+    """Peak memory added between :meth:`start` and :meth:`peak_mb` (CUDA allocator, or the process's RSS on CPU)."""
+
+    def __init__(self, device: torch.device, isolated: bool):
+        self.device = device
+        self.isolated = isolated
+        self.base = 0
+
+    @property
+    def method(self) -> str:
+        if self.device.type == 'cuda':
+            return 'cuda max_memory_allocated increase'
+        where = 'fresh process per model and mode' if self.isolated else 'shared process, a lower bound'
+        return f'cpu peak RSS increase ({where})'
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        elif self.device.type == 'cpu':
+            try:  # '5' resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+                with open('/proc/self/clear_refs', 'w') as f:
+                    f.write('5')
+            except OSError:
+                pass
+            self.base = _proc_kb('VmRSS') or 0
+
+    def peak_mb(self) -> Optional[float]:
+        if self.device.type == 'cuda':
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 1e6
+        if self.device.type == 'cpu':
+            peak = _proc_kb('VmHWM')
+            return None if peak is None else max(0, peak - self.base) * 1024 / 1e6
+        return None
+
+
+def _to_channels_last(model: nn.Module) -> nn.Module:
+    """channels_last_3d for 5-D weights and channels_last for 4-D ones (a per-frame 2-D stem has both)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.ndim == 5:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+        elif tensor.ndim == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
+def _is_oom(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ('out of memory' in text or "can't allocate memory" in text)
+
+
+def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False) -> Dict[str, Any]:
+    """Time one model in one mode ('inference' or 'train') in this process; returns the mode's columns."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype, amp_dtype = _precision(cfg.precision, device)
+    meter = MemoryMeter(device, isolated)
+    meter.start()
+    model = build_model(spec, cfg.num_frames, cfg.img_size, device=device).to(dtype=dtype)
+    if cfg.channels_last:
+        _to_channels_last(model)
+    model.train(mode == 'train')
+    run_model = torch.compile(model, backend=cfg.torchcompile) if cfg.torchcompile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if mode == 'train' else None
+    memory_format = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    x = torch.rand(cfg.batch_size, 3, cfg.num_frames, cfg.img_size, cfg.img_size, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=memory_format)
+    target = torch.randint(0, NUM_CLASSES, (cfg.batch_size,), device=device)
+
+    def infer_step():
+        with torch.inference_mode(), _autocast(device, amp_dtype):
+            return run_model(x)
+
+    def train_step():
+        with _autocast(device, amp_dtype):
+            loss = F.cross_entropy(run_model(x).float(), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = time_steps(infer_step if mode == 'inference' else train_step, cfg.num_warm_iter, cfg.num_bench_iter,
+                       device)
+    median = statistics.median(times)
+    return dict(
+        samples_per_sec=cfg.batch_size / (median / 1e3),
+        step_time=median,
+        step_time_p10=_percentile(times, 10),
+        step_time_p90=_percentile(times, 90),
+        batch_size=cfg.batch_size,
+        peak_mem_mb=meter.peak_mb(),
+        mem_method=meter.method,
+        load_avg_1m=_load_avg(),
+    )
+
+
+def _load_avg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _measure_isolated(spec: ModelSpec, mode: str, cfg: BenchConfig) -> Dict[str, Any]:
+    """:func:`measure` in a fresh Python process; an OOM raises MemoryError here (also a killed worker)."""
+    job = json.dumps(dict(spec=asdict(spec), mode=mode, cfg=asdict(cfg)))
+    proc = subprocess.run(
+        [sys.executable, '-c', 'from logoformer_timm.benchmark import _worker; _worker()'],
+        input=job, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        result = json.loads(lines[-1])
+        if 'error' not in result:
+            return result
+        if result.get('oom'):
+            raise MemoryError(result['error'])
+        raise RuntimeError(f'{spec.label} {mode} failed in the worker: {result["error"]}')
+    if proc.returncode in (-9, 137):  # killed, on Linux usually by the out-of-memory killer
+        raise MemoryError(f'worker killed (signal 9) at batch {cfg.batch_size}')
+    raise RuntimeError(f'{spec.label} {mode}: worker exited with {proc.returncode}:\n{proc.stderr[-2000:]}')
+
+
+def _worker() -> None:
+    """Entry point of the fresh process used by :func:`_measure_isolated`: a JSON job on stdin, JSON on stdout."""
+    job = json.loads(sys.stdin.read())
+    try:
+        result = measure(ModelSpec(**job['spec']), job['mode'], BenchConfig(**job['cfg']), isolated=True)
+    except Exception as e:  # reported to the parent, which decides (OOM retry or error)
+        result = dict(error=f'{type(e).__name__}: {e}', oom=_is_oom(e))
+    print(json.dumps(result))
+
+
+def measure_with_retry(spec: ModelSpec, mode: str, cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict:
+    """:func:`measure` (in a fresh process if ``cfg.isolate``), halving the batch on out-of-memory errors."""
+    batch, notes = cfg.batch_size, []
+    while True:
+        run_cfg = replace(cfg, batch_size=batch)
+        try:
+            if cfg.isolate:
+                result = _measure_isolated(spec, mode, run_cfg)
+            else:
+                result = measure(spec, mode, run_cfg)
+            result['batch_note'] = '; '.join(notes)
+            return result
+        except (MemoryError, RuntimeError) as e:
+            if not (isinstance(e, MemoryError) or _is_oom(e)) or batch == 1:
+                raise
+            notes.append(f'out of memory at batch {batch}, retried with {batch // 2}')
+            log(f'  {spec.label} {mode}: {notes[-1]}')
+            batch //= 2
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# runs
+
+
+def environment(cfg: BenchConfig) -> Dict[str, Any]:
+    """The columns every row carries: versions, device name, threads, precision and settings."""
+    device = torch.device(cfg.device)
+    if device.type == 'cuda':
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = _cpu_name()
+    return dict(
+        flop_counter=COUNTER_NAME,
+        device=cfg.device,
+        device_name=device_name,
+        threads=cfg.threads or torch.get_num_threads(),
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+        torchcompile=cfg.torchcompile or '',
+        torch_version=torch.__version__,
+        timm_version=timm.__version__,
+    )
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return f'{line.split(":", 1)[1].strip()} ({os.cpu_count()} logical cores)'
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def benchmark(
+        specs: Sequence[ModelSpec],
+        cfg: BenchConfig,
+        modes: Sequence[str] = ('inference',),
+        detail: bool = False,
+        gemm_gflops: Optional[float] = None,
+        sweep_label: str = '',
+        log: Callable[[str], None] = print,
+) -> List[Dict[str, Any]]:
+    """One result row per model: counts, then timing/memory per mode, with the environment columns."""
+    env = environment(cfg)
+    rows = []
+    for spec in specs:
+        count = count_model(spec, cfg.num_frames, cfg.img_size)
+        row = dict(
+            model=spec.label, source=spec.source, model_kwargs=spec.kwargs, param_count=round(count.param_count, 2),
+            infer_gmacs=round(count.infer.gmacs, 3), infer_gflops=round(count.infer.gflops, 3),
+            train_gmacs=round(count.train_gmacs, 3), sweep=sweep_label,
+        )
+        if detail:
+            row['infer_gmacs_by_part'] = {k: round(v, 3) for k, v in count.detail.items()}
+        gmacs = dict(inference=count.infer.gmacs, train=count.train_gmacs)
+        for mode in modes:
+            prefix = 'infer' if mode == 'inference' else 'train'
+            log(f'  {spec.label}: {mode}, batch {cfg.batch_size}, {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}')
+            result = measure_with_retry(spec, mode, cfg, log)
+            achieved = 2 * gmacs[mode] * result['batch_size'] / (result['step_time'] / 1e3)
+            row['mem_method'] = result.pop('mem_method')
+            result.update(
+                img_size=cfg.img_size, frames=cfg.num_frames, achieved_gflops_per_sec=achieved,
+                peak_fraction=achieved / gemm_gflops if gemm_gflops else None)
+            row.update({f'{prefix}_{k}': v for k, v in result.items()})
+        row.update(env, gemm_gflops_per_sec=gemm_gflops)
+        rows.append(row)
+    return rows
+
+
+def _joint_twin(spec: ModelSpec) -> Optional[ModelSpec]:
+    if spec.kwargs.get('block_types') in ('joint', ('joint',)):
+        return None
+    return ModelSpec(spec.name, {**spec.kwargs, 'block_types': 'joint'}, spec.source)
+
+
+def parse_sweep(text: str) -> Tuple[str, List[int]]:
+    """``num_frames=8,16,32`` -> ('num_frames', [8, 16, 32])."""
+    key, sep, values = text.partition('=')
+    if not sep or key not in SWEEP_PARAMS:
+        raise BenchmarkError(f'--sweep expects one of {SWEEP_PARAMS} as name=v1,v2,..., got {text!r}.')
+    try:
+        points = [int(v) for v in values.split(',') if v.strip()]
+    except ValueError as e:
+        raise BenchmarkError(f'--sweep {key} values must be integers, got {values!r}.') from e
+    if not points or min(points) < 1:
+        raise BenchmarkError(f'--sweep {key} needs positive integers, got {values!r}.')
+    return key, points
+
+
+def sweep(
+        specs: Sequence[ModelSpec],
+        param: str,
+        points: Sequence[int],
+        cfg: BenchConfig,
+        modes: Sequence[str] = ('inference',),
+        gemm_gflops: Optional[float] = None,
+        log: Callable[[str], None] = print,
+) -> List[Dict[str, Any]]:
+    """Each LOGO-Former spec and its same-width ``block_types=joint`` twin at every point of ``param``."""
+    models = []
+    for spec in specs:
+        if spec.source != 'timm' or not spec.name.startswith('logoformer'):
+            continue
+        models += [spec] + [s for s in [_joint_twin(spec)] if s]
+    if not models:
+        raise BenchmarkError('--sweep compares LOGO-Former models with their joint twin: select a logoformer_* model.')
+    rows = []
+    for point in points:
+        point_cfg = replace(cfg, **{param: point})
+        rows += benchmark(models, point_cfg, modes, gemm_gflops=gemm_gflops, sweep_label=f'{param}={point}', log=log)
+    return rows
+
+
+def sweep_table(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per sweep point and LOGO-Former model: its GMACs, time and memory beside its joint twin's."""
+    by_key = {(r['sweep'], r['model']): r for r in rows if r.get('sweep')}
+    table = []
+    for (point, label), row in by_key.items():
+        if 'block_types=joint' in label:
+            continue
+        spec_kwargs = {**row['model_kwargs'], 'block_types': 'joint'}
+        joint = by_key.get((point, ModelSpec(label.split('[')[0], spec_kwargs).label))
+        if joint is None:
+            continue
+        param, value = point.split('=')
+        entry = dict(sweep=param, point=int(value), model=label, joint_model=joint['model'],
+                     gmacs=row['infer_gmacs'], joint_gmacs=joint['infer_gmacs'],
+                     gmacs_ratio=joint['infer_gmacs'] / row['infer_gmacs'])
+        for prefix in ('infer', 'train'):
+            if f'{prefix}_step_time' in row:
+                entry[f'{prefix}_ms'] = row[f'{prefix}_step_time']
+                entry[f'joint_{prefix}_ms'] = joint[f'{prefix}_step_time']
+                entry[f'{prefix}_time_ratio'] = joint[f'{prefix}_step_time'] / row[f'{prefix}_step_time']
+                entry[f'{prefix}_mem_mb'] = row[f'{prefix}_peak_mem_mb']
+                entry[f'joint_{prefix}_mem_mb'] = joint[f'{prefix}_peak_mem_mb']
+        table.append(entry)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output
+
+
+def _row_columns(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    present = set().union(*(r.keys() for r in rows)) if rows else set()
+    extra = [c for r in rows for c in r if c not in COLUMNS]
+    return [c for c in COLUMNS if c in present] + list(dict.fromkeys(extra))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ''
+    if isinstance(value, float):
+        return f'{value:.4g}' if abs(value) < 1 else f'{value:.2f}'
+    if isinstance(value, dict):
+        return '; '.join(f'{k}={_cell(v)}' for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return ','.join(str(v) for v in value)
+    return str(value)
+
+
+def write_results(rows: Sequence[Dict[str, Any]], path: str, fmt: str, header: str = '') -> None:
+    """Write every row with every column as csv, json (rows under 'results') or a markdown table."""
+    columns = _row_columns(rows)
+    with open(path, 'w', newline='') as f:
+        if fmt == 'json':
+            json.dump(dict(command=header, results=list(rows)), f, indent=2, default=str)
+            f.write('\n')
+        elif fmt == 'csv':
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({c: _cell(r.get(c)) for c in columns} for r in rows)
+        elif fmt == 'md':
+            if header:
+                f.write(f'{header}\n\n')
+            f.write(markdown_table(rows, columns))
+        else:
+            raise BenchmarkError(f'--results-format must be csv, json or md, got {fmt!r}.')
+
+
+def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub markdown table of ``columns``."""
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    lines += ['| ' + ' | '.join(_cell(r.get(c)).replace('|', '/') for c in columns) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+_STDOUT_COLUMNS = (
+    ('model', 'model', 's'), ('param_count', 'params(M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
+    ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'inf ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
+    ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'inf clip/s', '.2f'),
+    ('infer_peak_mem_mb', 'inf MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
+    ('infer_peak_fraction', '%peak', '.1%'), ('train_step_time', 'train ms', '.1f'),
+    ('train_samples_per_sec', 'train clip/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
+    ('train_peak_fraction', 'tr %peak', '.1%'),
+)
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+    """The readable stdout table (the columns present in ``rows``)."""
+    cols = [(k, h, f) for k, h, f in _STDOUT_COLUMNS if any(r.get(k) is not None for r in rows)]
+    cells = [[h for _, h, _ in cols]] + [
+        ['' if r.get(k) is None else format(r[k], f) for k, _, f in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return '\n'.join('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in cells)
+
+
+def format_detail(rows: Sequence[Dict[str, Any]]) -> str:
+    """GMACs per part (stem, token embedding, local/global/joint attention, MLP, head) and share of the total."""
+    lines = []
+    for r in rows:
+        parts = r.get('infer_gmacs_by_part') or {}
+        total = sum(parts.values()) or 1.
+        lines.append(f'{r["model"]}: ' + ', '.join(f'{k} {v:.3f} ({v / total:.1%})' for k, v in parts.items()))
+    return '\n'.join(lines)
+
+
+def format_sweep(table: Sequence[Dict[str, Any]]) -> str:
+    """The sweep as text: per point, LOGO-Former vs joint GMACs, time and memory, with ratios joint/LOGO."""
+    lines = [f'{"sweep":<16}{"model":<24}{"GMACs":>8}{"joint":>9}{"x":>6}{"ms":>9}{"joint":>9}{"x":>6}'
+             f'{"MB":>8}{"joint":>8}']
+    for e in table:
+        ms = e.get('infer_ms', e.get('train_ms'))
+        jms = e.get('joint_infer_ms', e.get('joint_train_ms'))
+        ratio = e.get('infer_time_ratio', e.get('train_time_ratio'))
+        mem = e.get('infer_mem_mb', e.get('train_mem_mb'))
+        jmem = e.get('joint_infer_mem_mb', e.get('joint_train_mem_mb'))
+        lines.append(
+            f'{e["sweep"] + "=" + str(e["point"]):<16}{e["model"]:<24}{e["gmacs"]:>8.2f}{e["joint_gmacs"]:>9.2f}'
+            f'{e["gmacs_ratio"]:>6.2f}{_num(ms, 9, 1)}{_num(jms, 9, 1)}{_num(ratio, 6, 2)}{_num(mem, 8, 0)}'
+            f'{_num(jmem, 8, 0)}')
+    return '\n'.join(lines)
+
+
+def _num(value: Optional[float], width: int, digits: int) -> str:
+    return f'{"":>{width}}' if value is None else f'{value:>{width}.{digits}f}'
+
+
+def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> None:
+    """GMACs, step time and peak memory against each swept parameter, LOGO-Former vs joint (matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise BenchmarkError('--plot needs matplotlib: pip install "logoformer-timm[bench]"') from e
+    params = list(dict.fromkeys(e['sweep'] for e in table))
+    prefix = 'infer' if any('infer_ms' in e for e in table) else 'train'
+    metrics = (('gmacs', 'GMACs per clip'), (f'{prefix}_ms', f'{prefix} step time (ms)'),
+               (f'{prefix}_mem_mb', f'{prefix} peak memory (MB)'))
+    fig, axes = plt.subplots(len(params), 3, figsize=(13, 3.6 * len(params)), squeeze=False)
+    for i, param in enumerate(params):
+        for model in dict.fromkeys(e['model'] for e in table if e['sweep'] == param):
+            entries = sorted((e for e in table if e['sweep'] == param and e['model'] == model),
+                             key=lambda e: e['point'])
+            xs = [e['point'] for e in entries]
+            for ax, (key, ylabel) in zip(axes[i], metrics):
+                ax.plot(xs, [e.get(key) for e in entries], 'o-', label=model)
+                ax.plot(xs, [e.get(f'joint_{key}') for e in entries], 's--', label=f'{model} joint')
+                ax.set_xlabel(param)
+                ax.set_ylabel(ylabel)
+                ax.set_xticks(xs)
+                ax.grid(alpha=.3)
+        axes[i][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """timm benchmark.py's flags, for 5-D clips."""
+    parser = argparse.ArgumentParser(
+        prog='benchmarks/flops.py', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
+                        help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
+    parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V',
+                        help='model kwargs, e.g. block_types=joint local_window=2,4,4')
+    parser.add_argument('--peers', action='store_true',
+                        help=f'add the installed peers ({", ".join(PEER_NAMES)}), random weights')
+    parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference')
+    parser.add_argument('--detail', action='store_true', help='GMACs per part (stem, attention, MLP, head)')
+    parser.add_argument('--num-frames', type=int, default=16)
+    parser.add_argument('--img-size', type=int, default=112)
+    parser.add_argument('-b', '--batch-size', type=int, default=2)
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    parser.add_argument('--precision', choices=PRECISIONS, default='float32',
+                        help='amp = autocast (float16 on cuda, bfloat16 on cpu)')
+    parser.add_argument('--channels-last', action='store_true', help='channels_last_3d input and weights')
+    parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
+    parser.add_argument('--num-warm-iter', type=int, default=2)
+    parser.add_argument('--num-bench-iter', type=int, default=10)
+    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
+                        help='time each model and mode in a fresh process (default: on for cpu, where it makes '
+                             'the peak-RSS column per model)')
+    parser.add_argument('--gemm-size', type=int, default=None,
+                        help='matrix size of the peak matmul (default 2048 on cpu, 8192 otherwise)')
+    parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
+                        help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
+    parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
+    parser.add_argument('--results-file', default=None)
+    parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
+                        help='default: from the --results-file extension, else csv')
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ('num_frames', 'img_size', 'batch_size', 'num_bench_iter'):
+        if getattr(args, name) < 1:
+            raise BenchmarkError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}.')
+    if args.num_warm_iter < 0:
+        raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
+    if args.threads is not None and args.threads < 1:
+        raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
+    if args.plot and not args.sweep:
+        raise BenchmarkError('--plot draws a sweep: add --sweep num_frames=8,16,32,64 (or img_size=...).')
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise BenchmarkError('--plot needs matplotlib: pip install "logoformer-timm[bench]"') from e
+
+
+def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """The CLI without exit handling: parse, benchmark (and sweep), print, write; returns the result rows."""
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(
+        num_frames=args.num_frames, img_size=args.img_size, batch_size=args.batch_size, device=args.device,
+        precision=args.precision, channels_last=args.channels_last, torchcompile=args.torchcompile,
+        num_warm_iter=args.num_warm_iter, num_bench_iter=args.num_bench_iter, threads=args.threads,
+        isolate=device.type == 'cpu' if args.isolate is None else args.isolate,
+        gemm_size=args.gemm_size or (2048 if device.type == 'cpu' else 8192))
+    modes = BENCH_MODES if args.bench == 'both' else (args.bench,)
+    specs = resolve_models(args.model, parse_model_kwargs(args.model_kwargs))
+    sweeps = [parse_sweep(s) for s in args.sweep]
+    if args.peers:
+        peers, missing = peer_specs()
+        specs += [p for p in peers if p.name not in {s.name for s in specs}]
+        for message in missing:
+            log(f'peer skipped: {message}')
+
+    command = 'python benchmarks/flops.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)
+    load = _load_avg()
+    log(f'{environment(cfg)["device_name"]}, {torch.get_num_threads()} threads, {cfg.precision}; '
+        f'torch {torch.__version__}, timm {timm.__version__}; load average {load}')
+    log(f'dense {cfg.gemm_size}x{cfg.gemm_size} matmul peak: {gemm:.1f} GFLOP/s; counter: {COUNTER_NAME}')
+    rows = []
+    if sweeps and args.peers:
+        log('note: sweeps compare LOGO-Former with its joint twin; the peers are not swept')
+    if not sweeps:
+        rows = benchmark(specs, cfg, modes, detail=args.detail, gemm_gflops=gemm, log=log)
+        log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
+            f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
+        log(format_table(rows))
+        if args.detail:
+            log('\nGMACs by part:\n' + format_detail(rows))
+    for param, points in sweeps:
+        log(f'\nsweep {param}={",".join(map(str, points))} (LOGO-Former vs its block_types=joint twin):')
+        sweep_rows = sweep(specs, param, points, cfg, modes, gemm_gflops=gemm, log=log)
+        rows += sweep_rows
+        log(format_sweep(sweep_table(sweep_rows)))
+    mem_methods = sorted({r['mem_method'] for r in rows if r.get('mem_method')})
+    if mem_methods:
+        log(f'memory: {"; ".join(mem_methods)}; load average now {_load_avg()}')
+    if args.plot:
+        plot_sweep(sweep_table(rows), args.plot, title=f'{command}\n{environment(cfg)["device_name"]}')
+        log(f'plot written to {args.plot}')
+    if args.results_file:
+        fmt = args.results_format or os.path.splitext(args.results_file)[1].lstrip('.').lower()
+        fmt = fmt if fmt in ('csv', 'json', 'md') else 'csv'
+        write_results(rows, args.results_file, fmt, header=command)
+        log(f'results written to {args.results_file} ({fmt})')
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point: user errors print one clear line to stderr and return 2."""
+    try:
+        run(argv)
+    except BenchmarkError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
