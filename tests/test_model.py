@@ -123,12 +123,12 @@ def test_torch_export_tiny():
 
 def test_bf16_autocast_cpu_tiny():
     model = timm.create_model('logoformer_tiny').eval()
-    x = torch.rand(2, 3, 16, 112, 112)
+    x = torch.rand(1, 3, 16, 112, 112)
     with torch.no_grad():
         ref = model(x)
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = model(x)
-    assert out.dtype == torch.bfloat16 and out.shape == (2, 7)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 7)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
 
