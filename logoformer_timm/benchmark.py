@@ -188,17 +188,36 @@ def peer_specs() -> Tuple[List[ModelSpec], List[str]]:
     return specs, missing
 
 
+def _split_label(label: str) -> Tuple[str, Dict[str, Any]]:
+    """``name[k=v,k2=a,b]`` (the labels the harness prints) -> (name, kwargs)."""
+    if not label.endswith(']') or '[' not in label:
+        return label, {}
+    name, inner = label[:-1].split('[', 1)
+    items = []
+    for piece in inner.split(','):  # a piece without '=' continues the previous value (local_window=2,4,4)
+        if '=' in piece or not items:
+            items.append(piece)
+        else:
+            items[-1] += ',' + piece
+    return name, parse_model_kwargs(items)
+
+
 def resolve_models(patterns: Sequence[str], model_kwargs: Optional[Dict[str, Any]] = None) -> List[ModelSpec]:
-    """Registered timm names or wildcards (``logoformer_*``) and peer names, each with ``model_kwargs``."""
+    """Registered timm names or wildcards (``logoformer_*``) and peer names, each with ``model_kwargs``.
+
+    ``name[k=v,...]`` (as printed in the results) gives one model its own kwargs on top of ``model_kwargs``.
+    """
     specs = []
-    for pattern in patterns:
+    for label in patterns:
+        pattern, own_kwargs = _split_label(label)
+        model_kwargs_here = {**(model_kwargs or {}), **own_kwargs}
         peers = fnmatch.filter(PEER_NAMES, pattern)
         names = timm.list_models(pattern) if any(c in pattern for c in '*?[') else (
             [pattern] if pattern in timm.list_models() else [])
         if peers:
-            specs += [ModelSpec(n, dict(model_kwargs or {}), source=n.split('/')[0]) for n in peers]
+            specs += [ModelSpec(n, dict(model_kwargs_here), source=n.split('/')[0]) for n in peers]
         if names:
-            specs += [ModelSpec(n, dict(model_kwargs or {})) for n in names]
+            specs += [ModelSpec(n, dict(model_kwargs_here)) for n in names]
         if not peers and not names:
             raise BenchmarkError(
                 f'no model matches {pattern!r}: give a registered timm name or wildcard (e.g. logoformer_*) '
@@ -662,51 +681,61 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_results(rows: Sequence[Dict[str, Any]], path: str, fmt: str, header: str = '') -> None:
-    """Write every row with every column as csv, json (rows under 'results') or a markdown table."""
+def write_results(rows: Sequence[Dict[str, Any]], path: str, fmt: str, header: str = '', notes: str = '') -> None:
+    """Write the rows as csv (every column), json (``command``, ``notes`` and every row under ``results``) or
+    markdown (the command, notes, the stdout summary, the sweep, the detail, and every column)."""
     columns = _row_columns(rows)
     with open(path, 'w', newline='') as f:
         if fmt == 'json':
-            json.dump(dict(command=header, results=list(rows)), f, indent=2, default=str)
+            json.dump(dict(command=header, notes=notes, results=list(rows)), f, indent=2, default=str)
             f.write('\n')
         elif fmt == 'csv':
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows({c: _cell(r.get(c)) for c in columns} for r in rows)
         elif fmt == 'md':
-            if header:
-                f.write(f'{header}\n\n')
-            f.write(markdown_table(rows, columns))
+            f.write(f'Command: `{header}`\n\n{notes}\n\n' if header else '')
+            f.write('## Summary\n\n' + format_table(rows, markdown=True) + '\n')
+            table = sweep_table(rows)
+            if table:
+                f.write('## Sweep: LOGO-Former vs its block_types=joint twin\n\n' + format_sweep(table, True) + '\n')
+            if any(r.get('infer_gmacs_by_part') for r in rows):
+                f.write('## GMACs by part\n\n' + format_detail(rows) + '\n\n')
+            f.write('## All columns\n\n' + _render(columns, [[_cell(r.get(c)) for c in columns] for r in rows],
+                                                      markdown=True) + '\n')
         else:
             raise BenchmarkError(f'--results-format must be csv, json or md, got {fmt!r}.')
 
 
-def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> str:
-    """A GitHub markdown table of ``columns``."""
-    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-    lines += ['| ' + ' | '.join(_cell(r.get(c)).replace('|', '/') for c in columns) + ' |' for r in rows]
-    return '\n'.join(lines) + '\n'
+def _render(headers: Sequence[str], cells: Sequence[Sequence[str]], markdown: bool = False) -> str:
+    """A table as aligned text (first column left-aligned) or as GitHub markdown."""
+    if markdown:
+        lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
+        lines += ['| ' + ' | '.join(c.replace('|', '/') for c in row) + ' |' for row in cells]
+        return '\n'.join(lines) + '\n'
+    table = [list(headers)] + [list(row) for row in cells]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    return '\n'.join('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in table)
 
 
 _STDOUT_COLUMNS = (
-    ('model', 'model', 's'), ('param_count', 'params(M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
-    ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'inf ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
-    ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'inf clip/s', '.2f'),
-    ('infer_peak_mem_mb', 'inf MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
-    ('infer_peak_fraction', '%peak', '.1%'), ('train_step_time', 'train ms', '.1f'),
-    ('train_samples_per_sec', 'train clip/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
-    ('train_peak_fraction', 'tr %peak', '.1%'),
+    ('model', 'model', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
+    ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'infer ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
+    ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'infer clips/s', '.2f'),
+    ('infer_peak_mem_mb', 'infer MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
+    ('infer_peak_fraction', '% peak', '.1%'), ('train_step_time', 'train ms', '.1f'),
+    ('train_samples_per_sec', 'train clips/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
+    ('train_peak_fraction', 'train % peak', '.1%'), ('infer_batch_note', 'note', 's'),
+    ('train_batch_note', 'train note', 's'),
 )
 
 
-def format_table(rows: Sequence[Dict[str, Any]]) -> str:
-    """The readable stdout table (the columns present in ``rows``)."""
-    cols = [(k, h, f) for k, h, f in _STDOUT_COLUMNS if any(r.get(k) is not None for r in rows)]
-    cells = [[h for _, h, _ in cols]] + [
-        ['' if r.get(k) is None else format(r[k], f) for k, _, f in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    return '\n'.join('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in cells)
+def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    """The readable summary table (the columns present in ``rows``)."""
+    cols = [(k, h, f) for k, h, f in _STDOUT_COLUMNS if any(r.get(k) not in (None, '') for r in rows)]
+    cells = [['' if r.get(k) is None else format(r[k], f) for k, _, f in cols] for r in rows]
+    return _render([h for _, h, _ in cols], cells, markdown)
 
 
 def format_detail(rows: Sequence[Dict[str, Any]]) -> str:
@@ -715,29 +744,27 @@ def format_detail(rows: Sequence[Dict[str, Any]]) -> str:
     for r in rows:
         parts = r.get('infer_gmacs_by_part') or {}
         total = sum(parts.values()) or 1.
-        lines.append(f'{r["model"]}: ' + ', '.join(f'{k} {v:.3f} ({v / total:.1%})' for k, v in parts.items()))
+        lines.append(f'- {r["model"]}: ' + ', '.join(f'{k} {v:.3f} ({v / total:.1%})' for k, v in parts.items()))
     return '\n'.join(lines)
 
 
-def format_sweep(table: Sequence[Dict[str, Any]]) -> str:
-    """The sweep as text: per point, LOGO-Former vs joint GMACs, time and memory, with ratios joint/LOGO."""
-    lines = [f'{"sweep":<16}{"model":<24}{"GMACs":>8}{"joint":>9}{"x":>6}{"ms":>9}{"joint":>9}{"x":>6}'
-             f'{"MB":>8}{"joint":>8}']
+def format_sweep(table: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    """The sweep: per point, LOGO-Former vs joint GMACs, time and memory, with ratios joint / LOGO-Former."""
+    prefix = 'infer' if any('infer_ms' in e for e in table) else 'train'
+    headers = ['point', 'model', 'GMACs', 'joint GMACs', 'x', f'{prefix} ms', 'joint ms', 'x', 'MB', 'joint MB', 'x']
+    cells = []
     for e in table:
-        ms = e.get('infer_ms', e.get('train_ms'))
-        jms = e.get('joint_infer_ms', e.get('joint_train_ms'))
-        ratio = e.get('infer_time_ratio', e.get('train_time_ratio'))
-        mem = e.get('infer_mem_mb', e.get('train_mem_mb'))
-        jmem = e.get('joint_infer_mem_mb', e.get('joint_train_mem_mb'))
-        lines.append(
-            f'{e["sweep"] + "=" + str(e["point"]):<16}{e["model"]:<24}{e["gmacs"]:>8.2f}{e["joint_gmacs"]:>9.2f}'
-            f'{e["gmacs_ratio"]:>6.2f}{_num(ms, 9, 1)}{_num(jms, 9, 1)}{_num(ratio, 6, 2)}{_num(mem, 8, 0)}'
-            f'{_num(jmem, 8, 0)}')
-    return '\n'.join(lines)
+        mem, joint_mem = e.get(f'{prefix}_mem_mb'), e.get(f'joint_{prefix}_mem_mb')
+        cells.append([
+            f'{e["sweep"]}={e["point"]}', e['model'], f'{e["gmacs"]:.2f}', f'{e["joint_gmacs"]:.2f}',
+            f'{e["gmacs_ratio"]:.2f}', _fmt(e.get(f'{prefix}_ms'), '.1f'), _fmt(e.get(f'joint_{prefix}_ms'), '.1f'),
+            _fmt(e.get(f'{prefix}_time_ratio'), '.2f'), _fmt(mem, '.0f'), _fmt(joint_mem, '.0f'),
+            _fmt(joint_mem / mem if mem and joint_mem else None, '.2f')])
+    return _render(headers, cells, markdown)
 
 
-def _num(value: Optional[float], width: int, digits: int) -> str:
-    return f'{"":>{width}}' if value is None else f'{value:>{width}.{digits}f}'
+def _fmt(value: Optional[float], spec: str) -> str:
+    return '' if value is None else format(value, spec)
 
 
 def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> None:
@@ -809,9 +836,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
                         help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
-    parser.add_argument('--results-file', default=None)
+    parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
+                        help='one or more files; the format comes from each extension (.csv, .json, .md)')
     parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
-                        help='default: from the --results-file extension, else csv')
+                        help='format for every results file (default: from its extension, else csv)')
     return parser
 
 
@@ -857,9 +885,10 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     command = 'python benchmarks/flops.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)
     load = _load_avg()
-    log(f'{environment(cfg)["device_name"]}, {torch.get_num_threads()} threads, {cfg.precision}; '
-        f'torch {torch.__version__}, timm {timm.__version__}; load average {load}')
-    log(f'dense {cfg.gemm_size}x{cfg.gemm_size} matmul peak: {gemm:.1f} GFLOP/s; counter: {COUNTER_NAME}')
+    env_line = (f'{environment(cfg)["device_name"]}, {torch.get_num_threads()} threads, {cfg.precision}; '
+                f'torch {torch.__version__}, timm {timm.__version__}; dense {cfg.gemm_size}x{cfg.gemm_size} matmul '
+                f'peak {gemm:.1f} GFLOP/s; counter: {COUNTER_NAME}')
+    log(f'{env_line}; load average {load}')
     rows = []
     if sweeps and args.peers:
         log('note: sweeps compare LOGO-Former with its joint twin; the peers are not swept')
@@ -881,11 +910,13 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     if args.plot:
         plot_sweep(sweep_table(rows), args.plot, title=f'{command}\n{environment(cfg)["device_name"]}')
         log(f'plot written to {args.plot}')
-    if args.results_file:
-        fmt = args.results_format or os.path.splitext(args.results_file)[1].lstrip('.').lower()
+    notes = (f'{env_line}. Load average (1 min) {load} at the start, {_load_avg()} at the end; other jobs '
+             f'shared this machine, so compare rows of one run rather than absolute times.')
+    for path in args.results_file:
+        fmt = args.results_format or os.path.splitext(path)[1].lstrip('.').lower()
         fmt = fmt if fmt in ('csv', 'json', 'md') else 'csv'
-        write_results(rows, args.results_file, fmt, header=command)
-        log(f'results written to {args.results_file} ({fmt})')
+        write_results(rows, path, fmt, header=command, notes=notes)
+        log(f'results written to {path} ({fmt})')
     return rows
 
 

@@ -1,0 +1,199 @@
+"""The benchmark harness: argument parsing, CLI output files, sweeps, OOM retry and device errors."""
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from logoformer_timm import benchmark as bench
+from logoformer_timm.benchmark import BenchmarkError, ModelSpec
+from logoformer_timm.flops import count_flops
+
+REPO = Path(__file__).resolve().parents[1]
+# a narrow one-block model on a tiny clip (2 frames of 32x32: a 2x2x2 token grid) keeps every run short
+SMALL_KWARGS = dict(embed_dim=64, num_heads=2, depth=1)
+TINY = ['--model', 'logoformer_tiny', '--model-kwargs', 'embed_dim=64', 'num_heads=2', 'depth=1',
+        '--num-frames', '2', '--img-size', '32', '-b', '2', '--num-warm-iter', '0', '--num-bench-iter', '1',
+        '--gemm-size', '128', '--no-isolate']
+LABEL = 'logoformer_tiny[embed_dim=64,num_heads=2,depth=1]'
+DOCUMENTED = ['model', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs', 'infer_samples_per_sec',
+              'infer_step_time', 'infer_step_time_p10', 'infer_step_time_p90', 'infer_batch_size', 'infer_img_size',
+              'infer_frames', 'infer_peak_mem_mb', 'infer_achieved_gflops_per_sec', 'infer_peak_fraction',
+              'train_samples_per_sec', 'train_step_time', 'train_batch_size', 'train_peak_mem_mb', 'flop_counter',
+              'mem_method', 'gemm_gflops_per_sec', 'device', 'device_name', 'threads', 'precision',
+              'torch_version', 'timm_version', 'infer_load_avg_1m']
+
+
+def test_model_kwargs_are_parsed_sensibly():
+    kwargs = bench.parse_model_kwargs(
+        ['block_types=joint', 'local_window=2,4,4', 'block_types2=local,global', 'drop_rate=0.1', 'qkv_bias=True',
+         'depth=2'])
+    assert kwargs == dict(block_types='joint', local_window=(2, 4, 4), block_types2=('local', 'global'),
+                          drop_rate=0.1, qkv_bias=True, depth=2)
+    with pytest.raises(BenchmarkError, match='key=value'):
+        bench.parse_model_kwargs(['joint'])
+
+
+def test_models_by_wildcard_and_unknown_name():
+    names = [s.name for s in bench.resolve_models(['logoformer_*'], dict(depth=1))]
+    assert sorted(names) == ['logoformer_base', 'logoformer_small', 'logoformer_tiny']
+    spec = bench.resolve_models(['logoformer_tiny'], dict(block_types='joint'))[0]
+    assert spec.label == 'logoformer_tiny[block_types=joint]'
+    # a printed label is accepted back as a model, with its own kwargs
+    spec = bench.resolve_models(['logoformer_base[block_types=joint,local_window=2,4,4]'], dict(depth=1))[0]
+    assert (spec.name, spec.kwargs) == ('logoformer_base', dict(depth=1, block_types='joint', local_window=(2, 4, 4)))
+    assert [s.name for s in bench.resolve_models(['torchvision/r3d_18'])] == ['torchvision/r3d_18']
+    with pytest.raises(BenchmarkError, match='no model matches'):
+        bench.resolve_models(['not_a_model_xyz'])
+
+
+def test_count_model_matches_counter_and_params():
+    spec = ModelSpec('logoformer_tiny', SMALL_KWARGS)
+    count = bench.count_model(spec, 2, 32)
+    model = bench.build_model(spec, 2, 32)
+    assert count.param_count == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    assert count.infer.flops == count_flops(model, (1, 3, 2, 32, 32)).flops
+    assert sum(count.detail.values()) == pytest.approx(count.infer.gmacs)
+
+
+def test_percentiles_match_statistics():
+    values = [5., 1., 9., 3., 7., 2., 8.]
+    q = statistics.quantiles(values, n=10, method='inclusive')
+    assert bench._percentile(values, 10) == pytest.approx(q[0])
+    assert bench._percentile(values, 90) == pytest.approx(q[-1])
+    assert bench._percentile(values, 50) == statistics.median(values)
+
+
+def test_time_steps_runs_warmup_then_timed_steps():
+    calls = []
+    times = bench.time_steps(lambda: calls.append(1), 3, 4, torch.device('cpu'))
+    assert len(calls) == 7 and len(times) == 4 and all(t >= 0 for t in times)
+
+
+def _run_cli(tmp_path, fmt, mode='both'):
+    path = tmp_path / f'results.{fmt}'
+    lines = []
+    rows = bench.run([*TINY, '--bench', mode, '--detail', '--results-file', str(path), '--results-format', fmt],
+                     log=lines.append)
+    return rows, path, '\n'.join(lines)
+
+
+def test_cli_writes_csv_json_md(tmp_path):
+    rows, path, out = _run_cli(tmp_path, 'csv')
+    assert LABEL in out and 'GMACs' in out and 'FlopCounterMode' in out and 'stem' in out
+    with open(path) as f:
+        records = list(csv.DictReader(f))
+    assert len(records) == 1
+    for column in DOCUMENTED:
+        assert records[0][column] != '', column
+    assert float(records[0]['infer_gflops']) == pytest.approx(2 * float(records[0]['infer_gmacs']), rel=1e-3)
+    assert records[0]['infer_frames'] == '2' and records[0]['infer_img_size'] == '32'
+    assert records[0]['device'] == 'cpu' and records[0]['torch_version'] == torch.__version__
+
+    _, path, _ = _run_cli(tmp_path, 'json', 'inference')
+    data = json.loads(path.read_text())
+    assert data['command'].startswith('python benchmarks/flops.py')
+    result = data['results'][0]
+    assert set(c for c in DOCUMENTED if not c.startswith('train')) <= set(result)
+    assert result['infer_samples_per_sec'] == pytest.approx(2 / (result['infer_step_time'] / 1e3))
+    assert result['infer_peak_fraction'] == pytest.approx(
+        result['infer_achieved_gflops_per_sec'] / result['gemm_gflops_per_sec'])
+    assert sum(result['infer_gmacs_by_part'].values()) == pytest.approx(result['infer_gmacs'], abs=0.01)
+
+    _, path, _ = _run_cli(tmp_path, 'md', 'inference')
+    text = path.read_text()
+    assert text.startswith('Command: `python benchmarks/flops.py') and '## Summary' in text
+    table = [line for line in text.split('## All columns')[1].splitlines() if line.startswith('|')]
+    header = [c.strip() for c in table[0].strip('|').split('|')]
+    assert set(c for c in DOCUMENTED if not c.startswith('train')) <= set(header)
+    assert len(table) == 3 and table[1].startswith('|---')
+    assert len(table[2].strip('|').split('|')) == len(header)
+
+
+def test_sweep_gives_one_row_per_point(tmp_path):
+    lines = []
+    rows = bench.run([*TINY, '--sweep', 'num_frames=2,4,6'], log=lines.append)
+    table = bench.sweep_table(rows)
+    assert [e['point'] for e in table] == [2, 4, 6]
+    assert {r['model'] for r in rows} == {LABEL, LABEL[:-1] + ',block_types=joint]'}
+    for entry in table:
+        assert entry['infer_ms'] > 0 and entry['joint_infer_ms'] > 0
+        assert entry['gmacs_ratio'] == pytest.approx(entry['joint_gmacs'] / entry['gmacs'])
+    last = table[-1]
+    logo = bench.count_model(ModelSpec('logoformer_tiny', SMALL_KWARGS), 6, 32).infer.gmacs
+    joint = bench.count_model(ModelSpec('logoformer_tiny', dict(SMALL_KWARGS, block_types='joint')), 6, 32)
+    assert last['gmacs'] == pytest.approx(logo, abs=1e-3)
+    assert last['joint_gmacs'] == pytest.approx(joint.infer.gmacs, abs=1e-3)
+    assert [r['infer_frames'] for r in rows] == [2, 2, 4, 4, 6, 6]
+    assert 'num_frames=6' in '\n'.join(lines)
+
+
+def test_bad_sweep_and_plot_without_sweep_are_user_errors():
+    with pytest.raises(BenchmarkError, match='--sweep'):
+        bench.parse_sweep('depth=1,2')
+    with pytest.raises(BenchmarkError, match='integers'):
+        bench.parse_sweep('num_frames=8,x')
+    assert bench.main([*TINY, '--plot', 'x.png']) == 2
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip('matplotlib')
+    table = [dict(sweep='num_frames', point=p, model='m', joint_model='m[block_types=joint]', gmacs=p,
+                  joint_gmacs=p * p, gmacs_ratio=p, infer_ms=1. * p, joint_infer_ms=2. * p, infer_time_ratio=2.,
+                  infer_mem_mb=10., joint_infer_mem_mb=20.) for p in (8, 16)]
+    path = tmp_path / 'sweep.png'
+    bench.plot_sweep(table, str(path))
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_oom_retries_with_smaller_batch(monkeypatch):
+    seen = []
+
+    def fake_measure(spec, mode, cfg, isolated=False):
+        seen.append(cfg.batch_size)
+        if cfg.batch_size > 2:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+        return dict(step_time=1., batch_size=cfg.batch_size)
+
+    monkeypatch.setattr(bench, 'measure', fake_measure)
+    log = []
+    cfg = bench.BenchConfig(batch_size=8, isolate=False)
+    result = bench.measure_with_retry(ModelSpec('logoformer_tiny'), 'inference', cfg, log.append)
+    assert seen == [8, 4, 2] and result['batch_size'] == 2
+    assert 'out of memory at batch 8, retried with 4' in result['batch_note']
+    assert len(log) == 2  # said in the output
+
+
+def test_other_errors_are_not_retried(monkeypatch):
+    def broken(spec, mode, cfg, isolated=False):
+        raise RuntimeError('shape mismatch')
+
+    monkeypatch.setattr(bench, 'measure', broken)
+    with pytest.raises(RuntimeError, match='shape mismatch'):
+        bench.measure_with_retry(ModelSpec('logoformer_tiny'), 'inference', bench.BenchConfig(isolate=False))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without a CUDA GPU')
+def test_cuda_without_gpu_is_a_clear_error(capsys):
+    assert bench.main(['--device', 'cuda', '--model', 'logoformer_tiny']) == 2
+    err = capsys.readouterr().err
+    assert 'no CUDA GPU is available' in err and '--device cpu' in err and 'Traceback' not in err
+
+
+def test_script_user_error_exits_nonzero_without_traceback():
+    proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'flops.py'), '--model', 'no_such_model_xyz'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert 'no model matches' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_isolated_measurement_in_a_fresh_process():
+    """The default on CPU: each model and mode is timed in a fresh process, where its peak RSS is its own."""
+    cfg = bench.BenchConfig(num_frames=2, img_size=32, batch_size=2, num_warm_iter=0, num_bench_iter=1)
+    result = bench._measure_isolated(ModelSpec('logoformer_tiny', SMALL_KWARGS), 'train', cfg)
+    assert result['mem_method'] == 'cpu peak RSS increase (fresh process per model and mode)'
+    assert result['peak_mem_mb'] > 0 and result['batch_size'] == 2 and result['step_time'] > 0
