@@ -27,9 +27,30 @@ whose ``uar``, ``war`` or ``per_class`` disagree with its confusion matrix by mo
 import json
 import math
 import os
-from typing import Any, Dict, Union
+import pickle
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
 
-__all__ = ['EVAL_METRICS_KEYS', 'MetricsFileError', 'load_eval_metrics', 'validate_eval_metrics']
+import torch
+from timm.layers import to_2tuple
+from timm.models import create_model, is_model, save_for_hf
+
+from . import __version__
+from .manifest import HUB_ORG, WEIGHTS_FILENAME, file_sha256, read_safetensors
+from .manifest import WeightsFileError
+from .models.logoformer import DFER_LABELS, PretrainedWeightsError
+
+__all__ = [
+    'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
+    'validate_eval_metrics', 'read_checkpoint', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
+    'push_folder', 'run_cli']
+
+PathLike = Union[str, os.PathLike]
+REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
 
 EVAL_METRICS_KEYS = ('uar', 'war', 'per_class', 'confusion_matrix', 'num_clips', 'protocol')
 _METRICS_ATOL = 1e-4
@@ -101,3 +122,394 @@ def validate_eval_metrics(metrics: Any, source: str = 'metrics') -> Dict[str, An
     if abs(metrics['war'] - war) > _METRICS_ATOL:
         fail(f'"war" = {metrics["war"]} but the confusion matrix accuracy is {war:.6f}')
     return metrics
+
+
+class HubFolderError(RuntimeError):
+    """A checkpoint, export folder or upload request that cannot be used; the message names the file."""
+
+
+def read_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Read a training checkpoint safely: safetensors, or a torch file through ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubFolderError(f'Checkpoint not found: {path}')
+    if path.suffix == '.safetensors':
+        return read_safetensors(path.read_bytes(), path)
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise HubFolderError(
+            f'{path} cannot be read as a weights-only torch checkpoint (corrupt, truncated, or it pickles objects '
+            f'other than tensors and plain containers, which are never unpickled): {e}') from None
+    if not isinstance(checkpoint, dict):
+        raise HubFolderError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
+    return checkpoint
+
+
+def _weights_of(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(container), dict):
+            return checkpoint[container]
+    return checkpoint
+
+
+def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """Model arguments that the weights themselves fix: frames, resolution, channels, classes."""
+    weights = {k.removeprefix('_orig_mod.').removeprefix('module.').removeprefix('_orig_mod.'): v
+               for k, v in _weights_of(checkpoint).items()}
+    args = {}
+    if 'pos_embed_temporal' in weights:
+        args['num_frames'] = weights['pos_embed_temporal'].shape[1]
+    if 'pos_embed_spatial' in weights:
+        args['img_size'] = [weights['pos_embed_spatial'].shape[1] * 16, weights['pos_embed_spatial'].shape[2] * 16]
+    if 'stem.conv1.weight' in weights:
+        args['in_chans'] = weights['stem.conv1.weight'].shape[1]
+    args['num_classes'] = weights['head.weight'].shape[0] if 'head.weight' in weights else 0
+    return args
+
+
+def _build_from_checkpoint(
+        model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
+) -> torch.nn.Module:
+    """The model the checkpoint was trained as, with exactly its weights (nothing resampled or adapted)."""
+    saved_args = checkpoint.get('model_args') if isinstance(checkpoint.get('model_args'), dict) else {}
+    from_weights = _args_from_weights(checkpoint)
+    for key, value in {**saved_args, **model_kwargs}.items():
+        if key in from_weights and _as_list(value) != _as_list(from_weights[key]):
+            raise HubFolderError(
+                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
+                f'{key}={from_weights[key]!r}; an export never resamples or adapts weights. Drop the argument.')
+    kwargs = {**saved_args, **model_kwargs, **from_weights}
+    # the cfg describes the source weights, so timm keeps their classifier instead of resetting it
+    source_cfg = dict(
+        file=str(checkpoint_path), num_classes=from_weights['num_classes'],
+        input_size=(kwargs.get('in_chans', 3), *to_2tuple(kwargs.get('img_size', 112))))
+    if from_weights['num_classes'] != len(DFER_LABELS):
+        source_cfg['label_names'] = None
+    try:
+        model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=source_cfg, **kwargs)
+    except PretrainedWeightsError as e:
+        raise HubFolderError(str(e)) from None
+    return model.eval()
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class ExportResult:
+    """What ``export_folder`` wrote and what to add to the manifest."""
+    folder: Path
+    sha256: str
+    hf_hub_id: Optional[str]
+    manifest_entry: Optional[str]
+    manifest_note: str
+
+
+def export_folder(
+        model_name: str,
+        checkpoint: PathLike,
+        out: PathLike,
+        tag: Optional[str] = None,
+        metrics: Optional[PathLike] = None,
+        dtype: str = 'float32',
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        train_dataset: Optional[str] = None,
+        recipe: Optional[str] = None,
+        license: str = 'mit',
+        hub_org: str = HUB_ORG,
+) -> ExportResult:
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
+    arch = model_name.split('.', 1)[0]
+    if not arch.startswith('logoformer_') or not is_model(arch):
+        raise HubFolderError(f'--model must be a registered LOGO-Former architecture such as logoformer_base, got {model_name!r}.')
+    if tag is not None and (not tag or not all(c.isalnum() or c == '_' for c in tag)):
+        raise HubFolderError(f'--tag must be letters, digits and "_" (e.g. dfew_fold1), got {tag!r}.')
+    if dtype not in ('float32', 'float16'):
+        raise HubFolderError(f'--dtype must be float32 or float16, got {dtype!r}.')
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise HubFolderError(f'{out} already exists and is not empty; pass a new --out folder.')
+    eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
+    ckpt = read_checkpoint(checkpoint)
+    model = _build_from_checkpoint(arch, checkpoint, ckpt, dict(model_kwargs or {}))
+    if dtype == 'float16':
+        model = model.half()
+
+    name = f'{arch}.{tag}' if tag else arch
+    hf_hub_id = f'{hub_org}/{name}' if tag else None
+    arch_args = dict(  # what the weights do not fix but their meaning depends on
+        local_window=list(model.local_window), global_pool_size=list(model.global_pool_size),
+        block_types=list(model.block_types), input_layout=model.input_layout)
+    save_for_hf(
+        model, out, model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args,
+        safe_serialization=True)
+    (out / 'README.md').write_text(model_card(
+        model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
+        license=license, dtype=dtype), encoding='utf-8')
+    sha256 = file_sha256(out / WEIGHTS_FILENAME)
+    entry, note = _manifest_entry(arch, tag, sha256, eval_metrics, train_dataset, recipe, license, model.num_classes)
+    return ExportResult(out, sha256, hf_hub_id, entry, note)
+
+
+def _manifest_entry(arch, tag, sha256, metrics, train_dataset, recipe, license, num_classes):
+    missing = [flag for flag, value in (('--tag', tag), ('--train-dataset', train_dataset), ('--recipe', recipe))
+               if not value]
+    if missing:
+        return None, f'No manifest entry: a published tag needs {", ".join(missing)}.'
+    fold = metrics.get('fold') if metrics else None
+    uar, war = (metrics['uar'], metrics['war']) if metrics else (None, None)
+    entry = (
+        f"PUBLISHED['{arch}.{tag}'] = PublishedWeights(\n"
+        f"    arch={arch!r}, tag={tag!r},\n"
+        f"    sha256={sha256!r},\n"
+        f"    dataset={train_dataset!r}, fold={fold!r}, uar={uar!r}, war={war!r},\n"
+        f"    license={license!r}, recipe={recipe!r}, num_classes={num_classes!r})")
+    note = 'Add to logoformer_timm/manifest.py after the repo is pushed:' + (
+        '' if metrics else ' (no --metrics: uar/war stay None, nothing is claimed)')
+    return entry, note
+
+
+def model_card(
+        model: torch.nn.Module,
+        name: str,
+        hf_hub_id: Optional[str] = None,
+        metrics: Optional[Dict[str, Any]] = None,
+        train_dataset: Optional[str] = None,
+        recipe: Optional[str] = None,
+        license: str = 'mit',
+        dtype: str = 'float32',
+) -> str:
+    """The README.md of a Hub repo: YAML front matter, then what, how trained, measured metrics, usage, limits."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    datasets = [d for d in dict.fromkeys([train_dataset, (metrics or {}).get('dataset')]) if d]
+    eval_results = None
+    if metrics:
+        dataset = metrics.get('dataset') or 'evaluation set'
+        split = f'fold {metrics["fold"]}' if metrics.get('fold') is not None else None
+        eval_results = [
+            EvalResult(task_type='video-classification', dataset_type=dataset.lower(), dataset_name=dataset,
+                       dataset_split=split, metric_type=metric_type, metric_name=metric_name, metric_value=metrics[key])
+            for key, metric_type, metric_name in (('uar', 'recall', 'UAR'), ('war', 'accuracy', 'WAR'))]
+    card_data = ModelCardData(
+        library_name='timm', pipeline_tag='video-classification', license=license,
+        tags=['timm', 'video-classification', 'facial-expression-recognition', 'logoformer'],
+        datasets=datasets or None, metrics=['recall', 'accuracy'] if metrics else None,
+        model_name=name if metrics else None, eval_results=eval_results)
+    c, t, (h, w) = model.in_chans, model.num_frames, model.img_size
+    shape = f'(1, {c}, {t}, {h}, {w})' if model.input_layout == 'BCTHW' else f'(1, {t}, {c}, {h}, {w})'
+    load_name = f'hf-hub:{hf_hub_id}' if hf_hub_id else 'local-dir:path/to/this/folder'
+    labels = model.pretrained_cfg.get('label_names') or ()
+    labels = labels if len(labels) == model.num_classes else ()
+    labels_comment = f": {', '.join(labels)}" if labels else ''
+
+    if train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):
+        training = f'Trained on **{train_dataset}**' + (
+            f' (fold {metrics["fold"]} training split)' if metrics and metrics.get('fold') is not None else '') + '.'
+    elif train_dataset:
+        training = f'Trained on **{train_dataset}**. These weights were **not trained on DFEW or FERV39K**.'
+    else:
+        training = ('The exporter did not state the training data, so this card makes no claim about it: '
+                    '**these weights were not shown to be trained on DFEW or FERV39K**.')
+    if recipe:
+        training += f'\n\nTraining recipe: {recipe}'
+
+    if metrics:
+        where = ', '.join(str(x) for x in (metrics.get('dataset'), split) if x) or 'the evaluation set'
+        per_class = ' | '.join(f'{label} {100 * r:.2f}' for label, r in metrics['per_class'].items())
+        results = (
+            f'Measured by `logoformer-eval` on {where}, {metrics["num_clips"]} clips. Protocol: {metrics["protocol"]}\n\n'
+            f'| metric | value (%) |\n|---|---|\n'
+            f'| UAR (mean per-class recall) | {100 * metrics["uar"]:.2f} |\n'
+            f'| WAR (accuracy) | {100 * metrics["war"]:.2f} |\n\n'
+            f'Per-class recall (%): {per_class}')
+    else:
+        results = 'No evaluation results were supplied for these weights, so none are reported.'
+
+    body = f"""
+# {name}
+
+LOGO-Former (Ma, Sun, Li, ICASSP 2023, [arXiv:2305.03343](https://arxiv.org/abs/2305.03343)) for dynamic facial
+expression recognition, as a [timm](https://github.com/huggingface/pytorch-image-models) model from the
+`logoformer-timm` package (`pip install logoformer-timm`): a per-frame ResNet-18 stem, then
+Transformer blocks of local window and global attention over the space-time tokens.
+
+- Architecture: `{model.pretrained_cfg.get('architecture', name)}`, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, weights stored as {dtype}
+- Input: {t} frames of {h}x{w}, {c} channels, layout `{model.input_layout}`, values in [0, 1] (no mean/std normalisation)
+- Output: {model.num_classes} logits{': ' + ', '.join(labels) if labels else ''}
+
+## Training
+
+{training}
+
+## Results
+
+{results}
+
+## Usage
+
+```python
+import timm
+import torch
+import logoformer_timm  # registers the LOGO-Former architectures with timm (timm has no plugin discovery)
+
+model = timm.create_model('{load_name}', pretrained=True).eval()
+clip = torch.rand{shape}  # face crops, RGB in [0, 1]
+probs = model(clip).softmax(dim=-1)  # {model.num_classes} classes{labels_comment}
+```
+
+## Limitations
+
+- Dynamic facial expression datasets are small, collected from films and the web, and labelled with seven basic
+  categories by annotators; predictions inherit their demographic and cultural biases.
+- Input must be face crops prepared like the training data (same frame sampling and crop); other pipelines lower
+  accuracy by an unknown amount.
+- Expression recognition is not emotion recognition; do not use it to make decisions about people.
+
+## Citation
+
+```bibtex
+@inproceedings{{ma2023logoformer,
+  title={{LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition}},
+  author={{Ma, Fuyan and Sun, Bin and Li, Shutao}},
+  booktitle={{IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)}},
+  year={{2023}}
+}}
+```
+"""
+    return f'---\n{card_data.to_yaml()}\n---\n{body}'
+
+
+USER_ERRORS = (HubFolderError, MetricsFileError, WeightsFileError, PretrainedWeightsError)
+
+
+def run_cli(main: Callable[[], None]) -> int:
+    """Run a hub/ command: user errors print one clear line to stderr and exit 2, without a traceback."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def seed_hf_cache(cache_dir: PathLike, repo_id: str, folder: PathLike, commit: str = '0' * 40) -> Path:
+    """Place a repo folder's files in a Hugging Face cache as revision ``commit`` (also ``main``); return the snapshot."""
+    root = Path(cache_dir) / f'models--{repo_id.replace("/", "--")}'
+    (root / 'refs').mkdir(parents=True, exist_ok=True)
+    (root / 'refs' / 'main').write_text(commit)
+    snapshot = root / 'snapshots' / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        if (Path(folder) / name).is_file():
+            shutil.copy(Path(folder) / name, snapshot / name)
+    return snapshot
+
+
+def _check_folder(folder: Path) -> Dict[str, Any]:
+    if not folder.is_dir():
+        raise HubFolderError(f'Not a folder: {folder}')
+    missing = [name for name in REPO_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HubFolderError(f'{folder} is missing {", ".join(missing)}; export it again with hub/export.py.')
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in REPO_FILES and not p.name.startswith('.'))
+    if extra:
+        raise HubFolderError(f'{folder} holds files a repo must not publish: {", ".join(extra)}. Remove them.')
+    try:
+        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise HubFolderError(f'{folder / "config.json"} is not valid JSON: {e}') from None
+    if not is_model(str(config.get('architecture'))):
+        raise HubFolderError(
+            f'{folder / "config.json"}: architecture {config.get("architecture")!r} is not a registered model.')
+    card = (folder / 'README.md').read_text(encoding='utf-8')
+    front = card.split('---', 2)[1] if card.startswith('---') else ''
+    for line in ('library_name: timm', 'pipeline_tag: video-classification'):
+        if line not in front.splitlines():
+            raise HubFolderError(f'{folder / "README.md"}: the YAML front matter lacks "{line}".')
+    return config
+
+
+def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
+    shape = (model.in_chans, model.num_frames, *model.img_size)
+    if model.input_layout == 'BTCHW':
+        shape = (model.num_frames, model.in_chans, *model.img_size)
+    return torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+
+
+def verify_folder(folder: PathLike, checkpoint: PathLike) -> Dict[str, float]:
+    """Reload a repo folder through ``local-dir:`` and a seeded offline ``hf-hub:`` cache; logits must equal the source.
+
+    The source is the checkpoint rounded to the folder's weight dtype, so a float16 export is compared exactly
+    with the float16-rounded source. Returns the max |difference| per route (all 0.0); raises on any mismatch.
+    """
+    folder = Path(folder)
+    config = _check_folder(folder)
+    exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
+    ckpt = read_checkpoint(checkpoint)
+    source = _build_from_checkpoint(config['architecture'], checkpoint, ckpt, config.get('model_args', {}))
+    dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
+    if len(dtypes) != 1:
+        raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
+    dtype = dtypes.pop()
+    source.load_state_dict({
+        k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()})
+    clip = _fixed_clip(source)
+    with torch.no_grad():
+        reference = source(clip)
+
+    routes = {}
+    with tempfile.TemporaryDirectory() as cache:
+        commit = file_sha256(folder / WEIGHTS_FILENAME)[:40]  # a commit hash revision is served from the cache
+        repo_id = f'{HUB_ORG}/verify-export'  # never a manifest name, so only this check reads it
+        seed_hf_cache(cache, repo_id, folder, commit)
+        for route, kwargs in ((f'local-dir:{folder}', {}), (f'hf-hub:{repo_id}@{commit}', dict(cache_dir=cache))):
+            try:
+                model = create_model(route, pretrained=True, **kwargs).eval()
+            except Exception as e:
+                raise HubFolderError(f'{route} does not load: {e}') from e
+            with torch.no_grad():
+                logits = model(clip)
+            diff = (logits.float() - reference.float()).abs().max().item() if logits.shape == reference.shape else math.inf
+            routes[route.split(':', 1)[0]] = diff
+            if diff != 0.:
+                raise HubFolderError(
+                    f'{route}: logits differ from the checkpoint {checkpoint} on the fixed clip '
+                    f'(max |diff| {diff:.3g}, shapes {tuple(logits.shape)} vs {tuple(reference.shape)}).')
+    return routes
+
+
+def push_folder(
+        folder: PathLike,
+        repo_id: str,
+        checkpoint: PathLike,
+        dry_run: bool = True,
+        private: bool = False,
+        commit_message: Optional[str] = None,
+        api: Any = None,
+) -> Dict[str, Any]:
+    """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
+
+    With ``dry_run`` nothing is uploaded and the result lists exactly the files that would be. ``api`` replaces
+    the ``HfApi`` object (tests); the token comes from the environment (``HF_TOKEN`` or ``hf auth login``).
+    """
+    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise HubFolderError(f'--repo-id must be ORG/NAME, got {repo_id!r}.')
+    folder = Path(folder)
+    verified = verify_folder(folder, checkpoint)
+    files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
+    result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
+                  commit_url=None)
+    if dry_run:
+        return result
+    if api is None:
+        from huggingface_hub import HfApi
+        api = HfApi(library_name='logoformer-timm', library_version=__version__)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), allow_patterns=list(REPO_FILES),
+        commit_message=commit_message or f'Upload {repo_id.split("/")[1]} (logoformer-timm {__version__})')
+    result['commit_url'] = info.commit_url
+    return result

@@ -1,1 +1,3 @@
-from .logoformer import DFER_LABELS, LogoFormer, PretrainedWeightsUnavailableError, checkpoint_filter_fn
+from .logoformer import (
+    DFER_LABELS, CheckpointMismatchError, LogoFormer, PretrainedWeightsError, PretrainedWeightsUnavailableError,
+    checkpoint_filter_fn, refresh_pretrained_cfgs)

@@ -16,13 +16,18 @@ Input is a clip ``(B, C, T, H, W)`` (or ``(B, T, C, H, W)`` with ``input_layout=
 """
 import logging
 import os
+import pickle
+import sys
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
 from einops import rearrange
+from safetensors import SafetensorError
 from timm.layers import DropPath, Mlp, get_device_dtype, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    PretrainedCfg, adapt_input_conv, build_model_with_cfg, clean_state_dict, generate_default_cfgs, register_model)
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq, named_apply
@@ -30,8 +35,11 @@ from timm.models.resnet import BasicBlock, ResNet
 
 from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
 from ..layers import to_3tuple
+from .. import manifest
 
-__all__ = ['LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'DFER_LABELS']
+__all__ = [
+    'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'refresh_pretrained_cfgs', 'DFER_LABELS',
+    'CheckpointMismatchError', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
 
 _logger = logging.getLogger(__name__)
 
@@ -439,22 +447,59 @@ def _init_transformer_weights(module: nn.Module, name: str = '') -> None:
             nn.init.zeros_(module.bias)
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: LogoFormer) -> Dict[str, torch.Tensor]:
-    """Adapt a LOGO-Former checkpoint to ``model``: unwrap containers and prefixes, resample position embeddings."""
+_CLASSIFIER_PREFIX = 'head.'
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[str, torch.Tensor]:
+    """Adapt a LOGO-Former checkpoint to ``model``; raise :class:`CheckpointMismatchError` if it is another architecture.
+
+    Unwraps ``state_dict_ema`` / ``model_ema`` / ``state_dict`` / ``model`` containers and ``module.`` /
+    ``_orig_mod.`` prefixes, resamples the position embeddings to the model's frames and resolution, and adapts
+    ``stem.conv1`` to ``model.in_chans`` from the channel count of the weight itself. The classifier is left as
+    it is: timm's loader drops it when ``num_classes`` differs.
+    """
     for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
         if isinstance(state_dict.get(container), dict):
             state_dict = state_dict[container]
             break
+    state_dict = clean_state_dict(state_dict)
+    target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            key = key.removeprefix(prefix)
-        if key == 'pos_embed_spatial':
-            value = resample_spatial_pos_embed(value, model.grid_size[1:])
-        elif key == 'pos_embed_temporal':
-            value = resample_temporal_pos_embed(value, model.grid_size[0])
+        if key in target and torch.is_tensor(value) and value.ndim == target[key].ndim:
+            if key == 'pos_embed_spatial':
+                value = resample_spatial_pos_embed(value, model.grid_size[1:])
+            elif key == 'pos_embed_temporal':
+                value = resample_temporal_pos_embed(value, model.grid_size[0])
+            elif key == 'stem.conv1.weight' and value.shape[1] != model.in_chans:
+                # timm's loader adapts from the cfg's declared channels; the weight's own count is the truth
+                value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value
+    _check_same_architecture(out, target)
     return out
+
+
+class CheckpointMismatchError(ValueError):
+    """Weights whose keys or shapes do not fit the model (another architecture or configuration)."""
+
+
+def _check_same_architecture(state_dict: Dict[str, Any], target: Dict[str, torch.Tensor]) -> None:
+    def listing(keys: List[str]) -> str:
+        return ', '.join(keys[:8]) + (f', ... ({len(keys)} in all)' if len(keys) > 8 else '')
+
+    body = [k for k in target if not k.startswith(_CLASSIFIER_PREFIX)]
+    missing = [k for k in body if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target and not k.startswith(_CLASSIFIER_PREFIX)]
+    wrong_shape = [
+        f'{k} {tuple(state_dict[k].shape)} != {tuple(target[k].shape)}' for k in body
+        if k in state_dict and (not torch.is_tensor(state_dict[k]) or state_dict[k].shape != target[k].shape)]
+    if missing or unexpected or wrong_shape:
+        problems = [f'{name}: {listing(keys)}' for name, keys in (
+            ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong_shape)) if keys]
+        raise CheckpointMismatchError(
+            'the weights do not fit this LOGO-Former: ' + '; '.join(problems) + '. They belong to another '
+            'architecture or configuration: build the model they were trained as (variant, embed_dim, depth, '
+            'block_types, qkv_bias, mlp_ratio).')
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
@@ -477,23 +522,48 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({
-    'logoformer_tiny': _cfg(),
-    'logoformer_small': _cfg(),
-    'logoformer_base': _cfg(),
-})
+_ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base')
 
-_WEIGHT_SOURCE_KEYS = ('state_dict', 'file', 'url', 'hf_hub_id')
+
+def _published_cfgs() -> Dict[str, Any]:
+    """One ``arch.tag`` cfg per manifest entry; architectures with no published weights keep an untagged cfg."""
+    cfgs = {}
+    for name, entry in manifest.PUBLISHED.items():
+        if entry.arch not in _ARCHS or name != entry.name:
+            raise ValueError(f'Manifest entry {name!r} must be keyed by its arch.tag, with arch in {_ARCHS}.')
+        labels = dict(label_names=DFER_LABELS) if entry.num_classes == len(DFER_LABELS) else dict(label_names=None)
+        cfgs[name] = _cfg(
+            hf_hub_id=entry.hf_hub_id, hf_hub_filename=manifest.WEIGHTS_FILENAME, num_classes=entry.num_classes,
+            license=entry.license, **labels)
+    published_archs = {entry.arch for entry in manifest.PUBLISHED.values()}
+    return generate_default_cfgs({
+        **{arch: _cfg() for arch in _ARCHS if arch not in published_archs}, **cfgs})
+
+
+default_cfgs = _published_cfgs()
+
+
+def refresh_pretrained_cfgs() -> None:
+    """Re-register the ``logoformer_*`` pretrained cfgs with timm after ``manifest.PUBLISHED`` changed."""
+    default_cfgs.clear()
+    default_cfgs.update(_published_cfgs())
+    module = sys.modules[__name__]
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Overwriting logoformer_')
+        for arch in _ARCHS:
+            register_model(getattr(module, arch))
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """``pretrained=True`` for a LOGO-Former name that has no published weights."""
 
 
-def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
-    cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
-    if not any(getattr(cfg, key, None) for key in _WEIGHT_SOURCE_KEYS):
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights that could not be read or do not fit the model; the message names the source."""
+
+
+def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
+    if not cfg.has_weights and not cfg.state_dict:
         name = variant if not cfg.tag else f'{variant}.{cfg.tag}'
         raise PretrainedWeightsUnavailableError(
             f'No pretrained weights are published for {name!r} yet, so pretrained=True cannot load any '
@@ -502,17 +572,53 @@ def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
             f"or timm.create_model('local-dir:path/to/folder'); for random init use pretrained=False.")
 
 
+def _describe_source(cfg: PretrainedCfg) -> str:
+    if cfg.state_dict:
+        return 'the state_dict given in the pretrained cfg'
+    if cfg.source == 'local-dir':
+        return f'local-dir:{cfg.file}'
+    if cfg.file:
+        return f'file {cfg.file}'
+    if cfg.hf_hub_id:
+        return f'hf-hub:{cfg.hf_hub_id} ({cfg.hf_hub_filename or "model.safetensors or pytorch_model.bin"})'
+    return f'url {cfg.url}'
+
+
+def _logoformer_for_loading(**kwargs) -> LogoFormer:
+    model = LogoFormer(**kwargs)
+    # timm's documented switch that turns off its own stem adaptation: checkpoint_filter_fn does it instead
+    model._traits = {'first_conv': None}
+    return model
+
+
 def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> LogoFormer:
-    if pretrained:
-        _check_weights_exist(variant, kwargs)
-    return build_model_with_cfg(
-        LogoFormer,
-        variant,
-        pretrained,
+    build_kwargs = dict(
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=kwargs.get('depth', 4), feature_cls='getter'),  # all blocks
-        **kwargs,
     )
+    if not pretrained:
+        return build_model_with_cfg(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
+
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    _check_weights_exist(variant, cfg)
+    source = _describe_source(cfg)
+    published = None if cfg.state_dict or cfg.file else manifest.find_published(cfg.hf_hub_id)
+    if published is not None:
+        # verified before timm sees a single tensor; timm then filters, adapts the head and loads strictly
+        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'))
+        kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
+    try:
+        model = build_model_with_cfg(_logoformer_for_loading, variant, pretrained, **build_kwargs, **kwargs)
+    except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
+        if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):
+            raise
+        raise PretrainedWeightsError(f'{variant} with pretrained weights from {source}: {e}') from e
+    for module in (model, getattr(model, 'model', None)):  # the model, and the one inside a features wrapper
+        if module is not None:
+            module.pretrained_cfg.pop('state_dict', None)  # do not keep a second copy of the weights alive
+            module._traits['first_conv'] = cfg.first_conv
+    return model
 
 
 @register_model
