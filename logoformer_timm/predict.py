@@ -1,0 +1,442 @@
+"""``logoformer-predict VIDEO``: facial expression of the face in a video, per clip or as a timeline of windows.
+
+Pipeline: stream the video (:mod:`logoformer_timm.video`), sample the model's frames uniformly over the clip
+(or over each ``--window`` seconds every ``--stride`` seconds), detect and crop the face
+(:mod:`logoformer_timm.data.faces`), run the model, report probabilities per label.
+
+Python: :func:`load_clip` gives the ``(C, T, H, W)`` tensor a model takes, :func:`predict_video` a
+:class:`VideoPrediction`. Needs the ``video`` extra.
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import timm
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from .data.config import resolve_video_data_config
+from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
+from .video import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
+from .video import window_indices
+
+__all__ = [
+    'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
+    'PREDICTION_SCHEMA', 'main']
+
+RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
+
+_NUMBER = {'type': 'number'}
+_PROBABILITY = {'type': 'number', 'minimum': 0, 'maximum': 1}
+# JSON Schema (draft 2020-12) of ``logoformer-predict --json`` and of ``VideoPrediction.to_dict()``.
+PREDICTION_SCHEMA: Dict[str, Any] = {
+    '$schema': 'https://json-schema.org/draft/2020-12/schema',
+    'title': 'logoformer-predict output',
+    'type': 'object',
+    'required': ['video', 'model', 'weights', 'labels', 'frames_per_clip', 'windows', 'warnings'],
+    'additionalProperties': False,
+    'properties': {
+        'video': {
+            'type': 'object',
+            'required': ['path', 'width', 'height', 'fps', 'num_frames', 'duration', 'codec'],
+            'additionalProperties': False,
+            'properties': {
+                'path': {'type': 'string'},
+                'width': {'type': 'integer', 'minimum': 1},
+                'height': {'type': 'integer', 'minimum': 1},
+                'fps': {'type': 'number', 'exclusiveMinimum': 0},
+                'num_frames': {'type': 'integer', 'minimum': 1},
+                'duration': {'type': 'number', 'exclusiveMinimum': 0},
+                'codec': {'type': 'string'},
+            },
+        },
+        'model': {'type': 'string', 'description': 'timm model name'},
+        'weights': {'type': 'string', 'description': "'checkpoint:PATH', 'pretrained', 'random-init' or 'user'"},
+        'labels': {'type': 'array', 'items': {'type': 'string'}, 'minItems': 1},
+        'frames_per_clip': {'type': 'integer', 'minimum': 1},
+        'windows': {
+            'type': 'array',
+            'minItems': 1,
+            'items': {
+                'type': 'object',
+                'required': [
+                    'start', 'end', 'frame_indices', 'frame_times', 'faces_found', 'boxes', 'probabilities', 'top_k'],
+                'additionalProperties': False,
+                'properties': {
+                    'start': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
+                    'end': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
+                    'frame_indices': {'type': 'array', 'items': {'type': 'integer', 'minimum': 0}},
+                    'frame_times': {'type': 'array', 'items': {'type': 'number', 'minimum': 0}},
+                    'faces_found': {
+                        'type': 'array', 'items': {'type': 'boolean'},
+                        'description': 'per sampled frame: the detector found a face (else interpolated/fallback)'},
+                    'boxes': {
+                        'type': 'array', 'items': {'type': 'array', 'items': _NUMBER, 'minItems': 4, 'maxItems': 4},
+                        'description': 'per sampled frame: crop box (x1, y1, x2, y2) in frame pixels'},
+                    'probabilities': {'type': 'object', 'additionalProperties': _PROBABILITY},
+                    'top_k': {
+                        'type': 'array',
+                        'items': {
+                            'type': 'object', 'required': ['label', 'probability'], 'additionalProperties': False,
+                            'properties': {'label': {'type': 'string'}, 'probability': _PROBABILITY}}},
+                },
+            },
+        },
+        'warnings': {'type': 'array', 'items': {'type': 'string'}},
+    },
+}
+
+
+@dataclass
+class WindowPrediction:
+    """Prediction for one clip of the video (the whole video, or one sliding window)."""
+    start: float  # seconds
+    end: float  # seconds
+    frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos)
+    frame_times: List[float]  # seconds
+    faces_found: List[bool]  # per sampled frame: the detector found a face there
+    boxes: List[Box]  # per sampled frame: the crop box in frame pixels
+    probabilities: Dict[str, float]  # label -> softmax probability
+    top_k: List[Tuple[str, float]]
+
+
+@dataclass
+class VideoPrediction:
+    """Result of :func:`predict_video`; ``to_dict()`` follows :data:`PREDICTION_SCHEMA`."""
+    video: VideoInfo
+    model: str
+    weights: str
+    labels: List[str]
+    frames_per_clip: int
+    windows: List[WindowPrediction]
+    warnings: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict, the ``--json`` output."""
+        video = {k: v for k, v in asdict(self.video).items() if k != 'frame_times'}
+        windows = []
+        for w in self.windows:
+            row = asdict(w)
+            row['boxes'] = [list(b) for b in w.boxes]
+            row['top_k'] = [dict(label=label, probability=p) for label, p in w.top_k]
+            windows.append(row)
+        return dict(
+            video=video, model=self.model, weights=self.weights, labels=list(self.labels),
+            frames_per_clip=self.frames_per_clip, windows=windows, warnings=list(self.warnings))
+
+
+def _clip_tensor(crops: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 crops to a float ``(C, T, H, W)`` clip in [0, 1]."""
+    return rearrange(torch.from_numpy(crops), 't h w c -> c t h w').float().div_(255.)
+
+
+def clip_from_frames(
+        frames: Sequence[np.ndarray],
+        num_frames: int = 16,
+        size: Union[int, Tuple[int, int]] = 112,
+) -> torch.Tensor:
+    """Face crops you made yourself (``(H, W, 3)`` uint8 RGB each) to a ``(C, T, H, W)`` clip in [0, 1].
+
+    ``num_frames`` are sampled uniformly (repeating frames of short sequences) and resized to ``size``.
+    """
+    if not len(frames):
+        raise ValueError('clip_from_frames needs at least one frame.')
+    picked = [frames[i] for i in uniform_indices(len(frames), num_frames)]
+    return _clip_tensor(crop_faces(picked, size=size, detect=False).crops)
+
+
+def _clip_plan(info: VideoInfo, num_frames: int, start: Optional[float], end: Optional[float]) -> List[int]:
+    start = 0. if start is None else start
+    end = info.duration if end is None else end
+    if not 0 <= start < end:
+        raise ValueError(f'Need 0 <= start < end, got start={start} and end={end} seconds.')
+    if start >= info.duration:
+        raise ValueError(f'start={start} s is past the end of the video ({info.duration:.2f} s).')
+    frames = window_indices(info, start, end)
+    return uniform_indices(len(frames), num_frames, start=frames.start)
+
+
+def _per_frame_boxes(boxes: Optional[Sequence[Optional[Box]]], info: VideoInfo, indices: Sequence[int]):
+    if boxes is None:
+        return None
+    if len(boxes) != info.num_frames:
+        raise ValueError(
+            f'boxes must hold one (x1, y1, x2, y2) box or None per video frame ({info.num_frames} frames), '
+            f'got {len(boxes)}.')
+    return [boxes[i] for i in indices]
+
+
+def load_clip(
+        path: PathLike,
+        num_frames: int = 16,
+        size: Union[int, Tuple[int, int]] = 112,
+        start: Optional[float] = None,
+        end: Optional[float] = None,
+        detector: Optional[FaceDetector] = None,
+        boxes: Optional[Sequence[Optional[Box]]] = None,
+        margin: float = 1.25,
+        detect: bool = True,
+        allow_no_face: bool = False,
+) -> torch.Tensor:
+    """Face clip ``(C, T, H, W)``, float RGB in [0, 1], of ``num_frames`` frames sampled uniformly from a video.
+
+    Args:
+        path: Video file.
+        num_frames: Frames to sample uniformly over ``[start, end)`` (short videos repeat frames).
+        size: Crop size, int or (H, W).
+        start: Clip start in seconds (default: the first frame).
+        end: Clip end in seconds (default: the end of the video).
+        detector: Callable ``frame -> (N, 4) boxes``; default OpenCV's Haar frontal-face cascade.
+        boxes: Your own face boxes, one ``(x1, y1, x2, y2)`` (or None) per video frame; skips detection.
+        margin: Square crop side as a multiple of the face box's longer side.
+        detect: False when the video already shows face crops: frames are only resized.
+        allow_no_face: Centre crop (with a warning) instead of raising :class:`NoFaceError` when no face is found.
+    """
+    info = probe_video(path)
+    indices = _clip_plan(info, num_frames, start, end)
+    (_, frames), = iter_clips(path, [indices])
+    faces = crop_faces(
+        frames, size, detector=detector, boxes=_per_frame_boxes(boxes, info, indices), margin=margin,
+        allow_no_face=allow_no_face, detect=detect)
+    return _clip_tensor(faces.crops)
+
+
+def _label_names(model: nn.Module) -> List[str]:
+    names = list(resolve_video_data_config(model)['label_names'])
+    return names if len(names) == model.num_classes else [f'class_{i}' for i in range(model.num_classes)]
+
+
+def _save_crops(directory: str, window: int, indices: Sequence[int], crops: np.ndarray) -> None:
+    cv2 = _import_cv2()
+    folder = os.path.join(directory, f'window_{window:03d}')
+    os.makedirs(folder, exist_ok=True)
+    for k, (index, crop) in enumerate(zip(indices, crops)):
+        path = os.path.join(folder, f'{k:02d}_frame{index:06d}.png')
+        if not cv2.imwrite(path, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+            raise OSError(f'Could not write {path}.')
+
+
+@torch.inference_mode()
+def predict_video(
+        path: PathLike,
+        model: nn.Module,
+        window: Optional[float] = None,
+        stride: Optional[float] = None,
+        top_k: int = 3,
+        detector: Optional[FaceDetector] = None,
+        boxes: Optional[Sequence[Optional[Box]]] = None,
+        margin: float = 1.25,
+        detect: bool = True,
+        allow_no_face: bool = False,
+        save_crops: Optional[str] = None,
+        weights: str = 'user',
+        batch_size: int = 8,
+) -> VideoPrediction:
+    """Expression probabilities for the face in a video: one clip over the whole video, or sliding windows.
+
+    Args:
+        path: Video file.
+        model: A LOGO-Former (any model with ``in_chans``, ``num_frames``, ``img_size``, ``input_layout``).
+        window: Window length in seconds for a timeline (default: one clip over the whole video).
+        stride: Window step in seconds (default: ``window``).
+        top_k: Labels to list per window, most probable first.
+        detector, boxes, margin, detect, allow_no_face: As in :func:`load_clip`.
+        save_crops: Folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
+        weights: Where the weights came from, recorded in the result.
+        batch_size: Clips per forward pass.
+    """
+    info = probe_video(path)
+    if window is None:
+        if stride is not None:
+            raise ValueError('stride needs a window: pass window=SECONDS as well.')
+        spans = [(0., info.duration)]
+    else:
+        spans = sliding_windows(info.duration, window, stride or window)
+    num_frames, size = model.num_frames, tuple(model.img_size)
+    plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
+    cfg = resolve_video_data_config(model)
+    labels = _label_names(model)
+    top_k = max(1, min(top_k, len(labels)))
+    mean = torch.tensor(cfg['mean']).view(-1, 1, 1, 1)
+    std = torch.tensor(cfg['std']).view(-1, 1, 1, 1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+
+    notes, faces_by_window, probs_by_window, pending = [], {}, {}, []
+
+    def run(batch):
+        clips = torch.stack([c for _, c in batch]).to(device)
+        if model.input_layout == 'BTCHW':
+            clips = rearrange(clips, 'b c t h w -> b t c h w')
+        probs = model(clips).float().softmax(dim=-1).cpu()
+        for (number, _), p in zip(batch, probs):
+            probs_by_window[number] = p
+
+    try:
+        for number, frames in iter_clips(path, plans):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # the notes go into the result instead
+                faces = crop_faces(
+                    frames, size, detector=detector, boxes=_per_frame_boxes(boxes, info, plans[number]),
+                    margin=margin, allow_no_face=allow_no_face, detect=detect)
+            where = f'window {spans[number][0]:.2f}-{spans[number][1]:.2f} s: ' if window is not None else ''
+            notes.extend(where + note for note in faces.warnings)
+            faces_by_window[number] = faces
+            if save_crops:
+                _save_crops(save_crops, number, plans[number], faces.crops)
+            pending.append((number, (_clip_tensor(faces.crops) - mean) / std))
+            if len(pending) == batch_size:
+                run(pending)
+                pending = []
+        if pending:
+            run(pending)
+    finally:
+        model.train(was_training)
+
+    results = []
+    for number, ((start, end), indices) in enumerate(zip(spans, plans)):
+        p = probs_by_window[number]
+        order = p.argsort(descending=True)[:top_k].tolist()
+        faces = faces_by_window[number]
+        results.append(WindowPrediction(
+            start=float(start), end=float(end), frame_indices=list(indices),
+            frame_times=[info.frame_times[i] for i in indices], faces_found=list(faces.detected),
+            boxes=list(faces.boxes), probabilities={label: float(v) for label, v in zip(labels, p)},
+            top_k=[(labels[i], float(p[i])) for i in order]))
+    if weights == 'random-init':
+        notes.insert(0, RANDOM_INIT_WARNING)
+    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    return VideoPrediction(info, name, weights, labels, num_frames, results, notes)
+
+
+def load_model(
+        name: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        pretrained: bool = False,
+        random_init: bool = False,
+        device: str = 'cpu',
+) -> Tuple[nn.Module, str]:
+    """Build a model for prediction and say where its weights came from (``'checkpoint:PATH'`` ...).
+
+    ``checkpoint`` is a safetensors / ``.pth`` file (read with ``weights_only=True``) or a folder with
+    ``config.json`` and weights (timm's ``local-dir:``); both go through the model's checkpoint filter.
+    """
+    if sum((checkpoint is not None, pretrained, random_init)) != 1:
+        raise ValueError(
+            'Say where the weights come from: --checkpoint PATH (a .safetensors/.pth file or a model folder), '
+            '--pretrained (published weights), or --random-init (meaningless predictions, for testing the '
+            'pipeline only). No weights are published yet, so you need a checkpoint of your own.')
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        config = os.path.join(checkpoint, 'config.json')
+        if not os.path.isfile(config):
+            raise ValueError(f'{checkpoint!r} is a folder without config.json; pass a weights file or a model folder.')
+        with open(config) as f:
+            arch = json.load(f).get('architecture')
+        if name is not None and arch != name:
+            raise ValueError(f'--model {name} does not match the folder {checkpoint!r}, which holds {arch!r}.')
+        _check_model_name(arch)
+        model = timm.create_model(f'local-dir:{checkpoint}', pretrained=True)
+    else:
+        name = name or 'logoformer_base'
+        _check_model_name(name)
+        if checkpoint is not None:
+            if not os.path.isfile(checkpoint):
+                raise ValueError(f'Checkpoint not found: {checkpoint!r}.')
+            overlay = dict(file=os.path.abspath(checkpoint))
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        else:
+            model = timm.create_model(name, pretrained=pretrained)
+    weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
+    return model.to(device).eval(), weights
+
+
+def _check_model_name(name: Optional[str]) -> None:
+    import logoformer_timm  # noqa: F401  (registers the models)
+    if not name or not timm.is_model(name):
+        known = ', '.join(timm.list_models('logoformer_*'))
+        raise ValueError(f'Unknown model {name!r}; LOGO-Former models: {known}.')
+
+
+def format_table(result: VideoPrediction) -> str:
+    """Human-readable summary: the video, the weights, then one row per window with the top-k labels."""
+    v = result.video
+    lines = [
+        f'{os.path.basename(v.path)}: {v.width}x{v.height}, {v.fps:.2f} fps, {v.num_frames} frames, {v.duration:.2f} s',
+        f'model: {result.model} ({result.weights}), {result.frames_per_clip} frames per clip',
+        '',
+        f'{"start":>7} {"end":>7}  {"faces":>5}  top-{len(result.windows[0].top_k)}',
+    ]
+    for w in result.windows:
+        found = f'{sum(w.faces_found)}/{len(w.faces_found)}'
+        top = '  '.join(f'{label} {p:.2f}' for label, p in w.top_k)
+        lines.append(f'{w.start:>6.2f}s {w.end:>6.2f}s  {found:>5}  {top}')
+    lines += [f'warning: {note}' for note in result.warnings]
+    return '\n'.join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``logoformer-predict``."""
+    parser = argparse.ArgumentParser(
+        prog='logoformer-predict', description='Facial expression of the face in a video, with LOGO-Former.')
+    parser.add_argument('video', help='video file (anything FFmpeg reads: mp4, mov, avi, mkv, ...)')
+    parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--checkpoint', help='.safetensors / .pth weights file, or a model folder with config.json')
+    weights.add_argument('--pretrained', action='store_true', help='published weights (none are published yet)')
+    weights.add_argument(
+        '--random-init', action='store_true', help='random weights: tests the pipeline, predictions are meaningless')
+    parser.add_argument('--top-k', type=int, default=3, help='labels to show per window (default: 3)')
+    parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
+    parser.add_argument('--json', action='store_true', help='print JSON (schema: predict.PREDICTION_SCHEMA)')
+    parser.add_argument('--save-crops', metavar='DIR', help='write the face crops the model saw as PNGs')
+    parser.add_argument('--window', type=float, metavar='SECONDS', help='predict every window of this length')
+    parser.add_argument('--stride', type=float, metavar='SECONDS', help='step between windows (default: --window)')
+    parser.add_argument('--margin', type=float, default=1.25, help='crop side / face box side (default: 1.25)')
+    parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
+    parser.add_argument(
+        '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
+    parser.add_argument('--batch-size', type=int, default=8, help='windows per forward pass (default: 8)')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``logoformer-predict``; user errors print one line to stderr and exit with 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1 or args.margin <= 0:
+        parser.error('--top-k and --batch-size must be >= 1 and --margin > 0.')
+    if args.stride is not None and args.window is None:
+        parser.error('--stride needs --window.')
+    from .models import PretrainedWeightsUnavailableError
+    try:
+        probe_video(args.video)  # fail on a bad video before building the model
+        model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device)
+        result = predict_video(
+            args.video, model, window=args.window, stride=args.stride, top_k=args.top_k, margin=args.margin,
+            detect=not args.no_detect, allow_no_face=args.allow_no_face, save_crops=args.save_crops,
+            weights=weights, batch_size=args.batch_size)
+    except (VideoError, NoFaceError, PretrainedWeightsUnavailableError, ImportError, OSError, ValueError) as e:
+        print(f'logoformer-predict: error: {e}', file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
+        if args.checkpoint is None:
+            raise
+        print(f'logoformer-predict: error: could not load {args.checkpoint!r}: {e}', file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+    return 0
+
+
+def _console_entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == '__main__':
+    _console_entry()

@@ -1,0 +1,161 @@
+"""logoformer-predict and the Python API on real and synthetic videos: results, JSON schema, weights, user errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+pytest.importorskip('av')
+pytest.importorskip('cv2')
+jsonschema = pytest.importorskip('jsonschema')
+
+from logoformer_timm.predict import (  # noqa: E402
+    PREDICTION_SCHEMA, RANDOM_INIT_WARNING, clip_from_frames, load_clip, load_model, main, predict_video)
+from video_helpers import frame_index, grey_video, media  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return timm.create_model('logoformer_tiny').eval()
+
+
+@pytest.fixture(scope='module')
+def single_face(model, tmp_path_factory):
+    crops = tmp_path_factory.mktemp('crops')
+    return predict_video(media('single_face.mp4'), model, save_crops=str(crops)), crops
+
+
+def test_prediction_on_a_real_clip(model, single_face):
+    result, _ = single_face
+    jsonschema.validate(result.to_dict(), PREDICTION_SCHEMA)
+    (window,) = result.windows
+    assert (window.start, window.end) == (0., pytest.approx(2.4))
+    assert window.frame_indices == [int((k + .5) * 72 / 16) for k in range(16)]
+    assert window.faces_found == [True] * 16
+    assert list(window.probabilities) == list(model.pretrained_cfg['label_names'])
+    assert sum(window.probabilities.values()) == pytest.approx(1., abs=1e-5)
+    probs = sorted(window.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    assert window.top_k == probs and result.model == 'logoformer_tiny' and result.warnings == []
+
+
+def test_probabilities_match_the_model_on_load_clip(model, single_face):
+    result, crops = single_face
+    clip = load_clip(media('single_face.mp4'))
+    assert clip.shape == (3, 16, 112, 112) and clip.dtype == torch.float32
+    assert 0 <= clip.min() and clip.max() <= 1
+    with torch.inference_mode():
+        expected = model(clip[None]).softmax(-1)[0]
+    got = torch.tensor(list(result.windows[0].probabilities.values()))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # the saved crops are what the model saw
+    import cv2
+    files = sorted(os.listdir(crops / 'window_000'))
+    assert len(files) == 16 and files[0] == '00_frame000002.png'
+    saved = np.stack([cv2.imread(str(crops / 'window_000' / f))[..., ::-1] for f in files])
+    np.testing.assert_array_equal(torch.from_numpy(saved).permute(3, 0, 1, 2).float() / 255, clip.numpy())
+
+
+def test_sliding_windows_on_a_synthetic_video(model, tmp_path):
+    path = grey_video(tmp_path / 'grey.mp4', 25, size=(112, 112), fps=5)  # 5 s
+    result = predict_video(path, model, window=2., stride=1., detect=False)
+    assert [(w.start, w.end) for w in result.windows] == [(0., 2.), (1., 3.), (2., 4.), (3., 5.)]
+    assert result.windows[1].frame_indices == [5 + int((k + .5) * 10 / 16) for k in range(16)]
+    assert result.windows[1].frame_times == pytest.approx([i / 5 for i in result.windows[1].frame_indices])
+    jsonschema.validate(result.to_dict(), PREDICTION_SCHEMA)
+
+
+def test_short_video_and_own_crops(model, tmp_path):
+    path = grey_video(tmp_path / 'short.mp4', 5, size=(64, 64))
+    clip = load_clip(path, detect=False)
+    assert clip.shape == (3, 16, 112, 112)
+    assert [frame_index(255 * clip[:, k].permute(1, 2, 0).numpy()) for k in range(16)] == \
+        [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    own = [np.full((80, 80, 3), 8 * i, dtype=np.uint8) for i in range(32)]
+    clip = clip_from_frames(own)
+    assert clip.shape == (3, 16, 112, 112)
+    assert [round(float(clip[:, k].mean()) * 255 / 8) for k in range(16)] == list(range(1, 32, 2))
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert 'Traceback' not in out + err
+    return code, out, err
+
+
+def test_cli_json_and_table(capsys):
+    path = media('single_face.mp4')
+    code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init', '--json', '--top-k', '2'], capsys)
+    assert code == 0
+    data = json.loads(out)
+    jsonschema.validate(data, PREDICTION_SCHEMA)
+    assert data['weights'] == 'random-init' and data['warnings'][0] == RANDOM_INIT_WARNING
+    assert len(data['windows'][0]['top_k']) == 2 and data['windows'][0]['faces_found'] == [True] * 16
+    code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init'], capsys)
+    assert code == 0 and '16/16' in out and 'meaningless' in out
+
+
+def test_cli_no_face(capsys):
+    path = media('no_face.mp4')
+    code, _, err = _run([path, '--model', 'logoformer_tiny', '--random-init'], capsys)
+    assert code == 1 and 'No face found in any of the 16 sampled frames' in err
+    code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init', '--allow-no-face', '--json'], capsys)
+    data = json.loads(out)
+    assert code == 0 and data['windows'][0]['faces_found'] == [False] * 16
+    assert any('centre crop' in w for w in data['warnings'])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['{missing}', '--random-init'], 'No such file'),
+    (['{text}', '--random-init'], 'not a readable video'),
+    (['{video}'], 'Say where the weights come from'),
+    (['{video}', '--pretrained', '--model', 'logoformer_tiny'], 'No pretrained weights are published'),
+    (['{video}', '--model', 'resnet_nope', '--random-init'], "Unknown model 'resnet_nope'"),
+    (['{video}', '--checkpoint', '{missing}', '--model', 'logoformer_tiny'], 'Checkpoint not found'),
+    (['{video}', '--checkpoint', '{text}', '--model', 'logoformer_tiny'], 'could not load'),
+    (['{video}', '--checkpoint', '{tmp}', '--model', 'logoformer_tiny'], 'without config.json'),
+])
+def test_cli_user_errors(tmp_path, capsys, args, message):
+    text = tmp_path / 'notes.txt'
+    text.write_text('not a video\n')
+    names = dict(missing=tmp_path / 'missing.mp4', text=text, tmp=tmp_path,
+                 video=grey_video(tmp_path / 'v.mp4', 3, size=(32, 32)))
+    code, _, err = _run([a.format(**names) for a in args], capsys)
+    assert code == 1 and err.startswith('logoformer-predict: error:') and message in err
+
+
+@pytest.fixture(scope='module')
+def trained(model, tmp_path_factory):
+    """A stand-in for trained weights: the tiny model with a perturbed state, saved three ways."""
+    from safetensors.torch import save_file
+    torch.manual_seed(1)
+    other = timm.create_model('logoformer_tiny').eval()
+    folder = tmp_path_factory.mktemp('ckpt')
+    state = {k: v.contiguous() for k, v in other.state_dict().items()}
+    save_file(state, str(folder / 'model.safetensors'))
+    torch.save({'state_dict': state}, str(folder / 'model.pth'))
+    timm.models.save_for_hf(other, str(folder / 'hub'), safe_serialization=True)
+    return other, folder
+
+
+@pytest.mark.parametrize('source', ['model.safetensors', 'model.pth', 'hub'])
+def test_checkpoints_load_through_timm(trained, source):
+    other, folder = trained
+    loaded, weights = load_model('logoformer_tiny', str(folder / source))
+    assert weights == f'checkpoint:{folder / source}'
+    for (name, a), b in zip(other.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_console_script_is_installed(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), 'logoformer-predict')
+    if not os.path.exists(script):
+        pytest.skip('logoformer-predict is not on this interpreter\'s bin/ (package not pip-installed)')
+    proc = subprocess.run([script, str(tmp_path / 'missing.mp4'), '--random-init'], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and 'No such file' in proc.stderr and 'Traceback' not in proc.stderr
