@@ -15,7 +15,7 @@ jsonschema = pytest.importorskip('jsonschema')
 
 from logoformer_timm.predict import (  # noqa: E402
     PREDICTION_SCHEMA, RANDOM_INIT_WARNING, clip_from_frames, load_clip, load_model, main, predict_video)
-from video_helpers import frame_index, grey_video, media  # noqa: E402
+from video_helpers import frame_index, grey_video, media, write_video  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -159,3 +159,13 @@ def test_console_script_is_installed(tmp_path):
     proc = subprocess.run([script, str(tmp_path / 'missing.mp4'), '--random-init'], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1 and 'No such file' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_load_clip_with_boxes_per_video_frame(tmp_path):
+    frame = np.zeros((60, 80, 3), dtype=np.uint8)
+    frame[10:50, 30:70] = 255  # the "face"
+    path = write_video(tmp_path / 'box.mp4', [frame] * 20)
+    clip = load_clip(path, size=32, boxes=[(30, 10, 70, 50)] * 20, margin=1.)
+    assert clip.shape == (3, 16, 32, 32) and clip[:, :, 4:-4, 4:-4].min() > 0.9
+    with pytest.raises(ValueError, match='one .* per video frame .20 frames.'):
+        load_clip(path, boxes=[(30, 10, 70, 50)] * 16)
