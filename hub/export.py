@@ -14,7 +14,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='architecture the checkpoint was trained as, e.g. logoformer_base')
-    parser.add_argument('--checkpoint', required=True, help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
+    parser.add_argument('--checkpoint', required=True,
+                        help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
     parser.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
     parser.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
     parser.add_argument('--metrics', help="metrics.json written by logoformer-eval (schema in logoformer_timm/hub.py)")

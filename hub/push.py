@@ -26,7 +26,8 @@ def main(argv=None, api=None) -> int:
     from logoformer_timm.hub import push_folder, run_cli
 
     def run():
-        result = push_folder(args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api)
+        result = push_folder(
+            args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api)
         print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
         print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
         for name, size in result['files']:

@@ -9,7 +9,7 @@ The model card's metrics table comes from one JSON file and from nothing else. I
 ``logoformer-eval`` writes. Schema (one JSON object)::
 
     {
-      "uar": 0.6523,                      # unweighted average recall = mean of the per-class recalls, a FRACTION in [0, 1]
+      "uar": 0.6523,                      # unweighted average recall = mean per-class recall, a FRACTION in [0, 1]
       "war": 0.7011,                      # weighted average recall = overall accuracy, a FRACTION in [0, 1]
       "per_class": {"Happy": 0.89, ...},  # label -> recall (fraction in [0, 1]); key order = class index order
       "confusion_matrix": [[...], ...],   # integer counts, row i = true class i, column j = predicted class j,
@@ -42,7 +42,7 @@ from timm.models import create_model, is_model, save_for_hf
 from . import __version__
 from .manifest import HUB_ORG, WEIGHTS_FILENAME, file_sha256, read_safetensors
 from .manifest import WeightsFileError
-from .models.logoformer import DFER_LABELS, PretrainedWeightsError
+from .models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
 
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
@@ -146,17 +146,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     return checkpoint
 
 
-def _weights_of(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(container), dict):
-            return checkpoint[container]
-    return checkpoint
-
-
 def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     """Model arguments that the weights themselves fix: frames, resolution, channels, classes."""
-    weights = {k.removeprefix('_orig_mod.').removeprefix('module.').removeprefix('_orig_mod.'): v
-               for k, v in _weights_of(checkpoint).items()}
+    weights = unwrap_checkpoint(checkpoint)
     args = {}
     if 'pos_embed_temporal' in weights:
         args['num_frames'] = weights['pos_embed_temporal'].shape[1]
@@ -223,7 +215,8 @@ def export_folder(
     """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
     arch = model_name.split('.', 1)[0]
     if not arch.startswith('logoformer_') or not is_model(arch):
-        raise HubFolderError(f'--model must be a registered LOGO-Former architecture such as logoformer_base, got {model_name!r}.')
+        raise HubFolderError(
+            f'--model must be a registered LOGO-Former architecture such as logoformer_base, got {model_name!r}.')
     if tag is not None and (not tag or not all(c.isalnum() or c == '_' for c in tag)):
         raise HubFolderError(f'--tag must be letters, digits and "_" (e.g. dfew_fold1), got {tag!r}.')
     if dtype not in ('float32', 'float16'):
@@ -299,6 +292,7 @@ def model_card(
         datasets=datasets or None, metrics=['recall', 'accuracy'] if metrics else None,
         model_name=name if metrics else None, eval_results=eval_results)
     c, t, (h, w) = model.in_chans, model.num_frames, model.img_size
+    params = sum(p.numel() for p in model.parameters()) / 1e6
     shape = f'(1, {c}, {t}, {h}, {w})' if model.input_layout == 'BCTHW' else f'(1, {t}, {c}, {h}, {w})'
     load_name = f'hf-hub:{hf_hub_id}' if hf_hub_id else 'local-dir:path/to/this/folder'
     labels = model.pretrained_cfg.get('label_names') or ()
@@ -336,7 +330,7 @@ expression recognition, as a [timm](https://github.com/huggingface/pytorch-image
 `logoformer-timm` package (`pip install logoformer-timm`): a per-frame ResNet-18 stem, then
 Transformer blocks of local window and global attention over the space-time tokens.
 
-- Architecture: `{model.pretrained_cfg.get('architecture', name)}`, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, weights stored as {dtype}
+- Architecture: `{model.pretrained_cfg.get('architecture', name)}`, {params:.2f} M parameters, weights stored as {dtype}
 - Input: {t} frames of {h}x{w}, {c} channels, layout `{model.input_layout}`, values in [0, 1] (no mean/std normalisation)
 - Output: {model.num_classes} logits{': ' + ', '.join(labels) if labels else ''}
 
@@ -472,7 +466,8 @@ def verify_folder(folder: PathLike, checkpoint: PathLike) -> Dict[str, float]:
                 raise HubFolderError(f'{route} does not load: {e}') from e
             with torch.no_grad():
                 logits = model(clip)
-            diff = (logits.float() - reference.float()).abs().max().item() if logits.shape == reference.shape else math.inf
+            same_shape = logits.shape == reference.shape
+            diff = (logits.float() - reference.float()).abs().max().item() if same_shape else math.inf
             routes[route.split(':', 1)[0]] = diff
             if diff != 0.:
                 raise HubFolderError(

@@ -89,7 +89,8 @@ def read_safetensors(data: bytes, name: Union[str, os.PathLike]) -> Dict[str, to
         raise WeightsFileError(f'{name} is not a readable safetensors file (truncated or corrupt?): {e}') from None
 
 
-def load_published(entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, torch.Tensor]:
+def load_published(
+        entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, torch.Tensor]:
     """Download (or reuse from the Hub cache) a published file, verify its sha256, then deserialize it."""
     from timm.models._hub import download_from_hf  # timm's Hub download: hf_hub_download, library_name='timm'
     path = download_from_hf(entry.hf_hub_id, WEIGHTS_FILENAME, cache_dir=cache_dir)

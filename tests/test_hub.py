@@ -146,7 +146,8 @@ def test_export_cli_user_error_is_one_line_without_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         export_cli.main(['--help'])
     assert exit_info.value.code == 0 and '--metrics' in capsys.readouterr().out
-    assert export_cli.main(['--model', 'logoformer_tiny', '--checkpoint', str(tmp_path / 'no.pth'), '--out', str(tmp_path / 'o')]) == 2
+    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(tmp_path / 'no.pth'), '--out', str(tmp_path / 'o')]
+    assert export_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: Checkpoint not found:') and 'no.pth' in err and 'Traceback' not in err
 

@@ -38,8 +38,8 @@ from ..layers import to_3tuple
 from .. import manifest
 
 __all__ = [
-    'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'refresh_pretrained_cfgs', 'DFER_LABELS',
-    'CheckpointMismatchError', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
+    'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'unwrap_checkpoint', 'refresh_pretrained_cfgs',
+    'DFER_LABELS', 'CheckpointMismatchError', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
 
 _logger = logging.getLogger(__name__)
 
@@ -458,11 +458,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
     ``stem.conv1`` to ``model.in_chans`` from the channel count of the weight itself. The classifier is left as
     it is: timm's loader drops it when ``num_classes`` differs.
     """
-    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = state_dict[container]
-            break
-    state_dict = clean_state_dict(state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
@@ -477,6 +473,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
         out[key] = value
     _check_same_architecture(out, target)
     return out
+
+
+def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The weights inside a training checkpoint (EMA first, as timm does), without DDP / compile prefixes."""
+    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(container), dict):
+            return clean_state_dict(checkpoint[container])
+    return clean_state_dict(checkpoint)
 
 
 class CheckpointMismatchError(ValueError):
