@@ -73,12 +73,19 @@ def count_flops(model: nn.Module, input_shape: Sequence[int], backward: bool = F
 
 
 def flops_by_part(count: FlopCount, parts: Optional[Sequence[Tuple[str, str]]] = LOGOFORMER_PARTS) -> Dict[str, int]:
-    """Split a count into named parts by module-path regex (``None``: top-level children); 'other' holds the rest.
+    """Split a count into named parts by module-path regex (``None``: the top-level children, looking through
+    single-child wrappers); 'other' holds the rest.
 
     Parts with no FLOPs in this model are left out.
     """
     if parts is None:
-        parts = tuple((k, re.escape(k)) for k in count.by_module if '.' not in k)
+        prefix = ''
+        while True:  # descend through wrappers with a single child (e.g. transformers' model.*)
+            level = [k for k in count.by_module if k.startswith(prefix) and '.' not in k[len(prefix):]]
+            if len(level) != 1:
+                break
+            prefix = level[0] + '.'
+        parts = tuple((k[len(prefix):], re.escape(k)) for k in level)
     out = {}
     for part, pattern in parts:
         flops = sum(v for k, v in count.by_module.items() if re.fullmatch(pattern, k))
