@@ -300,10 +300,10 @@ def model_card(
     labels_comment = f": {', '.join(labels)}" if labels else ''
 
     if train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):
-        training = f'Trained on **{train_dataset}**' + (
-            f' (fold {metrics["fold"]} training split)' if metrics and metrics.get('fold') is not None else '') + '.'
+        training = f'Trained on **{train_dataset}** (as stated by the exporter).'
     elif train_dataset:
-        training = f'Trained on **{train_dataset}**. These weights were **not trained on DFEW or FERV39K**.'
+        training = (f'Trained on **{train_dataset}** (as stated by the exporter). These weights were **not trained on '
+                    f'DFEW or FERV39K**.')
     else:
         training = ('The exporter did not state the training data, so this card makes no claim about it: '
                     '**these weights were not shown to be trained on DFEW or FERV39K**.')

@@ -483,6 +483,10 @@ def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return clean_state_dict(checkpoint)
 
 
+def _shape(value: Any) -> Union[Tuple[int, ...], str]:
+    return tuple(value.shape) if torch.is_tensor(value) else f'a {type(value).__name__}, not a tensor'
+
+
 class CheckpointMismatchError(ValueError):
     """Weights whose keys or shapes do not fit the model (another architecture or configuration)."""
 
@@ -495,8 +499,8 @@ def _check_same_architecture(state_dict: Dict[str, Any], target: Dict[str, torch
     missing = [k for k in body if k not in state_dict]
     unexpected = [k for k in state_dict if k not in target and not k.startswith(_CLASSIFIER_PREFIX)]
     wrong_shape = [
-        f'{k} {tuple(state_dict[k].shape)} != {tuple(target[k].shape)}' for k in body
-        if k in state_dict and (not torch.is_tensor(state_dict[k]) or state_dict[k].shape != target[k].shape)]
+        f'{k} {_shape(state_dict[k])} != {tuple(target[k].shape)}' for k in body
+        if k in state_dict and _shape(state_dict[k]) != tuple(target[k].shape)]
     if missing or unexpected or wrong_shape:
         problems = [f'{name}: {listing(keys)}' for name, keys in (
             ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong_shape)) if keys]
