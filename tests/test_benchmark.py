@@ -197,3 +197,18 @@ def test_isolated_measurement_in_a_fresh_process():
     result = bench._measure_isolated(ModelSpec('logoformer_tiny', SMALL_KWARGS), 'train', cfg)
     assert result['mem_method'] == 'cpu peak RSS increase (fresh process per model and mode)'
     assert result['peak_mem_mb'] > 0 and result['batch_size'] == 2 and result['step_time'] > 0
+
+
+def test_missing_peer_package_is_reported_not_fatal(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == 'transformers':
+            raise ImportError('No module named transformers')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', no_transformers)
+    specs, missing = bench.peer_specs()
+    assert [s.name for s in specs] == ['torchvision/r3d_18', 'torchvision/r2plus1d_18', 'torchvision/swin3d_t']
+    assert len(missing) == 3 and all('transformers is not installed' in m and '[bench]' in m for m in missing)
