@@ -1,0 +1,346 @@
+"""``logoformer-eval``: evaluate a LOGO-Former on an annotation list with the DFER test protocol.
+
+    logoformer-eval --checkpoint runs/dfew/fold_1/best --data-root DFEW --list lists/dfew/set_1/test.txt \\
+        --output runs/dfew/fold_1/eval
+
+Deterministic sampling (8 segments x 2 frames, the protocol's test rule), bilinear resize, optional test-time
+averaging over ``--num-clips`` evenly shifted clips. Writes ``OUTPUT/metrics.json`` (UAR, WAR, per-class recall,
+confusion matrix, number of clips, protocol) and prints a table. Runs under ``torchrun`` too (the confusion
+matrix is summed over ranks; every clip is counted once).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Sampler
+
+from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
+from .data import resolve_video_data_config
+from .metrics import confusion_matrix, summarize
+from .models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
+
+__all__ = [
+    'DistInfo', 'init_distributed', 'ShardSampler', 'create_model', 'load_weights', 'build_dataset', 'evaluate',
+    'format_metrics_table', 'main',
+]
+
+_logger = logging.getLogger(__name__)
+
+USER_ERRORS = (AnnotationError, ClipLoadError, FileNotFoundError, PretrainedWeightsUnavailableError, ValueError)
+
+
+@dataclass
+class DistInfo:
+    """Process group facts: ``enabled`` under torchrun with more than one process."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: Optional[str] = None) -> DistInfo:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (NCCL on GPU, gloo on CPU)."""
+    world_size = int(os.environ.get('WORLD_SIZE', 1))
+    rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
+    if device is None:
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    dev = torch.device(device)
+    if dev.type == 'cuda' and dev.index is None:
+        dev = torch.device('cuda', local_rank if world_size > 1 else 0)
+    if dev.type == 'cuda':
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum a tensor over all ranks (no-op in a single process)."""
+    if info.enabled:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r`` of ``n`` takes indices ``r, r + n, ...``: every clip exactly once, no padding (evaluation)."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def load_weights(model: nn.Module, path: str) -> List[str]:
+    """Load a safetensors (or weights-only torch) checkpoint into ``model``; drop a classifier of another size.
+
+    Returns the keys that were not loaded (the classifier when the class count differs).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, 'model.safetensors')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Checkpoint not found: {path}')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        state_dict = load_file(path)
+    else:  # never unpickle arbitrary objects
+        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    state_dict = checkpoint_filter_fn(state_dict, model)
+    own = model.state_dict()
+    dropped = [k for k, v in state_dict.items() if k.startswith('head.') and (k not in own or own[k].shape != v.shape)]
+    for key in dropped:
+        del state_dict[key]
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not (dropped and k.startswith('head.'))]
+    if missing or unexpected:
+        raise ValueError(
+            f'{path} does not fit this model: {len(missing)} missing keys ({", ".join(missing[:4])}), '
+            f'{len(unexpected)} unexpected keys ({", ".join(unexpected[:4])}). Pass the --model it was trained as.')
+    if dropped:
+        _logger.info('%s: classifier of another size not loaded (new head for %d classes)', path, model.num_classes)
+    return dropped
+
+
+def create_model(
+        model_name: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        pretrained: bool = False,
+        **kwargs: Any,
+) -> nn.Module:
+    """A LOGO-Former from a name (``pretrained`` for its published weights), a weights file, or a folder.
+
+    A folder with ``config.json`` (a training checkpoint or a ``hub/`` export) is loaded with timm's ``local-dir:``;
+    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model`` (``num_classes`` for a new label set).
+    """
+    import timm
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if checkpoint and os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, 'config.json')):
+        return timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs)
+    if not model_name:
+        raise ValueError(
+            'Pass --model NAME (e.g. logoformer_small), or a --checkpoint folder that holds config.json.')
+    if checkpoint:
+        num_classes = kwargs.pop('num_classes', None)
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+        load_weights(model, checkpoint)
+        return model
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+
+
+def build_dataset(
+        model: nn.Module,
+        list_file: str,
+        data_root: str,
+        train: bool,
+        num_segments: int,
+        frames_per_segment: int,
+        num_views: int = 1,
+        seed: int = 0,
+        skip_bad_clips: bool = False,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+) -> ClipFolderDataset:
+    """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
+    cfg = resolve_video_data_config(model)
+    transform = ClipTransform(
+        tuple(cfg['input_size'][2:]), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip,
+        mean=cfg['mean'], std=cfg['std'])
+    return ClipFolderDataset(
+        list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
+        num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
+        skip_bad_clips=skip_bad_clips)
+
+
+def _model_input(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """Dataset clips are (B, C, T, H, W); hand them over in the model's declared layout."""
+    return clips.transpose(1, 2) if getattr(model, 'input_layout', 'BCTHW') == 'BTCHW' else clips
+
+
+@torch.no_grad()
+def evaluate(
+        model: nn.Module,
+        loader: DataLoader,
+        num_classes: int,
+        info: DistInfo = DistInfo(),
+        amp_dtype: Optional[torch.dtype] = None,
+        progress: bool = False,
+) -> Dict[str, Any]:
+    """Confusion matrix (summed over ranks), mean cross-entropy and skipped-clip count of a loader.
+
+    Items ``(B, V, C, T, H, W)`` (several views per clip) are classified by the mean of the views' logits.
+    """
+    from tqdm import tqdm
+    model.eval()
+    device = info.device
+    preds, targets = [], []
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    skipped = 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for clips, labels, num_skipped in tqdm(loader, desc='eval', disable=not (progress and info.is_main), leave=False):
+        skipped += num_skipped
+        if not len(labels):
+            continue
+        clips, labels = clips.to(device, non_blocking=True), labels.to(device)
+        views = clips.shape[1] if clips.ndim == 6 else 0
+        with autocast:
+            if views:
+                logits = model(_model_input(model, clips.flatten(0, 1))).float()
+                logits = logits.reshape(len(labels), views, -1).mean(dim=1)
+            else:
+                logits = model(_model_input(model, clips)).float()
+        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction='sum').double().cpu()
+        preds.append(logits.argmax(dim=1).cpu())
+        targets.append(labels.cpu())
+    cm = confusion_matrix(torch.cat(preds) if preds else torch.empty(0), torch.cat(targets) if targets else torch.empty(0),
+                          num_classes)
+    cm = all_reduce_sum(cm.to(device), info).cpu()
+    totals = all_reduce_sum(torch.tensor([loss_sum.item(), float(skipped)], dtype=torch.float64, device=device), info)
+    out = summarize(cm)
+    out['loss'] = float(totals[0] / max(out['num_clips'], 1))
+    out['skipped_clips'] = int(totals[1])
+    return out
+
+
+def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) -> str:
+    """A plain-text table of per-class recall, UAR and WAR in percent."""
+    rows = [f'{"class":<12} {"recall %":>9} {"clips":>6}']
+    for i, recall in enumerate(metrics['per_class']):
+        name = label_names[i] if i < len(label_names) else str(i)
+        count = sum(metrics['confusion_matrix'][i])
+        rows.append(f'{name:<12} {"-" if recall is None else f"{100 * recall:.2f}":>9} {count:>6}')
+    rows.append(f'{"UAR":<12} {100 * metrics["uar"]:>9.2f}')
+    rows.append(f'{"WAR":<12} {100 * metrics["war"]:>9.2f} {metrics["num_clips"]:>6}')
+    return '\n'.join(rows)
+
+
+def label_names_of(model: nn.Module) -> List[str]:
+    """The model's label names, or the DFER names for 7 classes, or class indices."""
+    names = list(resolve_video_data_config(model)['label_names'])
+    if len(names) == model.num_classes:
+        return names
+    return list(DFER_LABELS) if model.num_classes == len(DFER_LABELS) else [str(i) for i in range(model.num_classes)]
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='logoformer-eval', description=__doc__.split('\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--model', help='model name, e.g. logoformer_small (not needed for a folder with config.json)')
+    parser.add_argument('--checkpoint', help='weights: a .safetensors file, a training checkpoint folder or a hub/ folder')
+    parser.add_argument('--pretrained', action='store_true', help='load the published weights of --model (NAME.TAG)')
+    parser.add_argument('--num-classes', type=int, help='classes of the checkpoint when it is a bare weights file')
+    parser.add_argument('--data-root', default='', help='root the list paths are relative to')
+    parser.add_argument('--list', required=True, help='annotation list: "<frame_dir> <num_frames> <label>" per line')
+    parser.add_argument('--output', required=True, help='folder for metrics.json')
+    parser.add_argument('--num-segments', type=int, default=8)
+    parser.add_argument('--frames-per-segment', type=int, default=2)
+    parser.add_argument('--img-size', type=int, help='resolution (default: the model\'s)')
+    parser.add_argument('--num-clips', type=int, default=1, help='test-time averaging over evenly shifted clips')
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--workers', type=int, default=4)
+    parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
+    parser.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 on GPU)')
+    parser.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
+    parser.add_argument('--dataset', help='dataset name recorded in metrics.json, e.g. DFEW')
+    parser.add_argument('--fold', type=int, help='fold recorded in metrics.json')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        return _run(args)
+    except USER_ERRORS as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    info = init_distributed(args.device)
+    num_frames = args.num_segments * args.frames_per_segment
+    model = create_model(
+        args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
+        img_size=args.img_size).to(info.device)
+    dataset = build_dataset(
+        model, args.list, args.data_root, train=False, num_segments=args.num_segments,
+        frames_per_segment=args.frames_per_segment, num_views=args.num_clips, skip_bad_clips=args.skip_bad_clips)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
+        num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
+    amp_dtype = (torch.bfloat16 if info.device.type == 'cpu' else torch.float16) if args.amp else None
+    metrics = evaluate(model, loader, model.num_classes, info, amp_dtype, progress=True)
+    metrics['skipped_clips'] += len(dataset.problems)
+    result = metrics_record(metrics, model, args)
+    if info.is_main:
+        os.makedirs(args.output, exist_ok=True)
+        atomic_write_json(os.path.join(args.output, 'metrics.json'), result)
+        print(format_metrics_table(metrics, list(result['per_class'])))
+        print(f'metrics written to {os.path.join(args.output, "metrics.json")}')
+    if info.enabled:
+        dist.destroy_process_group()
+    return 0
+
+
+def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
+    """The metrics.json content, in the schema of ``logoformer_timm/hub.py`` (fractions, label -> recall)."""
+    cfg = resolve_video_data_config(model)
+    names = label_names_of(model)
+    height, width = cfg['input_size'][2:]
+    pixels = 'pixels / 255'
+    if any(m != 0 for m in cfg['mean']) or any(s != 1 for s in cfg['std']):
+        pixels += f', mean {list(cfg["mean"])}, std {list(cfg["std"])}'
+    record = dict(
+        uar=metrics['uar'],
+        war=metrics['war'],
+        per_class=dict(zip(names, metrics['per_class'])),
+        confusion_matrix=metrics['confusion_matrix'],
+        num_clips=metrics['num_clips'],
+        protocol=(f'DFER test protocol: {args.num_segments} segments x {args.frames_per_segment} consecutive frames '
+                  f'at deterministic segment centres, {args.num_clips} clip(s) per video averaged, bilinear resize to '
+                  f'{height}x{width}, {pixels}; list {os.path.basename(args.list)}'),
+    )
+    if args.dataset:
+        record['dataset'] = args.dataset
+    if args.fold is not None:
+        record['fold'] = args.fold
+    record['skipped_clips'] = metrics['skipped_clips']
+    record['checkpoint'] = args.checkpoint or (f'{args.model} (pretrained)' if args.pretrained else args.model)
+    return record
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""logoformer-train / logoformer-eval end to end on generated frame-folder datasets: checkpoints, resume after a
+kill, torchrun (gloo) against single-process evaluation, DFEW-style folds, metrics.json into hub/export.py."""
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from logoformer_timm import eval as eval_cli
+from logoformer_timm import train as train_cli
+from logoformer_timm.data.synthetic import make_motion_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+# a tiny model and clip: 4 frames (2 segments x 2) of 16x16, 4 classes
+TINY = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2', '--frames-per-segment', '2',
+        '--num-classes', '4', '--workers', '0']
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('motion')
+    # 12 training clips (divisible by 2 processes x batch 2 splits), 7 test clips (uneven over 2 ranks)
+    make_motion_dataset(str(root), (('train', 3), ('test', 2)), frames_range=(5, 12), size=16, patch=6, step=3, seed=1)
+    lines = (root / 'test.txt').read_text().splitlines()
+    (root / 'test.txt').write_text('\n'.join(lines[:7]) + '\n')
+    return root
+
+
+def _train_args(data, out, *extra):
+    return [*TINY, '--data-root', str(data), '--train-list', str(data / 'train.txt'), '--val-list',
+            str(data / 'test.txt'), '--output', str(out), '--batch-size', '4', '--hflip', '0', *extra]
+
+
+def _log(out):
+    return [json.loads(line) for line in (Path(out) / 'log.jsonl').read_text().splitlines()]
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k != 'time'} for r in records]
+
+
+def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '2', '--model-ema', '--model-ema-decay', '0.5')) == 0
+    log = _log(out)
+    assert [r['epoch'] for r in log] == [1, 2]
+    assert log[0]['train_clips'] == 12 and log[0]['val_num_clips'] == 7
+    summary = json.loads((out / 'summary.json').read_text())
+    best = max(log, key=lambda r: (r['val_uar'], -r['epoch']))
+    assert summary['last'] == dict(epoch=2, uar=log[1]['val_uar'], war=log[1]['val_war'])
+    assert summary['best'] == dict(epoch=best['epoch'], uar=best['val_uar'], war=best['val_war'])
+    assert 'optimistic' in summary['note'] and 'optimistic' in capsys.readouterr().out
+    # the checkpoint folders: timm local-dir weights + a pickle-free training state with the compact-loss centres
+    assert sorted(os.listdir(out / 'last')) == [
+        'config.json', 'model.safetensors', 'train_state.json', 'train_state.safetensors']
+    state = load_file(out / 'last' / 'train_state.safetensors')
+    assert state['criterion.compact.centers'].shape == (4, 256)
+    assert any(k.startswith('optimizer.') for k in state) and 'rng.torch' in state
+    assert any(k.startswith('raw_model.') for k in state)  # EMA run: model.safetensors holds the EMA weights
+    assert json.loads((out / 'best' / 'metrics.json').read_text())['epoch'] == best['epoch']
+    # logoformer-eval on the best folder reproduces the validation metrics of that epoch
+    assert eval_cli.main(['--checkpoint', str(out / 'best'), '--data-root', str(tiny_data), '--list',
+                          str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2',
+                          '--workers', '0', '--dataset', 'synthetic', '--fold', '1']) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['confusion_matrix'] == best['val_confusion_matrix']
+    assert metrics['uar'] == pytest.approx(best['val_uar']) and metrics['num_clips'] == 7
+    assert list(metrics['per_class']) == ['0', '1', '2', '3'] and metrics['fold'] == 1
+    assert 'UAR' in capsys.readouterr().out
+
+
+def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
+    full, killed = tmp_path / 'full', tmp_path / 'killed'
+    assert train_cli.main(_train_args(tiny_data, full, '--epochs', '3')) == 0
+    # a real interruption: SIGKILL the training process once epoch 1 is checkpointed, in the middle of epoch 2
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'logoformer_timm.train', *_train_args(tiny_data, killed, '--epochs', '3')],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    state = killed / 'last' / 'train_state.json'
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads(state.read_text())['epoch'] == 1
+    assert train_cli.main(['--resume', str(killed)]) == 0  # the saved arguments are reused
+    assert _without_time(_log(killed)) == _without_time(_log(full))
+    for folder in ('last', 'best'):
+        a, b = load_file(full / folder / 'model.safetensors'), load_file(killed / folder / 'model.safetensors')
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = load_file(full / 'last' / 'train_state.safetensors'), load_file(killed / 'last' / 'train_state.safetensors')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_processes_agree_with_single_process_evaluation(tiny_data, tmp_path):
+    out = tmp_path / 'ddp'
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '0',
+         '-m', 'logoformer_timm.train', *_train_args(tiny_data, out, '--epochs', '1', '--device', 'cpu')],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = _log(out)[0]
+    assert record['train_clips'] == 12  # both ranks' clips, counted once
+    # the 7 validation clips are split 4 + 3 over the ranks without padding: the reduced metrics equal
+    # a single-process evaluation of the same weights
+    assert eval_cli.main(['--checkpoint', str(out / 'last'), '--data-root', str(tiny_data), '--list',
+                          str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2',
+                          '--workers', '0']) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['num_clips'] == record['val_num_clips'] == 7
+    assert metrics['confusion_matrix'] == record['val_confusion_matrix']
+    assert metrics['war'] == pytest.approx(record['val_war'])
+
+
+def test_folds_write_per_fold_runs_and_a_mean_table(tiny_data, tmp_path):
+    lists = tmp_path / 'lists'
+    for fold in (1, 2):
+        (lists / f'set_{fold}').mkdir(parents=True)
+        for name in ('train', 'test'):
+            (lists / f'set_{fold}' / f'{name}.txt').write_text((tiny_data / f'{name}.txt').read_text())
+    out = tmp_path / 'folds'
+    args = [*TINY, '--data-root', str(tiny_data), '--train-list', str(lists / 'set_{fold}' / 'train.txt'),
+            '--val-list', str(lists / 'set_{fold}' / 'test.txt'), '--folds', '1,2', '--epochs', '1',
+            '--batch-size', '4', '--output', str(out)]
+    assert train_cli.main(args) == 0
+    results = json.loads((out / 'folds.json').read_text())
+    assert sorted(results) == ['1', '2'] and (out / 'fold_1' / 'last').is_dir() and (out / 'fold_2' / 'best').is_dir()
+    table = (out / 'folds.md').read_text()
+    mean_uar = sum(results[f]['last']['uar'] for f in results) / 2
+    assert f'| mean | {100 * mean_uar:.2f} |' in table and 'optimistic' in table
+
+
+def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
+    export = REPO / 'hub' / 'export.py'
+    if not export.exists():
+        pytest.skip('hub/export.py is not there yet')
+    out = tmp_path / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 0
+    # every class needs clips for a model card: evaluate on the training list (8 clips of each class)
+    assert eval_cli.main(['--checkpoint', str(out / 'last'), '--data-root', str(tiny_data), '--list',
+                          str(tiny_data / 'train.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2',
+                          '--workers', '0', '--dataset', 'synthetic']) == 0
+    exported = tmp_path / 'hub_repo'
+    main = runpy.run_path(str(export))['main']
+    assert main(['--model', 'logoformer_tiny', '--checkpoint', str(out / 'last' / 'model.safetensors'),
+                 '--out', str(exported), '--metrics', str(tmp_path / 'eval' / 'metrics.json')]) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    card = (exported / 'README.md').read_text()
+    assert f'{100 * metrics["uar"]:.2f}' in card
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda a: a[:a.index('--train-list')] + a[a.index('--train-list') + 2:], 'missing --train-list'),
+    (lambda a: [x.replace('train.txt', 'nope.txt') for x in a], 'Annotation list not found'),
+    (lambda a: a + ['--folds', '1,2'], 'needs "{fold}"'),
+    (lambda a: a + ['--num-classes', '2'], r'label [23] is outside \[0, 2\)'),
+])
+def test_user_errors_exit_2_with_a_message(tiny_data, tmp_path, capsys, change, message):
+    assert train_cli.main(change(_train_args(tiny_data, tmp_path / 'bad', '--epochs', '1'))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err
+    import re
+    assert re.search(message, err), err
