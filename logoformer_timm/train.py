@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .eval import (
     USER_ERRORS, DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
-    format_metrics_table, init_distributed, label_names_of)
+    init_distributed, label_names_of)
 from .data import collate_clips
 from .loss import DferCriterion
 

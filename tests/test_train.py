@@ -27,7 +27,8 @@ TINY = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2',
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp('motion')
     # 12 training clips (divisible by 2 processes x batch 2 splits), 7 test clips (uneven over 2 ranks)
-    make_motion_dataset(str(root), (('train', 3), ('test', 2)), frames_range=(5, 12), size=16, patch=6, step=3, seed=1)
+    make_motion_dataset(str(root), (('train', 3), ('test', 2)), ('right', 'left', 'down', 'up'), frames_range=(5, 12),
+                        size=16, seed=1)
     lines = (root / 'test.txt').read_text().splitlines()
     (root / 'test.txt').write_text('\n'.join(lines[:7]) + '\n')
     return root
@@ -78,15 +79,15 @@ def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
 
 def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
     full, killed = tmp_path / 'full', tmp_path / 'killed'
-    assert train_cli.main(_train_args(tiny_data, full, '--epochs', '3')) == 0
+    assert train_cli.main(_train_args(tiny_data, full, '--epochs', '2')) == 0
     # a real interruption: SIGKILL the training process once epoch 1 is checkpointed, in the middle of epoch 2
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'logoformer_timm.train', *_train_args(tiny_data, killed, '--epochs', '3')],
+        [sys.executable, '-m', 'logoformer_timm.train', *_train_args(tiny_data, killed, '--epochs', '2')],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
     state = killed / 'last' / 'train_state.json'
     deadline = time.time() + 300
     while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads(state.read_text())['epoch'] == 1
@@ -103,7 +104,7 @@ def test_torchrun_two_processes_agree_with_single_process_evaluation(tiny_data, 
     out = tmp_path / 'ddp'
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '0',
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
          '-m', 'logoformer_timm.train', *_train_args(tiny_data, out, '--epochs', '1', '--device', 'cpu')],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,72 +1,85 @@
 """A generated DFER-format dataset whose classes differ only in motion (for tests and the README demo).
 
-Each clip shows a bright square moving one step per frame in one of four directions (the class: right, left,
-down, up) on a noisy background, wrapping around the frame edges (a torus). The start position is uniform, so
-every single frame has the same distribution in every class: only temporal modelling can tell the classes apart.
-``frozen=True`` repeats each clip's first frame instead (no motion, so no model can beat chance).
+Every frame is a plaid (a vertical plus a horizontal sine grating, period 16 pixels) with uniformly random
+phases, plus a little noise, so every single frame has the same distribution in every class. A class is a way
+the plaid moves over the frames (``step`` pixels per frame): ``static``, ``moving`` (in one of the four
+directions at random), ``horizontal`` (left or right), ``vertical`` (up or down), or one direction (``right``, ``left``, ``down``, ``up``). Only a
+model that compares frames can tell the classes apart; ``frozen=True`` repeats each clip's first frame instead
+(no motion: no model can beat chance on it).
 
     python -m logoformer_timm.data.synthetic --output demo_data
 """
 import argparse
+import math
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 
 from .lists import write_annotation_list
 
-__all__ = ['DIRECTIONS', 'make_motion_clip', 'make_motion_dataset']
+__all__ = ['MOTIONS', 'make_motion_clip', 'make_motion_dataset']
 
-DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # (dy, dx) per class: right, left, down, up
+MOTIONS = {  # class name -> the (dy, dx) velocities a clip of that class draws from
+    'static': ((0, 0),),
+    'horizontal': ((0, 1), (0, -1)),
+    'vertical': ((1, 0), (-1, 0)),
+    'moving': ((0, 1), (0, -1), (1, 0), (-1, 0)),
+    'right': ((0, 1),),
+    'left': ((0, -1),),
+    'down': ((1, 0),),
+    'up': ((-1, 0),),
+}
+PERIOD = 16
 
 
 def make_motion_clip(
-        label: int,
+        motion: str,
         num_frames: int,
         size: int = 32,
-        patch: int = 8,
-        step: int = 2,
+        step: float = 4.0,
         generator: Optional[torch.Generator] = None,
         frozen: bool = False,
 ) -> torch.Tensor:
-    """uint8 frames ``(T, 3, size, size)``: a square moving ``step`` pixels per frame in direction ``label``."""
-    dy, dx = DIRECTIONS[label]
-    y0, x0 = (int(v) for v in torch.randint(0, size, (2,), generator=generator))
-    base = torch.zeros(size, size)
-    base[:patch, :patch] = 1.0
+    """uint8 frames ``(T, 3, size, size)`` of a plaid moving ``step`` pixels per frame as ``motion`` says."""
+    choices = MOTIONS[motion]
+    dy, dx = choices[int(torch.randint(0, len(choices), (1,), generator=generator))]
+    phase_x, phase_y = (torch.rand(2, generator=generator) * 2 * math.pi).tolist()
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing='ij')
     frames = []
     for t in range(num_frames):
         shift = 0 if frozen else t * step
-        square = torch.roll(base, (y0 + dy * shift, x0 + dx * shift), dims=(0, 1))
-        noise = torch.rand(size, size, generator=generator) * 40
-        frame = 30 + noise + 180 * square
-        frames.append(frame.clamp(0, 255).to(torch.uint8).expand(3, size, size))
+        plaid = (torch.sin(2 * math.pi * (xs - dx * shift) / PERIOD + phase_x)
+                 + torch.sin(2 * math.pi * (ys - dy * shift) / PERIOD + phase_y))
+        frame = 128 + 50 * plaid + 8 * torch.randn(size, size, generator=generator)
+        frames.append(frame.round().clamp(0, 255).to(torch.uint8).expand(3, size, size))
     return torch.stack(frames)
 
 
 def make_motion_dataset(
         root: str,
-        splits: Tuple[Tuple[str, int], ...] = (('train', 32), ('test', 16)),
+        splits: Sequence[Tuple[str, int]] = (('train', 32), ('test', 16)),
+        classes: Sequence[str] = ('static', 'horizontal', 'vertical'),
         frames_range: Tuple[int, int] = (12, 20),
         size: int = 32,
-        patch: int = 8,
-        step: int = 2,
+        step: float = 4.0,
         seed: int = 0,
         frozen: bool = False,
         ext: str = 'png',
 ) -> List[str]:
-    """Write frame folders and ``<split>.txt`` lists (``clips_per_class`` per split) under ``root``; return the lists."""
+    """Write frame folders and a ``<split>.txt`` list per ``(split, clips_per_class)`` under ``root``; return the lists."""
     generator = torch.Generator().manual_seed(seed)
     lists = []
     for split, clips_per_class in splits:
         entries = []
-        for label in range(len(DIRECTIONS)):
+        for label, motion in enumerate(classes):
             for i in range(clips_per_class):
                 num_frames = int(torch.randint(frames_range[0], frames_range[1] + 1, (1,), generator=generator))
-                clip = make_motion_clip(label, num_frames, size, patch, step, generator, frozen)
-                rel_dir = f'frames/{split}/{label}_{i:04d}'
+                clip = make_motion_clip(motion, num_frames, size, step, generator, frozen)
+                rel_dir = f'frames/{split}/{motion}_{i:04d}'
                 os.makedirs(os.path.join(root, rel_dir), exist_ok=True)
                 for t, frame in enumerate(clip):
                     path = os.path.join(root, rel_dir, f'{t + 1:05d}.{ext}')
@@ -81,16 +94,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command line: write the motion dataset."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--output', required=True)
+    parser.add_argument('--classes', default='static,horizontal,vertical', help=f'from {", ".join(MOTIONS)}')
     parser.add_argument('--train-clips', type=int, default=32, help='training clips per class')
     parser.add_argument('--test-clips', type=int, default=16, help='test clips per class')
     parser.add_argument('--size', type=int, default=32)
+    parser.add_argument('--step', type=float, default=4.0, help='pixels per frame')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--frozen', action='store_true', help='repeat the first frame (no motion)')
     parser.add_argument('--ext', choices=('png', 'jpg'), default='png')
     args = parser.parse_args(argv)
+    classes = [c.strip() for c in args.classes.split(',') if c.strip()]
+    unknown = [c for c in classes if c not in MOTIONS]
+    if unknown:
+        parser.error(f'unknown classes {unknown}; choose from {", ".join(MOTIONS)}')
     lists = make_motion_dataset(
-        args.output, (('train', args.train_clips), ('test', args.test_clips)), size=args.size, seed=args.seed,
-        frozen=args.frozen, ext=args.ext)
+        args.output, (('train', args.train_clips), ('test', args.test_clips)), classes, size=args.size,
+        step=args.step, seed=args.seed, frozen=args.frozen, ext=args.ext)
     print('\n'.join(lists))
     return 0
 

@@ -1,0 +1,36 @@
+"""Learning test: classes that differ only in motion are learned by logoformer-train from frame folders on disk,
+and the same training on frozen (repeated first frame) clips stays near chance.
+
+The generated plaid clips have identically distributed single frames in every class (uniform random phases);
+the class is whether the plaid moves (static, or 4 pixels per frame in a random direction), so only temporal
+modelling can solve it. The frame-to-frame comparison has to be learned from scratch (no pretrained stem).
+"""
+import json
+
+from logoformer_timm import train as train_cli
+from logoformer_timm.data.synthetic import make_motion_dataset
+
+CLASSES = ('static', 'moving')
+CHANCE = 1 / len(CLASSES)
+
+
+def _train(tmp_path, frozen):
+    data = tmp_path / ('frozen' if frozen else 'moving')
+    make_motion_dataset(str(data), (('train', 48), ('test', 30)), CLASSES, frames_range=(6, 12), size=16, step=4,
+                        seed=0, frozen=frozen)
+    out = tmp_path / f'run_{data.name}'
+    args = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2', '--frames-per-segment', '2',
+            '--num-classes', '2', '--data-root', str(data), '--train-list', str(data / 'train.txt'),
+            '--val-list', str(data / 'test.txt'), '--output', str(out), '--epochs', '12', '--batch-size', '8',
+            '--opt', 'adamw', '--lr', '2e-3', '--weight-decay', '0.05', '--sched', 'cosine', '--crop-scale', '0.5', '1',
+            '--workers', '0', '--seed', '0']
+    assert train_cli.main(args) == 0
+    return json.loads((out / 'summary.json').read_text())['last']
+
+
+def test_motion_is_learned_and_frozen_frames_stay_at_chance(tmp_path):
+    # held-out test list (60 clips), last epoch: no selection on it. Measured: moving 0.650, frozen 0.483 UAR
+    moving, frozen = _train(tmp_path, frozen=False), _train(tmp_path, frozen=True)
+    assert moving['uar'] > CHANCE + 0.1, moving
+    assert frozen['uar'] < CHANCE + 0.1, frozen
+    assert moving['uar'] - frozen['uar'] >= 0.1, (moving, frozen)
