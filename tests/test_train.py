@@ -103,11 +103,18 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
 def test_torchrun_two_processes_agree_with_single_process_evaluation(tiny_data, tmp_path):
     out = tmp_path / 'ddp'
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
-    result = subprocess.run(
+    # own process group, so that a hang kills the workers too instead of leaving them waiting on gloo
+    proc = subprocess.Popen(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
          '-m', 'logoformer_timm.train', *_train_args(tiny_data, out, '--epochs', '1', '--device', 'cpu')],
-        capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f'torchrun did not finish in 300 s: {stderr[-3000:]}')
+    assert proc.returncode == 0, stderr[-3000:]
     record = _log(out)[0]
     assert record['train_clips'] == 12  # both ranks' clips, counted once
     # the 7 validation clips are split 4 + 3 over the ranks without padding: the reduced metrics equal

@@ -16,12 +16,12 @@ CHANCE = 1 / len(CLASSES)
 
 def _train(tmp_path, frozen):
     data = tmp_path / ('frozen' if frozen else 'moving')
-    make_motion_dataset(str(data), (('train', 48), ('test', 30)), CLASSES, frames_range=(6, 12), size=16, step=4,
+    make_motion_dataset(str(data), (('train', 96), ('test', 30)), CLASSES, frames_range=(6, 12), size=16, step=4,
                         seed=0, frozen=frozen)
     out = tmp_path / f'run_{data.name}'
     args = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2', '--frames-per-segment', '2',
             '--num-classes', '2', '--data-root', str(data), '--train-list', str(data / 'train.txt'),
-            '--val-list', str(data / 'test.txt'), '--output', str(out), '--epochs', '12', '--batch-size', '8',
+            '--val-list', str(data / 'test.txt'), '--output', str(out), '--epochs', '16', '--batch-size', '8',
             '--opt', 'adamw', '--lr', '2e-3', '--weight-decay', '0.05', '--sched', 'cosine', '--crop-scale', '0.5', '1',
             '--workers', '0', '--seed', '0']
     assert train_cli.main(args) == 0
@@ -29,8 +29,9 @@ def _train(tmp_path, frozen):
 
 
 def test_motion_is_learned_and_frozen_frames_stay_at_chance(tmp_path):
-    # held-out test list (60 clips), last epoch: no selection on it. Measured: moving 0.650, frozen 0.483 UAR
+    # held-out test list (60 clips), last epoch: no selection on it.
+    # Measured (192 training clips, 16 epochs): moving 1.000 UAR, frozen 0.533 UAR (chance 0.5)
     moving, frozen = _train(tmp_path, frozen=False), _train(tmp_path, frozen=True)
-    assert moving['uar'] > CHANCE + 0.1, moving
-    assert frozen['uar'] < CHANCE + 0.1, frozen
-    assert moving['uar'] - frozen['uar'] >= 0.1, (moving, frozen)
+    assert moving['uar'] > 0.85, moving
+    assert frozen['uar'] < CHANCE + 0.2, frozen
+    assert moving['uar'] - frozen['uar'] >= 0.3, (moving, frozen)
