@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
 from .data import resolve_video_data_config
+from .hub import HubFolderError, read_checkpoint
+from .manifest import WeightsFileError
 from .metrics import confusion_matrix, summarize
 from .models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
 
@@ -34,7 +36,9 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-USER_ERRORS = (AnnotationError, ClipLoadError, FileNotFoundError, PretrainedWeightsUnavailableError, ValueError)
+USER_ERRORS = (
+    AnnotationError, ClipLoadError, FileNotFoundError, HubFolderError, PretrainedWeightsUnavailableError, ValueError,
+    WeightsFileError)
 
 
 @dataclass
@@ -100,12 +104,8 @@ def load_weights(model: nn.Module, path: str) -> List[str]:
         path = os.path.join(path, 'model.safetensors')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Checkpoint not found: {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        state_dict = load_file(path)
-    else:  # never unpickle arbitrary objects
-        state_dict = torch.load(path, map_location='cpu', weights_only=True)
-    state_dict = checkpoint_filter_fn(state_dict, model)
+    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
+    state_dict = checkpoint_filter_fn(read_checkpoint(path), model)
     own = model.state_dict()
     dropped = [k for k, v in state_dict.items() if k.startswith('head.') and (k not in own or own[k].shape != v.shape)]
     for key in dropped:

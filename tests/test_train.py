@@ -177,3 +177,19 @@ def test_user_errors_exit_2_with_a_message(tiny_data, tmp_path, capsys, change, 
     assert err.startswith('error: ') and 'Traceback' not in err
     import re
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize('name, content, message', [
+    ('cut.safetensors', b'\x10\x00\x00\x00\x00\x00\x00\x00{"a', 'not a readable safetensors file'),
+    ('junk.pth', b'not a torch file', 'cannot be read as a weights-only torch checkpoint'),
+])
+def test_corrupt_checkpoint_is_a_user_error(tiny_data, tmp_path, capsys, name, content, message):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    args = ['--model', 'logoformer_tiny', '--checkpoint', str(bad), '--data-root', str(tiny_data), '--list',
+            str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2', '--workers', '0']
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'Traceback' not in err and name in err and message in err, err
+    assert train_cli.main(_train_args(tiny_data, tmp_path / 'run', '--epochs', '1', '--checkpoint', str(bad))) == 2
+    assert message in capsys.readouterr().err
