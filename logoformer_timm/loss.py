@@ -1,7 +1,7 @@
 """Compact loss and the DFER training criterion ``classification loss + lambda * compact``.
 
 LOGO-Former's compact loss regularisation ("minimum intra-class distance and maximum inter-class distance")
-is not published as a formula; this is the project's formulation (``architecture.md``), named as such.
+is not published as a formula; this is the project's formulation (``docs/architecture.md``), named as such.
 With learnable class centres ``c_k`` in the space of the pooled features ``f`` (``forward_head(pre_logits=True)``):
 
     L_intra = mean_i ||f_i - c_{y_i}||^2

@@ -3,7 +3,7 @@
     logoformer-train --model logoformer_small --data-root DFEW --train-list lists/dfew/set_{fold}/train.txt \\
         --val-list lists/dfew/set_{fold}/test.txt --folds 1,2,3,4,5 --output runs/dfew
 
-Defaults are the protocol's recipe (``dfer-protocol.md``): SGD with momentum 0.9, lr 0.01, weight decay 1e-4, lr x0.1
+Defaults are the protocol's recipe (docs/architecture.md): SGD with momentum 0.9, lr 0.01, weight decay 1e-4, lr x0.1
 every 40 epochs, 100 epochs, batch 32, 8 segments x 2 frames, one random-resized crop and flip per clip, CE plus
 the compact loss on the pooled features (``--loss asl`` for the authors' code's asymmetric loss, ``--compact-weight 0``
 for none). Optimizer and scheduler come from timm's factories (``--opt``, ``--sched``); constructor arguments without
