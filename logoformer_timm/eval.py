@@ -164,19 +164,12 @@ def build_dataset(
         hflip: float = 0.5,
 ) -> ClipFolderDataset:
     """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
-    cfg = resolve_video_data_config(model)
     transform = ClipTransform(
-        tuple(cfg['input_size'][2:]), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip,
-        mean=cfg['mean'], std=cfg['std'])
+        **resolve_video_data_config(model), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
     return ClipFolderDataset(
         list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
         num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
         skip_bad_clips=skip_bad_clips)
-
-
-def _model_input(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    """Dataset clips are (B, C, T, H, W); hand them over in the model's declared layout."""
-    return clips.transpose(1, 2) if getattr(model, 'input_layout', 'BCTHW') == 'BTCHW' else clips
 
 
 @torch.no_grad()
@@ -190,7 +183,8 @@ def evaluate(
 ) -> Dict[str, Any]:
     """Confusion matrix (summed over ranks), mean cross-entropy and skipped-clip count of a loader.
 
-    Items ``(B, V, C, T, H, W)`` (several views per clip) are classified by the mean of the views' logits.
+    Clips come in the model's layout (``build_dataset`` makes them so); items ``(B, V, ...)`` (several views per
+    clip) are classified by the mean of the views' logits.
     """
     from tqdm import tqdm
     model.eval()
@@ -207,10 +201,10 @@ def evaluate(
         views = clips.shape[1] if clips.ndim == 6 else 0
         with autocast:
             if views:
-                logits = model(_model_input(model, clips.flatten(0, 1))).float()
+                logits = model(clips.flatten(0, 1)).float()
                 logits = logits.reshape(len(labels), views, -1).mean(dim=1)
             else:
-                logits = model(_model_input(model, clips)).float()
+                logits = model(clips).float()
         loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction='sum').double().cpu()
         preds.append(logits.argmax(dim=1).cpu())
         targets.append(labels.cpu())
@@ -238,7 +232,7 @@ def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) ->
 
 def label_names_of(model: nn.Module) -> List[str]:
     """The model's label names, or the DFER names for 7 classes, or class indices."""
-    names = list(resolve_video_data_config(model)['label_names'])
+    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or ())
     if len(names) == model.num_classes:
         return names
     return list(DFER_LABELS) if model.num_classes == len(DFER_LABELS) else [str(i) for i in range(model.num_classes)]
@@ -320,6 +314,10 @@ def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Nam
     cfg = resolve_video_data_config(model)
     names = label_names_of(model)
     height, width = cfg['input_size'][2:]
+    resize = f'{cfg["interpolation"]} resize to {height}x{width}'
+    if cfg['crop_pct'] != 1 or cfg['crop_mode'] != 'squash':
+        resize = (f'{cfg["interpolation"]} resize ({cfg["crop_mode"]}) to 1/{cfg["crop_pct"]} of {height}x{width}, '
+                  f'centre crop {height}x{width}')
     pixels = 'pixels / 255'
     if any(m != 0 for m in cfg['mean']) or any(s != 1 for s in cfg['std']):
         pixels += f', mean {list(cfg["mean"])}, std {list(cfg["std"])}'
@@ -330,8 +328,8 @@ def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Nam
         confusion_matrix=metrics['confusion_matrix'],
         num_clips=metrics['num_clips'],
         protocol=(f'DFER test protocol: {args.num_segments} segments x {args.frames_per_segment} consecutive frames '
-                  f'at deterministic segment centres, {args.num_clips} clip(s) per video averaged, bilinear resize to '
-                  f'{height}x{width}, {pixels}; list {os.path.basename(args.list)}'),
+                  f'at deterministic segment centres, {args.num_clips} clip(s) per video averaged, {resize}, '
+                  f'{pixels}; list {os.path.basename(args.list)}'),
     )
     if args.dataset:
         record['dataset'] = args.dataset

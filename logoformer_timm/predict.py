@@ -22,6 +22,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from .data.config import resolve_video_data_config
+from .data.transforms import ClipTransform
 from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
 from .video import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .video import window_indices
@@ -208,7 +209,7 @@ def load_clip(
 
 
 def _label_names(model: nn.Module) -> List[str]:
-    names = list(resolve_video_data_config(model)['label_names'])
+    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or ())
     return names if len(names) == model.num_classes else [f'class_{i}' for i in range(model.num_classes)]
 
 
@@ -260,11 +261,9 @@ def predict_video(
         spans = sliding_windows(info.duration, window, stride or window)
     num_frames, size = model.num_frames, tuple(model.img_size)
     plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
-    cfg = resolve_video_data_config(model)
+    transform = ClipTransform(**resolve_video_data_config(model))  # the crops are already at the model's size
     labels = _label_names(model)
     top_k = max(1, min(top_k, len(labels)))
-    mean = torch.tensor(cfg['mean']).view(-1, 1, 1, 1)
-    std = torch.tensor(cfg['std']).view(-1, 1, 1, 1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -273,8 +272,6 @@ def predict_video(
 
     def run(batch):
         clips = torch.stack([c for _, c in batch]).to(device)
-        if model.input_layout == 'BTCHW':
-            clips = rearrange(clips, 'b c t h w -> b t c h w')
         probs = model(clips).float().softmax(dim=-1).cpu()
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p
@@ -291,7 +288,7 @@ def predict_video(
             faces_by_window[number] = faces
             if save_crops:
                 _save_crops(save_crops, number, plans[number], faces.crops)
-            pending.append((number, (_clip_tensor(faces.crops) - mean) / std))
+            pending.append((number, transform(rearrange(torch.from_numpy(faces.crops), 't h w c -> t c h w'))))
             if len(pending) == batch_size:
                 run(pending)
                 pending = []

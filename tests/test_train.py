@@ -77,6 +77,28 @@ def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
     assert 'UAR' in capsys.readouterr().out
 
 
+def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, tmp_path):
+    """--loss asl is timm's AsymmetricLossSingleLabel(1, 2, 0.1); --model-kwargs reach the constructor."""
+    from timm.loss import AsymmetricLossSingleLabel
+    from logoformer_timm.eval import DistInfo
+    args = train_cli._parse_args(_train_args(
+        tiny_data, tmp_path / 'asl', '--epochs', '1', '--loss', 'asl', '--compact-weight', '0', '--drop', '0.2',
+        '--model-kwargs', 'attn_drop_rate=0.2', 'proj_drop_rate=0.2', 'global_pool_size=(2,1,1)', 'input_layout=BTCHW'))
+    trainer = train_cli.Trainer(args, str(tmp_path / 'asl'), args.train_list, args.val_list, DistInfo())
+    asl = trainer.criterion.classification
+    assert type(asl) is AsymmetricLossSingleLabel and (asl.gamma_pos, asl.gamma_neg, asl.eps) == (1, 2, 0.1)
+    assert trainer.criterion.compact is None
+    model = trainer.model
+    assert model.global_pool_size == (2, 1, 1) and model.input_layout == 'BTCHW'
+    attn = model.blocks[0].global_attn.attn
+    assert attn.attn_drop == 0.2 and attn.proj_drop.p == 0.2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    record = trainer.train_epoch(0)  # BTCHW clips straight from the dataset: the transform emits the model's layout
+    assert record['train_clips'] == 12 and 'train_ce' not in record
+    assert record['train_asl'] > 0 and record['train_loss'] == pytest.approx(record['train_asl'])
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
     full, killed = tmp_path / 'full', tmp_path / 'killed'
     assert train_cli.main(_train_args(tiny_data, full, '--epochs', '2')) == 0
@@ -170,6 +192,8 @@ def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
     (lambda a: [x.replace('train.txt', 'nope.txt') for x in a], 'Annotation list not found'),
     (lambda a: a + ['--folds', '1,2'], 'needs "{fold}"'),
     (lambda a: a + ['--num-classes', '2'], r'label [23] is outside \[0, 2\)'),
+    (lambda a: a + ['--loss', 'asl', '--smoothing', '0.1'], "cannot be combined with loss 'asl'.*--smoothing 0"),
+    (lambda a: a + ['--model-kwargs', 'drop_rate=0.2'], '--model-kwargs drop_rate=...: set it with --drop'),
 ])
 def test_user_errors_exit_2_with_a_message(tiny_data, tmp_path, capsys, change, message):
     assert train_cli.main(change(_train_args(tiny_data, tmp_path / 'bad', '--epochs', '1'))) == 2
