@@ -517,6 +517,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'fixed_input_size': True,
         'pool_size': None,
         'crop_pct': 1.0,
+        'crop_mode': 'squash',  # the DFER test protocol resizes the whole face crop, no centre crop
         'interpolation': 'bilinear',
         'mean': (0., 0., 0.),
         'std': (1., 1., 1.),
