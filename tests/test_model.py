@@ -49,7 +49,7 @@ def test_gradient_checkpointing_same_outputs_and_grads():
 def test_other_frame_counts_and_resolutions(frames, size):
     x = torch.rand(1, 3, frames, size, size)
     built = timm.create_model('logoformer_tiny', num_frames=frames, img_size=size).eval()
-    dynamic = timm.create_model('logoformer_tiny', dynamic_size=True).eval()
+    dynamic = timm.create_model('logoformer_tiny', dynamic_img_size=True).eval()
     with torch.no_grad():
         assert built(x).shape == (1, 7)
         assert dynamic(x).shape == (1, 7)
@@ -57,9 +57,9 @@ def test_other_frame_counts_and_resolutions(frames, size):
     assert maps[0].shape == (1, 256, frames, size // 16, size // 16)
 
 
-def test_dynamic_size_matches_model_built_with_resampled_embeddings():
+def test_dynamic_img_size_matches_model_built_with_resampled_embeddings():
     """On-the-fly resampling equals building for the new size and resampling the checkpoint once."""
-    src = timm.create_model('logoformer_tiny', dynamic_size=True).eval()
+    src = timm.create_model('logoformer_tiny', dynamic_img_size=True).eval()
     dst = timm.create_model('logoformer_tiny', num_frames=8, img_size=160).eval()
     from logoformer_timm import checkpoint_filter_fn
     dst.load_state_dict(checkpoint_filter_fn(src.state_dict(), dst))
@@ -97,8 +97,8 @@ def test_joint_block_attends_across_the_whole_clip():
     for kind, should_change in (('joint', True), (('local',), False)):
         model = timm.create_model('logoformer_tiny', num_frames=4, img_size=64, depth=1, block_types=kind).eval()
         with torch.no_grad():
-            fx = model.forward_intermediates(x, output_fmt='NCHW', intermediates_only=True)[0]
-            fy = model.forward_intermediates(y, output_fmt='NCHW', intermediates_only=True)[0]
+            fx = model.forward_intermediates(x, output_fmt='NCTHW', intermediates_only=True)[0]
+            fy = model.forward_intermediates(y, output_fmt='NCTHW', intermediates_only=True)[0]
         changed = not torch.allclose(fx[:, :, 0], fy[:, :, 0])
         assert changed == should_change, kind
 
@@ -140,7 +140,7 @@ def test_bf16_autocast_cpu_tiny():
     ((1, 4, 3, 32, 32), "looks like BTCHW: pass input_layout='BTCHW'"),
     ((0, 3, 4, 32, 32), 'Empty batch'),
     ((1, 3, 4, 40, 40), 'not divisible by the stem stride 16'),
-    ((1, 3, 8, 32, 32), r'built for 4 frames at 32x32, got 8 frames.*dynamic_size=True'),
+    ((1, 3, 8, 32, 32), r'built for 4 frames at 32x32, got 8 frames.*dynamic_img_size=True'),
     ((1, 3, 4, 48, 48), r'img_size=\(48, 48\)'),
     ((1, 3, 0, 32, 32), 'at least one frame'),
 ])

@@ -131,7 +131,7 @@ def test_model_device_dtype(model_name):
 
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
-@pytest.mark.parametrize('output_fmt', ['NCHW', 'NLC'])
+@pytest.mark.parametrize('output_fmt', ['NCTHW', 'NLC'])
 def test_model_forward_intermediates(model_name, output_fmt):
     model = timm.create_model(model_name, **SMALL).eval()
     info = FeatureInfo(model.feature_info, len(model.feature_info))
@@ -141,7 +141,7 @@ def test_model_forward_intermediates(model_name, output_fmt):
         final, intermediates = model.forward_intermediates(x, output_fmt=output_fmt)
         assert len(intermediates) == len(info.channels()) == len(model.blocks)
         for c, r, o in zip(info.channels(), info.reduction(), intermediates):
-            if output_fmt == 'NCHW':
+            if output_fmt == 'NCTHW':
                 assert o.shape == (1, c, t, h, w)
                 assert o.shape[-2] <= math.ceil(model.img_size[0] / r) + 1
             else:
