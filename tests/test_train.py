@@ -91,7 +91,7 @@ def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, 
     model = trainer.model
     assert model.global_pool_size == (2, 1, 1) and model.input_layout == 'BTCHW'
     attn = model.blocks[0].global_attn.attn
-    assert attn.attn_drop == 0.2 and attn.proj_drop.p == 0.2
+    assert attn.attn_drop.p == 0.2 and attn.proj_drop.p == 0.2
     before = {k: v.clone() for k, v in model.state_dict().items()}
     record = trainer.train_epoch(0)  # BTCHW clips straight from the dataset: the transform emits the model's layout
     assert record['train_clips'] == 12 and 'train_ce' not in record
