@@ -1,7 +1,8 @@
 """Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.
 
 timm's ``benchmark.py`` flags and column names, adapted to clips ``(B, C, T, H, W)`` (an extra ``frames``
-column, ``channels_last_3d``). Run it as ``python benchmarks/flops.py`` (see ``--help``).
+column, ``channels_last_3d``). Run it as ``logoformer-bench`` (installed) or ``python benchmarks/flops.py`` from a
+clone (see ``--help``).
 
 What the numbers are:
 
@@ -860,10 +861,10 @@ def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> N
 # CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     """timm benchmark.py's flags, for 5-D clips."""
     parser = argparse.ArgumentParser(
-        prog='benchmarks/flops.py', description=__doc__.split('\n\n')[0],
+        prog=prog, description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
@@ -918,9 +919,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise BenchmarkError('--plot needs matplotlib: pip install "logoformer-timm[bench]"') from e
 
 
-def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print,
+        prog: str = 'logoformer-bench') -> List[Dict[str, Any]]:
     """The CLI without exit handling: parse, benchmark (and sweep), print, write; returns the result rows."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     _check_args(args)
     device = resolve_device(args.device)
     if args.threads:
@@ -940,7 +942,7 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
         for message in missing:
             log(f'peer skipped: {message}')
 
-    command = 'python benchmarks/flops.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    command = f'{prog} ' + ' '.join(sys.argv[1:] if argv is None else argv)
     gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)
     load = _load_avg()
     env_line = (f'{environment(cfg)["device_name"]}, threads={torch.get_num_threads()}, {cfg.precision}; '
@@ -984,10 +986,10 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: user errors print one clear line to stderr and return 2."""
+def main(argv: Optional[Sequence[str]] = None, prog: str = 'logoformer-bench') -> int:
+    """CLI entry point (``logoformer-bench``): user errors print one clear line to stderr and return 2."""
     try:
-        run(argv)
+        run(argv, prog=prog)
     except BenchmarkError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

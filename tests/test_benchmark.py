@@ -96,7 +96,7 @@ def test_cli_writes_csv_json_md(tmp_path):
 
     _, path, _ = _run_cli(tmp_path, 'json', 'inference')
     data = json.loads(path.read_text())
-    assert data['command'].startswith('python benchmarks/flops.py')
+    assert data['command'].startswith('logoformer-bench ')
     result = data['results'][0]
     assert set(c for c in DOCUMENTED if not c.startswith('train')) <= set(result)
     assert result['infer_samples_per_sec'] == pytest.approx(2 / (result['infer_step_time'] / 1e3))
@@ -106,7 +106,7 @@ def test_cli_writes_csv_json_md(tmp_path):
 
     _, path, _ = _run_cli(tmp_path, 'md', 'inference')
     text = path.read_text()
-    assert text.startswith('Command: `python benchmarks/flops.py') and '## Summary' in text
+    assert text.startswith('Command: `logoformer-bench ') and '## Summary' in text
     table = [line for line in text.split('## All columns')[1].splitlines() if line.startswith('|')]
     header = [c.strip() for c in table[0].strip('|').split('|')]
     assert set(c for c in DOCUMENTED if not c.startswith('train')) <= set(header)
