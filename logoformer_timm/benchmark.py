@@ -885,7 +885,7 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     parser.add_argument('--num-warm-iter', type=int, default=2)
     parser.add_argument('--num-bench-iter', type=int, default=10)
     parser.add_argument('--threads', type=int, default=None,
-                        help="torch.set_num_threads, for the models and the matmul peak (None: torch's own)")
+                        help="torch.set_num_threads for the models and the matmul peak; None keeps torch's own count")
     parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
                         help='time each model and mode in a fresh process (None: on for cpu, where it makes '
                              'the peak-RSS column per model)')
