@@ -49,8 +49,8 @@ from .models import LogoFormer
 
 __all__ = [
     'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
-    'count_model', 'gemm_peak', 'set_peak_fractions', 'warm_up', 'benchmark', 'sweep', 'sweep_table', 'write_results', 'format_table',
-    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+    'count_model', 'gemm_peak', 'set_peak_fractions', 'warm_up', 'benchmark', 'sweep', 'sweep_table',
+    'write_results', 'format_table', 'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
 ]
 
 PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')

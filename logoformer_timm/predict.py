@@ -366,7 +366,7 @@ def load_model(
 
 
 def check_clip_model(model: nn.Module) -> None:
-    """Raise ``ValueError`` unless ``model`` takes clips (it says its ``num_frames``, ``img_size``, ``input_layout``)."""
+    """Raise ``ValueError`` unless ``model`` takes clips (has ``num_frames``, ``img_size`` and ``input_layout``)."""
     missing = [a for a in ('num_frames', 'img_size', 'input_layout') if not hasattr(model, a)]
     if missing:
         name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__

