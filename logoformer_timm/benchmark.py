@@ -1,7 +1,8 @@
 """Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.
 
 timm's ``benchmark.py`` flags and column names, adapted to clips ``(B, C, T, H, W)`` (an extra ``frames``
-column, ``channels_last_3d``). Run it as ``python benchmarks/flops.py`` (see ``--help``).
+column, ``channels_last_3d``). Run it as ``logoformer-bench`` (installed) or ``python benchmarks/flops.py`` from a
+clone (see ``--help``).
 
 What the numbers are:
 
@@ -15,7 +16,11 @@ What the numbers are:
   resident size at that point, measured by default in a fresh process per model and mode, so that memory freed
   by one model cannot hide the next model's peak (see ``mem_method``).
 * ``*_achieved_gflops_per_sec``: counted FLOPs per step / median step time; ``*_peak_fraction``: that divided by
-  ``gemm_gflops_per_sec``, the best throughput of a large square matmul on the same device and precision.
+  ``gemm_gflops_per_sec``, the best throughput of square matmuls of several sizes, repeated, on the same device,
+  threads and precision, measured before and again after the models (the higher of the two). A fraction above 1
+  cannot be a result: it is left empty and ``*_warning`` says the measurement failed (machine load, too low a peak).
+* ``*_warm_steps``: warm-up steps run; with ``--torchcompile`` warm-up continues until two consecutive steps agree
+  within 10 %, and ``*_warning`` says so when they never did (compile time may then be in the step times).
 """
 import argparse
 import ast
@@ -44,8 +49,8 @@ from .models import LogoFormer
 
 __all__ = [
     'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
-    'count_model', 'gemm_peak', 'benchmark', 'sweep', 'sweep_table', 'write_results', 'format_table',
-    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+    'count_model', 'gemm_peak', 'set_peak_fractions', 'warm_up', 'benchmark', 'sweep', 'sweep_table',
+    'write_results', 'format_table', 'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
 ]
 
 PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
@@ -56,7 +61,7 @@ NUM_CLASSES = 7
 # the documented result columns, in output order (--detail adds infer_gmacs_by_part)
 _MODE_COLUMNS = (
     'samples_per_sec', 'step_time', 'step_time_p10', 'step_time_p90', 'batch_size', 'img_size', 'frames',
-    'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'batch_note', 'load_avg_1m')
+    'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'warm_steps', 'warning', 'batch_note', 'load_avg_1m')
 COLUMNS = (
     'model', 'source', 'model_kwargs', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs',
     *[f'infer_{c}' for c in _MODE_COLUMNS], *[f'train_{c}' for c in _MODE_COLUMNS],
@@ -72,7 +77,9 @@ COLUMN_DOCS = {
     'samples_per_sec': 'batch size / median step time',
     'peak_mem_mb': 'memory the model and its steps add (MB, 1e6 bytes); see mem_method',
     'achieved_gflops_per_sec': 'counted FLOPs per step / median step time',
-    'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec',
+    'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec; empty (with a warning) when above 1',
+    'warm_steps': 'warm-up steps run before timing (more than --num-warm-iter: compiled until steady)',
+    'warning': 'why a figure of the row is not to be trusted (above the matmul peak, compile not steady)',
     'batch_note': 'set when an out-of-memory error forced a smaller batch',
     'load_avg_1m': '1-minute load average of the machine right after the measurement (other jobs add noise)',
 }
@@ -305,6 +312,22 @@ def _synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+def warm_up(step: Callable[[], Any], num_warm: int, device: torch.device, until_steady: bool = False,
+            max_extra: int = 20, tolerance: float = 0.1) -> Tuple[int, bool]:
+    """Run ``step`` ``num_warm`` times; ``until_steady``: then on until two consecutive steps agree within
+    ``tolerance`` (at most ``max_extra`` more). Returns (steps run, whether the last two agreed)."""
+    times: List[float] = []
+    while len(times) < num_warm or (until_steady and len(times) < num_warm + max_extra):
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        steady = len(times) >= 2 and abs(times[-1] - times[-2]) <= tolerance * min(times[-2:])
+        if until_steady and steady and len(times) >= num_warm:
+            return len(times), True
+    return len(times), not until_steady
+
+
 def time_steps(step: Callable[[], Any], num_warm: int, num_iter: int, device: torch.device) -> List[float]:
     """Run ``step`` ``num_warm`` times, then time ``num_iter`` steps one by one; times in ms."""
     for _ in range(num_warm):
@@ -337,12 +360,36 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def gemm_peak(device: torch.device, precision: str, size: int = 2048, iters: int = 5) -> float:
-    """Best dense matmul throughput (GFLOP/s) of ``size`` x ``size`` matrices in ``precision`` on ``device``."""
+    """Best dense matmul throughput (GFLOP/s) in ``precision`` on ``device`` with the current thread count: square
+    matrices of ``size`` / 4, / 2 and ``size``, ``iters`` timed repeats each (one size or one noisy run can
+    come out below what a model's own kernels reach)."""
     dtype, amp_dtype = _precision(precision, device)
-    a = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
-    b = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
-    times = time_steps(lambda: torch.mm(a, b), 1, iters, device)
-    return 2 * size ** 3 / (min(times) / 1e3) / 1e9
+    best = 0.
+    for n in sorted({max(1, size // 4), max(1, size // 2), size}):
+        a = torch.randn(n, n, device=device, dtype=amp_dtype or dtype)
+        b = torch.randn(n, n, device=device, dtype=amp_dtype or dtype)
+        times = time_steps(lambda: torch.mm(a, b), 1, iters, device)
+        best = max(best, 2 * n ** 3 / (max(min(times), 1e-6) / 1e3) / 1e9)
+    return best
+
+
+def set_peak_fractions(rows: Sequence[Dict[str, Any]], gemm_gflops: Optional[float]) -> None:
+    """Set ``gemm_gflops_per_sec`` and each mode's ``peak_fraction`` in ``rows``; a fraction above 1 is a failed
+    measurement, so it is left empty and the row's ``*_warning`` says so."""
+    for row in rows:
+        row['gemm_gflops_per_sec'] = gemm_gflops
+        for prefix in ('infer', 'train'):
+            achieved = row.get(f'{prefix}_achieved_gflops_per_sec')
+            if achieved is None:
+                continue
+            fraction = achieved / gemm_gflops if gemm_gflops else None
+            notes = [n for n in (row.get(f'{prefix}_warning') or '').split('; ') if n and 'matmul peak' not in n]
+            if fraction is not None and fraction > 1:
+                notes.append(f'{achieved:.1f} GFLOP/s is {fraction:.0%} of the measured matmul peak: a measurement '
+                             f'problem (machine load or a low peak), not a result')
+                fraction = None
+            row[f'{prefix}_peak_fraction'] = fraction
+            row[f'{prefix}_warning'] = '; '.join(notes)
 
 
 _STATUS = '/proc/self/status'
@@ -444,8 +491,9 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = time_steps(infer_step if mode == 'inference' else train_step, cfg.num_warm_iter, cfg.num_bench_iter,
-                       device)
+    step = infer_step if mode == 'inference' else train_step
+    warm_steps, steady = warm_up(step, cfg.num_warm_iter, device, until_steady=bool(cfg.torchcompile))
+    times = time_steps(step, 0, cfg.num_bench_iter, device)
     median = statistics.median(times)
     return dict(
         samples_per_sec=cfg.batch_size / (median / 1e3),
@@ -454,6 +502,8 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
         step_time_p90=_percentile(times, 90),
         batch_size=cfg.batch_size,
         peak_mem_mb=meter.peak_mb(),
+        warm_steps=warm_steps,
+        warning='' if steady else f'not steady after {warm_steps} warm-up steps: compile time may be in the timing',
         mem_method=meter.method,
         load_avg_1m=_load_avg(),
     )
@@ -588,12 +638,11 @@ def benchmark(
                 continue
             achieved = 2 * gmacs[mode] * result['batch_size'] / (result['step_time'] / 1e3)
             row['mem_method'] = result.pop('mem_method')
-            result.update(
-                img_size=cfg.img_size, frames=cfg.num_frames, achieved_gflops_per_sec=achieved,
-                peak_fraction=achieved / gemm_gflops if gemm_gflops else None)
+            result.update(img_size=cfg.img_size, frames=cfg.num_frames, achieved_gflops_per_sec=achieved)
             row.update({f'{prefix}_{k}': v for k, v in result.items()})
-        row.update(env, gemm_gflops_per_sec=gemm_gflops)
+        row.update(env)
         rows.append(row)
+    set_peak_fractions(rows, gemm_gflops)
     return rows
 
 
@@ -735,7 +784,7 @@ _STDOUT_COLUMNS = (
     ('infer_peak_fraction', '% peak', '.1%'), ('train_step_time', 'train ms', '.1f'),
     ('train_samples_per_sec', 'train clips/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
     ('train_peak_fraction', 'train % peak', '.1%'), ('infer_batch_note', 'note', 's'),
-    ('train_batch_note', 'train note', 's'),
+    ('train_batch_note', 'train note', 's'), ('infer_warning', 'warning', 's'), ('train_warning', 'train warning', 's'),
 )
 
 
@@ -812,10 +861,10 @@ def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> N
 # CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     """timm benchmark.py's flags, for 5-D clips."""
     parser = argparse.ArgumentParser(
-        prog='benchmarks/flops.py', description=__doc__.split('\n\n')[0],
+        prog=prog, description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
@@ -835,19 +884,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
     parser.add_argument('--num-warm-iter', type=int, default=2)
     parser.add_argument('--num-bench-iter', type=int, default=10)
-    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help="torch.set_num_threads for the models and the matmul peak; None keeps torch's own count")
     parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
-                        help='time each model and mode in a fresh process (default: on for cpu, where it makes '
+                        help='time each model and mode in a fresh process (None: on for cpu, where it makes '
                              'the peak-RSS column per model)')
     parser.add_argument('--gemm-size', type=int, default=None,
-                        help='matrix size of the peak matmul (default 2048 on cpu, 8192 otherwise)')
+                        help='largest matrix size of the peak matmul, also run at 1/2 and 1/4 (None: 2048 on cpu, '
+                             '8192 otherwise)')
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
                         help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
     parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
                         help='one or more files; the format comes from each extension (.csv, .json, .md)')
     parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
-                        help='format for every results file (default: from its extension, else csv)')
+                        help='format for every results file (None: from its extension, else csv)')
     return parser
 
 
@@ -868,9 +919,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise BenchmarkError('--plot needs matplotlib: pip install "logoformer-timm[bench]"') from e
 
 
-def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print,
+        prog: str = 'logoformer-bench') -> List[Dict[str, Any]]:
     """The CLI without exit handling: parse, benchmark (and sweep), print, write; returns the result rows."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     _check_args(args)
     device = resolve_device(args.device)
     if args.threads:
@@ -890,28 +942,34 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
         for message in missing:
             log(f'peer skipped: {message}')
 
-    command = 'python benchmarks/flops.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    command = f'{prog} ' + ' '.join(sys.argv[1:] if argv is None else argv)
     gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)
     load = _load_avg()
     env_line = (f'{environment(cfg)["device_name"]}, threads={torch.get_num_threads()}, {cfg.precision}; '
-                f'torch {torch.__version__}, timm {timm.__version__}; dense {cfg.gemm_size}x{cfg.gemm_size} matmul '
-                f'peak {gemm:.1f} GFLOP/s; counter: {COUNTER_NAME}')
+                f'torch {torch.__version__}, timm {timm.__version__}; dense matmul peak (sizes up to {cfg.gemm_size}) '
+                f'{gemm:.1f} GFLOP/s at the start; counter: {COUNTER_NAME}')
     log(f'{env_line}; load average {load}')
     rows = []
     if sweeps and args.peers:
         log('note: sweeps compare LOGO-Former with its joint twin; the peers are not swept')
     if not sweeps:
         rows = benchmark(specs, cfg, modes, detail=args.detail, gemm_gflops=gemm, log=log)
-        log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
-            f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
-        log(format_table(rows))
-        if args.detail:
-            log('\nGMACs by part:\n' + format_detail(rows))
     for param, points in sweeps:
         log(f'\nsweep {param}={",".join(map(str, points))} (LOGO-Former vs its block_types=joint twin):')
         sweep_rows = sweep(specs, param, points, cfg, modes, gemm_gflops=gemm, log=log)
         rows += sweep_rows
         log(format_sweep(sweep_table(sweep_rows)))
+    gemm_end = gemm_peak(device, cfg.precision, cfg.gemm_size)
+    set_peak_fractions(rows, max(gemm, gemm_end))
+    log(f'matmul peak re-measured at the end: {gemm_end:.1f} GFLOP/s; % peak is of the higher, '
+        f'{max(gemm, gemm_end):.1f} GFLOP/s')
+    env_line += f', {gemm_end:.1f} at the end'
+    if not sweeps:
+        log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
+            f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
+        log(format_table(rows))
+        if args.detail:
+            log('\nGMACs by part:\n' + format_detail(rows))
     mem_methods = sorted({r['mem_method'] for r in rows if r.get('mem_method')})
     if mem_methods:
         log(f'memory: {"; ".join(mem_methods)}; load average now {_load_avg()}')
@@ -928,10 +986,10 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: user errors print one clear line to stderr and return 2."""
+def main(argv: Optional[Sequence[str]] = None, prog: str = 'logoformer-bench') -> int:
+    """CLI entry point (``logoformer-bench``): user errors print one clear line to stderr and return 2."""
     try:
-        run(argv)
+        run(argv, prog=prog)
     except BenchmarkError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

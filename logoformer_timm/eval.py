@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
 from .data import resolve_video_data_config
+from .data.dataset import default_num_workers
 from .hub import HubFolderError, read_checkpoint
 from .manifest import WeightsFileError
 from .metrics import confusion_matrix, summarize
@@ -263,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--img-size', type=int, help='resolution (default: the model\'s)')
     parser.add_argument('--num-clips', type=int, default=1, help='test-time averaging over evenly shifted clips')
     parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=4)
+    parser.add_argument('--workers', type=int, default=default_num_workers(),
+                        help='DataLoader worker processes (default: min(4, CPU count))')
     parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
     parser.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 on GPU)')
     parser.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')

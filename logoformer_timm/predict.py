@@ -31,6 +31,7 @@ __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
     'PREDICTION_SCHEMA', 'main']
 
+RANDOM_INIT_SEED = 0  # --random-init weights are seeded, so the same video always prints the same numbers
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
 
 _NUMBER = {'type': 'number'}
@@ -117,6 +118,7 @@ class VideoPrediction:
     frames_per_clip: int
     windows: List[WindowPrediction]
     warnings: List[str] = field(default_factory=list)
+    face_detection: bool = True  # False with detect=False (--no-detect): faces_found says nothing then
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict, the ``--json`` output."""
@@ -252,6 +254,7 @@ def predict_video(
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
     """
+    check_clip_model(model)
     info = probe_video(path)
     if window is None:
         if stride is not None:
@@ -310,7 +313,7 @@ def predict_video(
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    return VideoPrediction(info, name, weights, labels, num_frames, results, notes)
+    return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect)
 
 
 def load_model(
@@ -348,10 +351,24 @@ def load_model(
                 raise ValueError(f'Checkpoint not found: {checkpoint!r}.')
             overlay = dict(file=os.path.abspath(checkpoint))
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        elif random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
+                model = timm.create_model(name)
         else:
             model = timm.create_model(name, pretrained=pretrained)
+    check_clip_model(model)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
     return model.to(device).eval(), weights
+
+
+def check_clip_model(model: nn.Module) -> None:
+    """Raise ``ValueError`` unless ``model`` takes clips (has ``num_frames``, ``img_size`` and ``input_layout``)."""
+    missing = [a for a in ('num_frames', 'img_size', 'input_layout') if not hasattr(model, a)]
+    if missing:
+        name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+        raise ValueError(f'{name} is not a clip model (it has no {", ".join(missing)}); use a LOGO-Former: '
+                         f'{", ".join(timm.list_models("logoformer_*"))}.')
 
 
 def _check_model_name(name: Optional[str]) -> None:
@@ -371,7 +388,7 @@ def format_table(result: VideoPrediction) -> str:
         f'{"start":>7} {"end":>7}  {"faces":>5}  top-{len(result.windows[0].top_k)}',
     ]
     for w in result.windows:
-        found = f'{sum(w.faces_found)}/{len(w.faces_found)}'
+        found = f'{sum(w.faces_found)}/{len(w.faces_found)}' if result.face_detection else '-'
         top = '  '.join(f'{label} {p:.2f}' for label, p in w.top_k)
         lines.append(f'{w.start:>6.2f}s {w.end:>6.2f}s  {found:>5}  {top}')
     lines += [f'warning: {note}' for note in result.warnings]

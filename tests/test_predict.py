@@ -100,6 +100,24 @@ def test_cli_json_and_table(capsys):
     assert code == 0 and '16/16' in out and 'meaningless' in out
 
 
+def test_random_init_is_seeded_and_leaves_the_global_rng_alone():
+    # the README prints --random-init output: it must come out the same on every run
+    state = torch.random.get_rng_state()
+    first, _ = load_model('logoformer_tiny', random_init=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(3)
+    second, _ = load_model('logoformer_tiny', random_init=True)
+    for (name, p), q in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_cli_no_detect_does_not_claim_faces(tmp_path, capsys):
+    path = grey_video(tmp_path / 'v.mp4', 20, size=(32, 32))
+    code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init', '--no-detect'], capsys)
+    row = out.splitlines()[4].split()
+    assert code == 0 and row[2] == '-' and '/16' not in out, out
+
+
 def test_cli_no_face(capsys):
     path = media('no_face.mp4')
     code, _, err = _run([path, '--model', 'logoformer_tiny', '--random-init'], capsys)
@@ -116,6 +134,7 @@ def test_cli_no_face(capsys):
     (['{video}'], 'Say where the weights come from'),
     (['{video}', '--pretrained', '--model', 'logoformer_tiny'], 'No pretrained weights are published'),
     (['{video}', '--model', 'resnet_nope', '--random-init'], "Unknown model 'resnet_nope'"),
+    (['{video}', '--model', 'resnet18', '--random-init'], 'resnet18 is not a clip model'),
     (['{video}', '--checkpoint', '{missing}', '--model', 'logoformer_tiny'], 'Checkpoint not found'),
     (['{video}', '--checkpoint', '{text}', '--model', 'logoformer_tiny'], 'could not load'),
     (['{video}', '--checkpoint', '{tmp}', '--model', 'logoformer_tiny'], 'without config.json'),

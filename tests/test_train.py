@@ -168,6 +168,14 @@ def test_folds_write_per_fold_runs_and_a_mean_table(tiny_data, tmp_path):
     assert f'| mean | {100 * mean_uar:.2f} |' in table and 'optimistic' in table
 
 
+@pytest.mark.parametrize('cli', [train_cli, eval_cli], ids=['train', 'eval'])
+@pytest.mark.parametrize('cores, workers', [(2, 2), (16, 4), (None, 1)])
+def test_workers_default_to_at_most_the_cpu_count(monkeypatch, cli, cores, workers):
+    # 4 workers on a 2-core machine make every DataLoader warn about oversubscription
+    monkeypatch.setattr(os, 'cpu_count', lambda: cores)
+    assert cli.build_parser().get_default('workers') == workers
+
+
 def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
     export = REPO / 'hub' / 'export.py'
     if not export.exists():
