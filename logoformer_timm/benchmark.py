@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .flops import COUNTER_NAME, LOGOFORMER_PARTS, count_flops, flops_by_part
 from .models import LogoFormer
+from .profiling import profile_parts
 
 __all__ = [
     'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
@@ -53,7 +54,7 @@ SWEEP_PARAMS = ('num_frames', 'img_size')
 BENCH_MODES = ('inference', 'train')
 NUM_CLASSES = 7
 
-# the documented result columns, in output order (--detail adds infer_gmacs_by_part)
+# the documented result columns, in output order (--detail adds the *_by_part columns of DETAIL_COLUMN_DOCS)
 _MODE_COLUMNS = (
     'samples_per_sec', 'step_time', 'step_time_p10', 'step_time_p90', 'batch_size', 'img_size', 'frames',
     'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'batch_note', 'load_avg_1m')
@@ -75,6 +76,16 @@ COLUMN_DOCS = {
     'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec',
     'batch_note': 'set when an out-of-memory error forced a smaller batch',
     'load_avg_1m': '1-minute load average of the machine right after the measurement (other jobs add noise)',
+}
+DETAIL_COLUMN_DOCS = {
+    'infer_gmacs_by_part': 'GMACs of one clip per part; other = the rest',
+    'infer_ms_by_part': 'ms per part in an eager inference pass (mean of num_bench_iter passes); other = outside the '
+                        'parts (position embedding, norms, residual adds, pooling)',
+    'infer_peak_mem_mb_by_part': 'per part: the most memory it allocated above what was live when it started (MB)',
+    'infer_peak_op_by_part': 'per part: the operators running when it reached that peak (CPU profiler only)',
+    'infer_parts_step_ms': 'the whole pass, timed in the same passes as the parts',
+    'infer_parts_step_peak_mem_mb': 'the whole pass: the most memory allocated above what was live at its start',
+    'parts_method': 'how the per-part time and memory were measured',
 }
 
 
@@ -459,6 +470,37 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
     )
 
 
+def measure_parts(spec: ModelSpec, cfg: BenchConfig) -> Dict[str, Any]:
+    """Time and peak memory per part of one eager inference forward pass (:mod:`logoformer_timm.profiling`)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype, amp_dtype = _precision(cfg.precision, device)
+    model = build_model(spec, cfg.num_frames, cfg.img_size, device=device).to(dtype=dtype).eval()
+    if cfg.channels_last:
+        _to_channels_last(model)
+    memory_format = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    x = torch.rand(cfg.batch_size, 3, cfg.num_frames, cfg.img_size, cfg.img_size, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=memory_format)
+
+    def step():
+        with torch.inference_mode(), _autocast(device, amp_dtype):
+            return model(x)
+
+    parts = LOGOFORMER_PARTS if isinstance(model, LogoFormer) else None
+    result = profile_parts(model, step, parts, device, num_warm=max(1, cfg.num_warm_iter),
+                           num_iter=cfg.num_bench_iter)
+    return dict(
+        ms_by_part={p.name: p.time_ms for p in result.parts} | {'other': result.other_ms},
+        peak_mem_mb_by_part={p.name: p.peak_mem_mb for p in result.parts},
+        peak_op_by_part={p.name: p.peak_op for p in result.parts if p.peak_op},
+        parts_step_ms=result.step_ms, parts_step_peak_mem_mb=result.step_peak_mem_mb,
+        parts_method=f'eager inference forward, batch {cfg.batch_size}; time: {result.time_method}; '
+                     f'peak memory per part = the most memory the part allocated above what was live when it '
+                     f'started, measured with {result.mem_method}',
+    )
+
+
 def _load_avg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
@@ -489,7 +531,11 @@ def _worker() -> None:
     """Entry point of the fresh process used by :func:`_measure_isolated`: a JSON job on stdin, JSON on stdout."""
     job = json.loads(sys.stdin.read())
     try:
-        result = measure(ModelSpec(**job['spec']), job['mode'], BenchConfig(**job['cfg']), isolated=True)
+        spec, cfg = ModelSpec(**job['spec']), BenchConfig(**job['cfg'])
+        if job['mode'] == 'parts':
+            result = measure_parts(spec, cfg)
+        else:
+            result = measure(spec, job['mode'], cfg, isolated=True)
     except Exception as e:  # reported to the parent, which decides (OOM retry or error)
         result = dict(error=f'{type(e).__name__}: {e}', oom=_is_oom(e))
     print(json.dumps(result))
@@ -574,6 +620,9 @@ def benchmark(
         )
         if detail:
             row['infer_gmacs_by_part'] = {k: round(v, 3) for k, v in count.detail.items()}
+            log(f'  {spec.label}: time and peak memory per part (inference), batch {cfg.batch_size}')
+            parts = _measure_isolated(spec, 'parts', cfg) if cfg.isolate else measure_parts(spec, cfg)
+            row.update({f'infer_{k}' if k != 'parts_method' else k: v for k, v in parts.items()})
         gmacs = dict(inference=count.infer.gmacs, train=count.train_gmacs)
         for mode in modes:
             prefix = 'infer' if mode == 'inference' else 'train'
@@ -708,7 +757,7 @@ def write_results(rows: Sequence[Dict[str, Any]], path: str, fmt: str, header: s
             if table:
                 f.write('## Sweep: LOGO-Former vs its block_types=joint twin\n\n' + format_sweep(table, True) + '\n')
             if any(r.get('infer_gmacs_by_part') for r in rows):
-                f.write('## GMACs by part\n\n' + format_detail(rows) + '\n\n')
+                f.write('## By part: GMACs, time and peak memory\n\n' + format_detail(rows, True) + '\n\n')
             f.write('## All columns\n\n' + _render(columns, [[_cell(r.get(c)) for c in columns] for r in rows],
                                                       markdown=True) + '\n')
         else:
@@ -746,14 +795,31 @@ def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
     return _render([h for _, h, _ in cols], cells, markdown)
 
 
-def format_detail(rows: Sequence[Dict[str, Any]]) -> str:
-    """GMACs per part (stem, token embedding, local/global/joint attention, MLP, head) and share of the total."""
-    lines = []
+def format_detail(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    """Per part (stem, token embedding, local/global/joint attention, MLP, head): GMACs and their share, and when
+    measured the time, share of the pass, peak memory above the part's start and the operator at that peak."""
+    blocks, methods = [], []
     for r in rows:
-        parts = r.get('infer_gmacs_by_part') or {}
-        total = sum(parts.values()) or 1.
-        lines.append(f'- {r["model"]}: ' + ', '.join(f'{k} {v:.3f} ({v / total:.1%})' for k, v in parts.items()))
-    return '\n'.join(lines)
+        gmacs = r.get('infer_gmacs_by_part') or {}
+        ms, mem = r.get('infer_ms_by_part') or {}, r.get('infer_peak_mem_mb_by_part') or {}
+        ops, step = r.get('infer_peak_op_by_part') or {}, r.get('infer_parts_step_ms')
+        total = sum(gmacs.values()) or 1.
+        headers = ['part', 'GMACs', '% GMACs'] + (['ms', '% time', 'peak MB', 'peak reached in'] if ms else [])
+        cells = []
+        for name in dict.fromkeys([*gmacs, *ms]):
+            row = [name, _fmt(gmacs.get(name), '.3f'), _fmt(gmacs[name] / total if name in gmacs else None, '.1%')]
+            if ms:
+                row += [_fmt(ms.get(name), '.2f'), _fmt(ms[name] / step if name in ms and step else None, '.1%'),
+                        _fmt(mem.get(name), '.1f'), ops.get(name, '')]
+            cells.append(row)
+        if ms:
+            cells.append(['whole pass', _fmt(sum(gmacs.values()), '.3f'), '100.0%', _fmt(step, '.2f'), '100.0%',
+                          _fmt(r.get('infer_parts_step_peak_mem_mb'), '.1f'), ''])
+        blocks.append(f'{r["model"]}:\n' + _render(headers, cells, markdown))
+        if r.get('parts_method'):
+            methods.append(r['parts_method'])
+    methods = list(dict.fromkeys(methods))
+    return '\n\n'.join(blocks + [f'method: {m}' for m in methods])
 
 
 def format_sweep(table: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
@@ -824,7 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--peers', action='store_true',
                         help=f'add the installed peers ({", ".join(PEER_NAMES)}), random weights')
     parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference')
-    parser.add_argument('--detail', action='store_true', help='GMACs per part (stem, attention, MLP, head)')
+    parser.add_argument('--detail', action='store_true',
+                        help='per part (stem, attention, MLP, head): GMACs, and time and peak memory of an inference '
+                             'pass (torch.profiler memory events on CPU, allocator statistics on CUDA)')
     parser.add_argument('--num-frames', type=int, default=16)
     parser.add_argument('--img-size', type=int, default=112)
     parser.add_argument('-b', '--batch-size', type=int, default=2)
@@ -906,7 +974,7 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
             f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
         log(format_table(rows))
         if args.detail:
-            log('\nGMACs by part:\n' + format_detail(rows))
+            log('\nBy part (GMACs of one clip; time and peak memory of one inference pass):\n' + format_detail(rows))
     for param, points in sweeps:
         log(f'\nsweep {param}={",".join(map(str, points))} (LOGO-Former vs its block_types=joint twin):')
         sweep_rows = sweep(specs, param, points, cfg, modes, gemm_gflops=gemm, log=log)
