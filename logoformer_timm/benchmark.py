@@ -46,11 +46,12 @@ from .profiling import profile_parts
 __all__ = [
     'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
     'count_model', 'gemm_peak', 'benchmark', 'sweep', 'sweep_table', 'write_results', 'format_table',
-    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS', 'measure_parts', 'parse_grid', 'grid_configs',
 ]
 
 PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
 SWEEP_PARAMS = ('num_frames', 'img_size')
+GRID_PARAMS = ('clip', 'batch_size', 'precision', 'torchcompile')
 BENCH_MODES = ('inference', 'train')
 NUM_CLASSES = 7
 
@@ -690,6 +691,47 @@ def sweep(
     return rows
 
 
+def parse_grid(text: str) -> Tuple[str, List[Any]]:
+    """``clip=16x112,32x224`` (frames x size), ``batch_size=1,8``, ``precision=float32,amp_bfloat16`` or
+    ``torchcompile=none,inductor`` -> (name, values)."""
+    key, sep, values = text.partition('=')
+    items = [v.strip().lower() for v in values.split(',') if v.strip()]
+    if not sep or key not in GRID_PARAMS or not items:
+        raise BenchmarkError(f'--grid expects one of {GRID_PARAMS} as name=v1,v2,..., got {text!r}.')
+    if key == 'precision':
+        if not set(items) <= set(PRECISIONS):
+            raise BenchmarkError(f'--grid precision values must be among {", ".join(PRECISIONS)}, got {values!r}.')
+        return key, items
+    if key == 'torchcompile':
+        return key, [None if v == 'none' else v for v in items]
+    try:
+        parsed = [tuple(int(n) for n in v.split('x')) if key == 'clip' else (int(v),) for v in items]
+    except ValueError:
+        parsed = []
+    if not parsed or any(len(p) != (2 if key == 'clip' else 1) or min(p) < 1 for p in parsed):
+        expected = 'FRAMESxSIZE items (16x112,32x224)' if key == 'clip' else 'positive integers'
+        raise BenchmarkError(f'--grid {key} needs {expected}, got {values!r}.')
+    return key, parsed if key == 'clip' else [p[0] for p in parsed]
+
+
+def grid_configs(cfg: BenchConfig, grids: Sequence[Tuple[str, List[Any]]]) -> List[Tuple[str, BenchConfig]]:
+    """Every combination of the ``--grid`` values, as (label, config); later grids vary fastest."""
+    out = [('', cfg)]
+    for key, values in grids:
+        step = []
+        for label, base in out:
+            for value in values:
+                if key == 'clip':
+                    point = replace(base, num_frames=value[0], img_size=value[1])
+                    text = f'{value[0]}x{value[1]}'
+                else:
+                    point = replace(base, **{key: value})
+                    text = 'none' if value is None else str(value)
+                step.append((f'{label} {key}={text}'.strip(), point))
+        out = step
+    return out
+
+
 def sweep_table(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One row per sweep point and LOGO-Former model: its GMACs, time and memory beside its joint twin's."""
     by_key = {(r['sweep'], r['model']): r for r in rows if r.get('sweep')}
@@ -777,7 +819,7 @@ def _render(headers: Sequence[str], cells: Sequence[Sequence[str]], markdown: bo
 
 
 _STDOUT_COLUMNS = (
-    ('model', 'model', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
+    ('model', 'model', 's'), ('grid', 'grid point', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
     ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'infer ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
     ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'infer clips/s', '.2f'),
     ('infer_peak_mem_mb', 'infer MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
@@ -815,7 +857,8 @@ def format_detail(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str
         if ms:
             cells.append(['whole pass', _fmt(sum(gmacs.values()), '.3f'), '100.0%', _fmt(step, '.2f'), '100.0%',
                           _fmt(r.get('infer_parts_step_peak_mem_mb'), '.1f'), ''])
-        blocks.append(f'{r["model"]}:\n' + _render(headers, cells, markdown))
+        title = r['model'] + (f' ({r["grid"]})' if r.get('grid') else '')
+        blocks.append(f'{title}:\n' + _render(headers, cells, markdown))
         if r.get('parts_method'):
             methods.append(r['parts_method'])
     methods = list(dict.fromkeys(methods))
@@ -911,6 +954,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='matrix size of the peak matmul (default 2048 on cpu, 8192 otherwise)')
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
                         help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
+    parser.add_argument('--grid', action='append', default=[], metavar='PARAM=V1,V2',
+                        help='measure every model at every combination, side by side: clip=16x112,32x224 '
+                             'batch_size=1,8 precision=float32,amp_bfloat16 torchcompile=none,inductor')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
     parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
                         help='one or more files; the format comes from each extension (.csv, .json, .md)')
@@ -927,6 +973,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
+    if args.grid and args.sweep:
+        raise BenchmarkError('--grid and --sweep are separate runs: give one of them.')
     if args.plot and not args.sweep:
         raise BenchmarkError('--plot draws a sweep: add --sweep num_frames=8,16,32,64 (or img_size=...).')
     if args.plot:
@@ -952,6 +1000,7 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     modes = BENCH_MODES if args.bench == 'both' else (args.bench,)
     specs = resolve_models(args.model, parse_model_kwargs(args.model_kwargs))
     sweeps = [parse_sweep(s) for s in args.sweep]
+    grid = grid_configs(cfg, [parse_grid(g) for g in args.grid]) if args.grid else []
     if args.peers:
         peers, missing = peer_specs()
         specs += [p for p in peers if p.name not in {s.name for s in specs}]
@@ -968,10 +1017,23 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     rows = []
     if sweeps and args.peers:
         log('note: sweeps compare LOGO-Former with its joint twin; the peers are not swept')
-    if not sweeps:
+    gemm_by_precision = {cfg.precision: gemm}
+    for label, point in grid:
+        if point.precision not in gemm_by_precision:
+            gemm_by_precision[point.precision] = gemm_peak(device, point.precision, cfg.gemm_size)
+        log(f'grid point {label}:')
+        point_rows = benchmark(specs, point, modes, detail=args.detail,
+                               gemm_gflops=gemm_by_precision[point.precision], log=log)
+        rows += [dict(r, grid=label) for r in point_rows]
+    if grid:
+        where = '; every model, mode and grid point in a fresh process' if cfg.isolate else ''
+        log(f'\nGMACs/GFLOPs per clip; times median (p10, p90) over {cfg.num_bench_iter} steps after '
+            f'{cfg.num_warm_iter} warm-up{where}')
+    elif not sweeps:
         rows = benchmark(specs, cfg, modes, detail=args.detail, gemm_gflops=gemm, log=log)
         log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
             f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
+    if grid or not sweeps:
         log(format_table(rows))
         if args.detail:
             log('\nBy part (GMACs of one clip; time and peak memory of one inference pass):\n' + format_detail(rows))

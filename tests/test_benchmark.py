@@ -271,3 +271,30 @@ def test_cuda_part_peaks_use_the_allocator_statistics(monkeypatch):
     peaks, step_peak = profiling._cuda_peaks(lambda: model(torch.zeros(1)), modules, torch.device('cuda'))
     assert peaks == dict(first=100, second=95)
     assert step_peak == 10 + 95  # the first part's output is still live during the second part's peak
+
+
+def test_grid_parsing_and_combinations():
+    assert bench.parse_grid('clip=16x112,32x224') == ('clip', [(16, 112), (32, 224)])
+    assert bench.parse_grid('batch_size=1,8') == ('batch_size', [1, 8])
+    assert bench.parse_grid('torchcompile=none,inductor') == ('torchcompile', [None, 'inductor'])
+    for bad in ('clip=16', 'clip=0x112', 'batch_size=1,x', 'precision=fp8', 'depth=1,2', 'batch_size='):
+        with pytest.raises(BenchmarkError, match='--grid'):
+            bench.parse_grid(bad)
+    configs = bench.grid_configs(bench.BenchConfig(), [bench.parse_grid('clip=16x112,64x224'),
+                                                       bench.parse_grid('precision=float32,amp_bfloat16')])
+    assert [label for label, _ in configs] == [
+        'clip=16x112 precision=float32', 'clip=16x112 precision=amp_bfloat16',
+        'clip=64x224 precision=float32', 'clip=64x224 precision=amp_bfloat16']
+    assert [(c.num_frames, c.img_size, c.precision) for _, c in configs][-1] == (64, 224, 'amp_bfloat16')
+    assert bench.main([*TINY, '--grid', 'batch_size=1', '--sweep', 'num_frames=2']) == 2
+
+
+def test_grid_measures_every_model_at_every_point_side_by_side():
+    lines = []
+    rows = bench.run([*TINY, '--model', 'logoformer_tiny', f'{LABEL[:-1]},block_types=joint]', '--grid',
+                      'batch_size=1,2', '--grid', 'precision=float32,amp_bfloat16'], log=lines.append)
+    assert len(rows) == 2 * 4 and 'grid point' in '\n'.join(lines)
+    for row in rows:
+        batch, precision = (kv.split('=')[1] for kv in row['grid'].split())
+        assert (row['infer_batch_size'], row['precision']) == (int(batch), precision)
+        assert row['infer_step_time'] > 0 and row['infer_peak_mem_mb'] is not None
