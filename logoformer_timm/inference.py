@@ -6,9 +6,9 @@ them) and optionally compiles it with ``torch.compile`` (inductor; the first for
 shape compiles, which takes tens of seconds on a CPU).
 
 Float16 on a CPU is refused unless the CPU has AMX-FP16: elsewhere PyTorch emulates it and it runs many times
-slower than float32 (13x measured on an AVX-512 CPU without it). Bfloat16 runs on any CPU but is only faster
-than float32 where the CPU has native bfloat16 matmuls (AMX, or AVX512-BF16 at large sizes); measure with
-``benchmarks/flops.py --precision amp_bfloat16``.
+slower than float32 (13x for ``logoformer_tiny`` on the project's 2-core AVX-512 test machine). Bfloat16 runs on
+any CPU but is not always faster (it was 2x slower than float32 for ``logoformer_tiny`` on that machine, which has
+AVX512-BF16 but no AMX); measure with ``benchmarks/flops.py --grid precision=float32,amp_bfloat16``.
 """
 import os
 import shutil
