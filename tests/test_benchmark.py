@@ -85,6 +85,7 @@ def _run_cli(tmp_path, fmt, mode='both'):
 def test_cli_writes_csv_json_md(tmp_path):
     rows, path, out = _run_cli(tmp_path, 'csv')
     assert LABEL in out and 'GMACs' in out and 'FlopCounterMode' in out and 'stem' in out
+    assert 'peak MB' in out and 'method: eager inference forward' in out and 'torch.profiler' in out
     with open(path) as f:
         records = list(csv.DictReader(f))
     assert len(records) == 1
@@ -103,6 +104,7 @@ def test_cli_writes_csv_json_md(tmp_path):
     assert result['infer_peak_fraction'] == pytest.approx(
         result['infer_achieved_gflops_per_sec'] / result['gemm_gflops_per_sec'])
     assert sum(result['infer_gmacs_by_part'].values()) == pytest.approx(result['infer_gmacs'], abs=0.01)
+    assert set(result['infer_peak_mem_mb_by_part']) | {'other'} == set(result['infer_ms_by_part'])
 
     _, path, _ = _run_cli(tmp_path, 'md', 'inference')
     text = path.read_text()
@@ -269,3 +271,89 @@ def test_missing_peer_package_is_reported_not_fatal(monkeypatch):
     specs, missing = bench.peer_specs()
     assert [s.name for s in specs] == ['torchvision/r3d_18', 'torchvision/r2plus1d_18', 'torchvision/swin3d_t']
     assert len(missing) == 3 and all('transformers is not installed' in m and '[bench]' in m for m in missing)
+
+
+TINY_PARTS = ['stem', 'token embedding', 'local attention', 'global attention', 'MLP', 'head']
+
+
+def test_detail_times_and_memory_per_part():
+    """--detail: every part timed within the same passes as the whole, tensor-memory peaks from the profiler."""
+    cfg = bench.BenchConfig(num_frames=4, img_size=64, batch_size=1, num_warm_iter=1, num_bench_iter=2,
+                            threads=2, isolate=False)
+    result = bench.measure_parts(ModelSpec('logoformer_tiny'), cfg)
+    assert list(result['ms_by_part']) == TINY_PARTS + ['other']
+    assert list(result['peak_mem_mb_by_part']) == TINY_PARTS
+    parts_ms = sum(v for k, v in result['ms_by_part'].items() if k != 'other')
+    assert 0 < parts_ms <= result['parts_step_ms'] * 1.001
+    assert result['ms_by_part']['other'] >= -1e-6
+    assert all(v >= 0 for v in result['peak_mem_mb_by_part'].values())
+    # the stem holds conv1's output (4 frames x 64 channels x 32 x 32 float32) at some point
+    assert result['peak_mem_mb_by_part']['stem'] >= 4 * 64 * 32 * 32 * 4 / 1e6
+    assert result['parts_step_peak_mem_mb'] >= max(result['peak_mem_mb_by_part'].values())
+    assert 'conv' in result['peak_op_by_part']['stem']
+    assert 'torch.profiler' in result['parts_method'] and 'perf_counter' in result['parts_method']
+    joint = bench.measure_parts(ModelSpec('logoformer_tiny', dict(block_types='joint')), cfg)
+    assert 'joint attention' in joint['ms_by_part'] and 'local attention' not in joint['ms_by_part']
+
+
+def test_cuda_part_peaks_use_the_allocator_statistics(monkeypatch):
+    """The CUDA branch, run against a fake allocator: each part's peak above its start, the pass's overall peak."""
+    from logoformer_timm import profiling
+
+    class FakeAllocator:
+        allocated = peak = 0
+
+        def alloc(self, n):
+            self.allocated += n
+            self.peak = max(self.peak, self.allocated)
+
+    mem = FakeAllocator()
+
+    class Part(torch.nn.Module):
+        def __init__(self, temp, keep):
+            super().__init__()
+            self.temp, self.keep = temp, keep
+
+        def forward(self, x):
+            mem.alloc(self.temp)
+            mem.alloc(-self.temp + self.keep)  # a temporary freed, an output kept
+            return x
+
+    model = torch.nn.Sequential(Part(100, 10), Part(95, 5))
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device=None: mem.allocated)
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device=None: mem.peak)
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device=None: setattr(mem, 'peak', mem.allocated))
+    monkeypatch.setattr(profiling, '_synchronize', lambda device: None)
+    modules = profiling.part_modules(model, [('first', '0'), ('second', '1')])
+    peaks, step_peak = profiling._cuda_peaks(lambda: model(torch.zeros(1)), modules, torch.device('cuda'))
+    assert peaks == dict(first=100, second=95)
+    assert step_peak == 10 + 95  # the first part's output is still live during the second part's peak
+
+
+def test_grid_parsing_and_combinations():
+    assert bench.parse_grid('clip=16x112,32x224') == ('clip', [(16, 112), (32, 224)])
+    assert bench.parse_grid('batch_size=1,8') == ('batch_size', [1, 8])
+    assert bench.parse_grid('torchcompile=none,inductor') == ('torchcompile', [None, 'inductor'])
+    for bad in ('clip=16', 'clip=0x112', 'batch_size=1,x', 'precision=fp8', 'depth=1,2', 'batch_size='):
+        with pytest.raises(BenchmarkError, match='--grid'):
+            bench.parse_grid(bad)
+    configs = bench.grid_configs(bench.BenchConfig(), [bench.parse_grid('clip=16x112,64x224'),
+                                                       bench.parse_grid('precision=float32,amp_bfloat16')])
+    assert [label for label, _ in configs] == [
+        'clip=16x112 precision=float32', 'clip=16x112 precision=amp_bfloat16',
+        'clip=64x224 precision=float32', 'clip=64x224 precision=amp_bfloat16']
+    assert [(c.num_frames, c.img_size, c.precision) for _, c in configs][-1] == (64, 224, 'amp_bfloat16')
+    assert bench.main([*TINY, '--grid', 'batch_size=1', '--sweep', 'num_frames=2']) == 2
+
+
+def test_grid_measures_every_model_at_every_point_side_by_side():
+    lines = []
+    rows = bench.run([*TINY, '--grid', 'batch_size=1,2', '--grid', 'precision=float32,amp_bfloat16'],
+                     log=lines.append)
+    assert len(rows) == 4 and 'grid point' in '\n'.join(lines)
+    assert {r['grid'] for r in rows} == {f'batch_size={b} precision={p}' for b in (1, 2)
+                                         for p in ('float32', 'amp_bfloat16')}
+    for row in rows:
+        batch, precision = (kv.split('=')[1] for kv in row['grid'].split())
+        assert (row['infer_batch_size'], row['precision']) == (int(batch), precision)
+        assert row['infer_step_time'] > 0 and row['infer_peak_mem_mb'] is not None
