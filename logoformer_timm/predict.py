@@ -331,8 +331,8 @@ def predict_video(
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect)
-    return VideoPrediction(info, name, weights, labels, num_frames, results, notes, timing)
+    return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
+                           timing=timing)
 
 
 def load_model(

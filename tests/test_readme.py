@@ -40,9 +40,9 @@ SKIP = {
     'logoformer-predict clip.mp4': "needs your video and checkpoint (tests/test_predict.py runs the CLI)",
     'python -m logoformer_timm.export': 'needs a checkpoint (tests/test_export.py runs it)',
     'python -m logoformer_timm.data.lists': 'needs the DFEW / FERV39K downloads',
-    'python -m logoformer_timm.data.synthetic': 'the training demo: its output is in the README (minutes of CPU)',
-    'logoformer-train': 'training on DFEW / FERV39K, or the demo (minutes of CPU; tests/test_train*.py)',
-    'logoformer-eval': 'needs a trained checkpoint and data (tests/test_train.py runs it)',
+    'python -m logoformer_timm.data.synthetic': 'the training demo (tests/test_train_learning.py runs it as written)',
+    'logoformer-train': 'training on DFEW / FERV39K (tests/test_train.py), or the demo (tests/test_train_learning.py)',
+    'logoformer-eval': 'needs a trained checkpoint and data (tests/test_train.py; the demo: tests/test_train_learning.py)',
     'torchrun': 'several processes on DFEW (tests/test_train.py runs torchrun)',
 }
 
