@@ -971,11 +971,17 @@ def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> N
 # CLI
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' except where the default is None: those helps say in words what None means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     """timm benchmark.py's flags, for 5-D clips."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description=__doc__.split('\n\n')[0], formatter_class=_DefaultsFormatter)
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
     parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V',
@@ -997,12 +1003,12 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     parser.add_argument('--num-warm-iter', type=int, default=2)
     parser.add_argument('--num-bench-iter', type=int, default=10)
     parser.add_argument('--threads', type=int, default=None,
-                        help="torch.set_num_threads for the models and the matmul peak; None keeps torch's own count")
+                        help="torch.set_num_threads for the models and the matmul peak (default: torch's own count)")
     parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
-                        help='time each model and mode in a fresh process (None: on for cpu, where it makes '
+                        help='time each model and mode in a fresh process (default: on for cpu, where it makes '
                              'the peak-RSS column per model)')
     parser.add_argument('--gemm-size', type=int, default=None,
-                        help='largest matrix size of the peak matmul, also run at 1/2 and 1/4 (None: 2048 on cpu, '
+                        help='largest matrix size of the peak matmul, also run at 1/2 and 1/4 (default: 2048 on cpu, '
                              '8192 otherwise)')
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
                         help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
@@ -1013,7 +1019,7 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
                         help='one or more files; the format comes from each extension (.csv, .json, .md)')
     parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
-                        help='format for every results file (None: from its extension, else csv)')
+                        help='format for every results file (default: from its extension, else csv)')
     return parser
 
 

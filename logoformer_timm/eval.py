@@ -136,6 +136,8 @@ def create_model(
     """
     import timm
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if checkpoint and not os.path.exists(checkpoint):
+        raise ValueError(f'--checkpoint {checkpoint}: no such file or folder.')
     if checkpoint and os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, 'config.json')):
         return timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs)
     if not model_name:

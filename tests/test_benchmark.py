@@ -171,6 +171,7 @@ def test_help_states_each_default_once():
         if action.help:
             text = formatter._expand_help(action)
             assert text.lower().count('default') <= 1, text
+            assert '(default: None)' not in text, text  # a default of None is said in words
 
 
 def test_sweep_gives_one_row_per_point(tmp_path):

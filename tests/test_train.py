@@ -227,6 +227,16 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_data, tmp_path, capsys, name, c
     assert message in capsys.readouterr().err
 
 
+def test_eval_missing_checkpoint_says_the_path_does_not_exist(tmp_path, capsys):
+    # without --model it used to say "Pass --model NAME", as if the path were fine
+    args = ['--checkpoint', str(tmp_path / 'does' / 'not' / 'exist'), '--data-root', str(tmp_path), '--list',
+            str(tmp_path / 'test.txt'), '--output', str(tmp_path / 'eval')]
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'does/not/exist' in err and 'no such file or folder' in err, err
+    assert not (tmp_path / 'eval').exists()
+
+
 def test_eval_precision_flags(tiny_data, tmp_path, capsys):
     """--precision bf16 evaluates every clip; fp16 on a CPU without it, and --amp with --precision, are user errors."""
     import timm
