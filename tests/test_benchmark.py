@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from logoformer_timm import benchmark as bench
-from logoformer_timm.benchmark import BenchmarkError, ModelSpec
-from logoformer_timm.flops import count_flops
+from logoformer_timm import bench
+from logoformer_timm.bench import BenchmarkError, ModelSpec
+from logoformer_timm.bench import count_flops
 
 REPO = Path(__file__).resolve().parents[1]
 # a narrow one-block model on a tiny clip (2 frames of 32x32: a 2x2x2 token grid) keeps every run short
 SMALL_KWARGS = dict(embed_dim=64, num_heads=2, depth=1)
 TINY = ['--model', 'logoformer_tiny', '--model-kwargs', 'embed_dim=64', 'num_heads=2', 'depth=1',
         '--num-frames', '2', '--img-size', '32', '-b', '2', '--num-warm-iter', '0', '--num-bench-iter', '1',
-        '--gemm-size', '128', '--no-isolate']
+        '--gemm-size', '512', '--no-isolate']
 LABEL = 'logoformer_tiny[embed_dim=64,num_heads=2,depth=1]'
 DOCUMENTED = ['model', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs', 'infer_samples_per_sec',
               'infer_step_time', 'infer_step_time_p10', 'infer_step_time_p90', 'infer_batch_size', 'infer_img_size',
@@ -63,9 +63,9 @@ def test_count_model_matches_counter_and_params():
 def test_percentiles_match_statistics():
     values = [5., 1., 9., 3., 7., 2., 8.]
     q = statistics.quantiles(values, n=10, method='inclusive')
-    assert bench._percentile(values, 10) == pytest.approx(q[0])
-    assert bench._percentile(values, 90) == pytest.approx(q[-1])
-    assert bench._percentile(values, 50) == statistics.median(values)
+    assert bench.percentile(values, 10) == pytest.approx(q[0])
+    assert bench.percentile(values, 90) == pytest.approx(q[-1])
+    assert bench.percentile(values, 50) == statistics.median(values)
 
 
 def test_time_steps_runs_warmup_then_timed_steps():
@@ -118,7 +118,7 @@ def test_cli_writes_csv_json_md(tmp_path):
 
 def test_a_fraction_above_the_matmul_peak_is_flagged_not_reported(monkeypatch):
     # a peak measured too low (noise, other threads) once made rows read 225 % of it
-    monkeypatch.setattr(bench, 'gemm_peak', lambda *a, **k: 1e-6)
+    monkeypatch.setattr(bench.cli, 'gemm_peak', lambda *a, **k: 1e-6)
     lines = []
     rows = bench.run(TINY, log=lines.append)
     out = '\n'.join(lines)
@@ -142,7 +142,7 @@ def test_gemm_peak_is_the_best_of_several_sizes(monkeypatch):
 
     real_randn = torch.randn
     monkeypatch.setattr(torch, 'randn', lambda n, *a, **k: (sizes.append(n), real_randn(1, 1))[1])
-    monkeypatch.setattr(bench, 'time_steps', fake_time_steps)
+    monkeypatch.setattr(bench.timing, 'time_steps', fake_time_steps)
     assert bench.gemm_peak(torch.device('cpu'), 'float32', size=128) == pytest.approx(2 * 64 ** 3 / 1e-3 / 1e9)
     assert sorted(set(sizes)) == [32, 64, 128]
 
@@ -219,7 +219,7 @@ def test_oom_retries_with_smaller_batch(monkeypatch):
             raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
         return dict(step_time=1., batch_size=cfg.batch_size)
 
-    monkeypatch.setattr(bench, 'measure', fake_measure)
+    monkeypatch.setattr(bench.runner, 'measure', fake_measure)
     log = []
     cfg = bench.BenchConfig(batch_size=8, isolate=False)
     result = bench.measure_with_retry(ModelSpec('logoformer_tiny'), 'inference', cfg, log.append)
@@ -232,7 +232,7 @@ def test_other_errors_are_not_retried(monkeypatch):
     def broken(spec, mode, cfg, isolated=False):
         raise RuntimeError('shape mismatch')
 
-    monkeypatch.setattr(bench, 'measure', broken)
+    monkeypatch.setattr(bench.runner, 'measure', broken)
     with pytest.raises(RuntimeError, match='shape mismatch'):
         bench.measure_with_retry(ModelSpec('logoformer_tiny'), 'inference', bench.BenchConfig(isolate=False))
 
@@ -254,7 +254,7 @@ def test_script_user_error_exits_nonzero_without_traceback():
 def test_isolated_measurement_in_a_fresh_process():
     """The default on CPU: each model and mode is timed in a fresh process, where its peak RSS is its own."""
     cfg = bench.BenchConfig(num_frames=2, img_size=32, batch_size=2, num_warm_iter=0, num_bench_iter=1)
-    result = bench._measure_isolated(ModelSpec('logoformer_tiny', SMALL_KWARGS), 'train', cfg)
+    result = bench.runner._measure_isolated(ModelSpec('logoformer_tiny', SMALL_KWARGS), 'train', cfg)
     assert result['mem_method'] == 'cpu peak RSS increase (fresh process per model and mode)'
     assert result['peak_mem_mb'] > 0 and result['batch_size'] == 2 and result['step_time'] > 0
 
@@ -299,7 +299,7 @@ def test_detail_times_and_memory_per_part():
 
 def test_cuda_part_peaks_use_the_allocator_statistics(monkeypatch):
     """The CUDA branch, run against a fake allocator: each part's peak above its start, the pass's overall peak."""
-    from logoformer_timm import profiling
+    from logoformer_timm.bench import profiling
 
     class FakeAllocator:
         allocated = peak = 0
@@ -324,7 +324,7 @@ def test_cuda_part_peaks_use_the_allocator_statistics(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device=None: mem.allocated)
     monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device=None: mem.peak)
     monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device=None: setattr(mem, 'peak', mem.allocated))
-    monkeypatch.setattr(profiling, '_synchronize', lambda device: None)
+    monkeypatch.setattr(profiling, "synchronize", lambda device: None)
     modules = profiling.part_modules(model, [('first', '0'), ('second', '1')])
     peaks, step_peak = profiling._cuda_peaks(lambda: model(torch.zeros(1)), modules, torch.device('cuda'))
     assert peaks == dict(first=100, second=95)

@@ -6,7 +6,7 @@ import timm
 import torch
 
 import logoformer_timm.layers.attention as attention_module
-from logoformer_timm.flops import count_flops, flops_by_part
+from logoformer_timm.bench.counting import count_flops, flops_by_part
 
 VARIANTS = {  # embed_dim, depth (heads do not change the MAC count)
     'logoformer_tiny': (256, 2),

@@ -22,7 +22,7 @@ README = REPO / 'README.md'
 
 # bash commands, by their leading words: run them (cheap, offline) ...
 RUN = (
-    'python -m logoformer_timm.summary',
+    'python -m logoformer_timm.bench.summary',
     'logoformer-bench --help',
     'logoformer-hub --help',
 )

@@ -1,6 +1,6 @@
 """Time and peak memory per part of a model's forward pass (stem, attention, MLP, head, ...).
 
-Parts are module-path regexes (as in :data:`~logoformer_timm.flops.LOGOFORMER_PARTS`); forward hooks on the
+Parts are module-path regexes (as in :data:`~logoformer_timm.bench.counting.LOGOFORMER_PARTS`); forward hooks on the
 outermost matching modules mark where each part starts and ends.
 
 * Time: the hooks time every call of a part over ``num_iter`` forward passes (``perf_counter`` on CPU, device
@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+
+from .timing import synchronize
 
 __all__ = ['PartProfile', 'PartsProfile', 'profile_parts', 'part_modules']
 
@@ -77,11 +79,6 @@ def part_modules(model: nn.Module, parts: Optional[Sequence[Tuple[str, str]]] = 
     return found
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type != 'cpu':
-        torch.accelerator.synchronize(device)
-
-
 def _hook(modules: Sequence[Tuple[str, str, nn.Module]], on_start: Callable[[str, str], None],
           on_end: Callable[[str, str], None]) -> List[Any]:
     handles = []
@@ -122,7 +119,7 @@ def _time_parts(run: Callable[[], Any], modules, device: torch.device, num_iter:
         finally:
             for h in handles:
                 h.remove()
-        _synchronize(device)
+        synchronize(device)
         elapsed = (lambda a, b: (b - a) * 1e3) if cpu else (lambda a, b: a.elapsed_time(b))
         step_total += elapsed(begin, finish)
         for part, a, b in marks:
@@ -146,7 +143,7 @@ def _cuda_peaks(run: Callable[[], Any], modules, device: torch.device) -> Tuple[
     def end(part, path):
         peaks[part] = max(peaks[part], torch.cuda.max_memory_allocated(device) - starts.pop(path))
 
-    _synchronize(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     handles = _hook(modules, start, end)
@@ -155,7 +152,7 @@ def _cuda_peaks(run: Callable[[], Any], modules, device: torch.device) -> Tuple[
     finally:
         for h in handles:
             h.remove()
-    _synchronize(device)
+    synchronize(device)
     overall['peak'] = max(overall['peak'], torch.cuda.max_memory_allocated(device))
     return peaks, overall['peak'] - base
 
@@ -235,7 +232,7 @@ def profile_parts(
         raise ValueError('no module of the model matches any part')
     for _ in range(num_warm):
         run()
-    _synchronize(device)
+    synchronize(device)
     times, calls, step_ms = _time_parts(run, modules, device, num_iter)
     extra: Dict[str, Any] = {}
     if device.type == 'cuda':

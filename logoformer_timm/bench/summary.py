@@ -1,11 +1,11 @@
-"""``python -m logoformer_timm.summary``: build every LOGO-Former variant, print params, GMACs and output shape."""
+"""``python -m logoformer_timm.bench.summary``: build every LOGO-Former variant, print params, GMACs and output shape."""
 import argparse
 from typing import List, Optional
 
 import timm
 import torch
 
-from .flops import COUNTER_NAME, count_flops
+from .counting import COUNTER_NAME, count_flops
 
 
 def summarize(names: List[str], num_frames: int = 16, img_size: int = 112) -> List[dict]:

@@ -9,13 +9,16 @@ attention have formulas: norms, activations, softmax and pooling count 0 (as in 
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['FlopCount', 'count_flops', 'flops_by_part', 'COUNTER_NAME', 'LOGOFORMER_PARTS']
+from ..models import LogoFormer
+from .models import ModelSpec, build_model
+
+__all__ = ['FlopCount', 'count_flops', 'flops_by_part', 'COUNTER_NAME', 'LOGOFORMER_PARTS', 'ModelCount', 'count_model']
 
 COUNTER_NAME = 'torch.utils.flop_counter.FlopCounterMode (meta device)'
 
@@ -95,3 +98,23 @@ def flops_by_part(count: FlopCount, parts: Optional[Sequence[Tuple[str, str]]] =
     if rest:
         out['other'] = rest
     return out
+
+
+@dataclass
+class ModelCount:
+    """Size and counted cost of one model at one clip size (per clip)."""
+    param_count: float
+    infer: Any
+    train_gmacs: float
+    detail: Dict[str, float]
+
+
+def count_model(spec: ModelSpec, num_frames: int, img_size: int) -> ModelCount:
+    """Params (M), forward count, forward+backward GMACs and the per-part GMACs of one clip, on the meta device."""
+    model = build_model(spec, num_frames, img_size, device='meta')
+    shape = (1, 3, num_frames, img_size, img_size)
+    infer = count_flops(model, shape)
+    train = count_flops(model, shape, backward=True)
+    parts = LOGOFORMER_PARTS if isinstance(model, LogoFormer) else None
+    detail = {k: v / 2e9 for k, v in flops_by_part(infer, parts).items()}
+    return ModelCount(sum(p.numel() for p in model.parameters()) / 1e6, infer, train.gmacs, detail)
