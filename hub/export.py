@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""`logoformer-hub export` (checkpoint -> Hub repo folder) from a clone; the code is in logoformer_timm/hub.py."""
+"""`logoformer-hub export` (checkpoint -> Hub repo folder) from a clone; the code is in logoformer_timm/weights/hub.py."""
 import sys
 
-from logoformer_timm.hub import main as hub_main
+from logoformer_timm.weights.hub import main as hub_main
 
 
 def main(argv=None) -> int:

@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from logoformer_timm.data import (
-    AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, build_dfew_lists, build_ferv39k_lists,
-    collate_clips, list_frames, read_annotation_list, sample_frame_indices, segment_starts)
+from logoformer_timm.data import ClipTransform, sample_frame_indices, segment_starts
+from logoformer_timm.dfer import (
+    AnnotationError, ClipFolderDataset, ClipLoadError, build_dfew_lists, build_ferv39k_lists, collate_clips,
+    list_frames, read_annotation_list)
 
 
 # ------------------------------------------------------------------------------------------------- sampler

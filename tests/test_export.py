@@ -7,7 +7,7 @@ onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
-from logoformer_timm.export import ONNX_OPSET, main  # noqa: E402
+from logoformer_timm.video.export import ONNX_OPSET, main  # noqa: E402
 
 
 def test_export_cli_onnx_parity_and_torch_export(tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip('cv2')
 
-from logoformer_timm.data.faces import (  # noqa: E402
+from logoformer_timm.video.faces import (  # noqa: E402
     HaarFaceDetector, NoFaceError, box_iou, crop_box, crop_faces, fill_and_smooth_boxes, largest_box, square_box)
 from video_helpers import media  # noqa: E402
 
@@ -100,7 +100,7 @@ def test_no_detect_resizes_whole_frames():
 
 @pytest.fixture(scope='module')
 def single_face_frames():
-    from logoformer_timm.video import iter_clips, probe_video, uniform_indices
+    from logoformer_timm.video.decode import iter_clips, probe_video, uniform_indices
     path = media('single_face.mp4')
     (_, frames), = iter_clips(path, [uniform_indices(probe_video(path).num_frames, 16)])
     return frames
@@ -128,6 +128,6 @@ def test_crops_still_show_a_centred_face(single_face_frames):
 
 
 def test_no_face_clip_has_no_face_in_any_sampled_frame():
-    from logoformer_timm.predict import load_clip
+    from logoformer_timm.video.predict import load_clip
     with pytest.raises(NoFaceError, match='No face found in any of the 16 sampled frames'):
         load_clip(media('no_face.mp4'))

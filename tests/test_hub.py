@@ -15,8 +15,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from logoformer_timm import manifest
-from logoformer_timm.hub import (
+from logoformer_timm.weights import manifest
+from logoformer_timm.weights.hub import (
     REPO_FILES, HubFolderError, MetricsFileError, export_folder, model_card, validate_eval_metrics, verify_folder)
 
 
@@ -119,10 +119,10 @@ def test_model_card_metadata_and_metrics_come_from_the_metrics_file(exported):
 
 
 def test_hub_module_is_the_logoformer_hub_command():
-    # `python -m logoformer_timm.hub` used to print nothing and exit 0
-    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.hub'], capture_output=True, text=True)
+    # `python -m logoformer_timm.weights.hub` used to print nothing and exit 0
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.weights.hub'], capture_output=True, text=True)
     assert proc.returncode == 2 and 'logoformer-hub' in proc.stderr and '{export,verify,push}' in proc.stderr
-    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.hub', 'push', '--help'], capture_output=True,
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.weights.hub', 'push', '--help'], capture_output=True,
                           text=True)
     assert proc.returncode == 0 and 'usage: logoformer-hub push' in proc.stdout and '--repo-id' in proc.stdout
 

@@ -18,8 +18,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from logoformer_timm.hub import export_folder
-from logoformer_timm.manifest import file_sha256
+from logoformer_timm.weights.hub import export_folder
+from logoformer_timm.weights.manifest import file_sha256
 
 OLAH_ENV = 'LOGOFORMER_OLAH_CLI'
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ CLIENT = textwrap.dedent('''
     import sys
     import timm, torch
     import logoformer_timm
-    from logoformer_timm import manifest
+    from logoformer_timm.weights import manifest
     from logoformer_timm.models import refresh_pretrained_cfgs
 
     sha256, out = sys.argv[1], sys.argv[2]

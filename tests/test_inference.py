@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from logoformer_timm.inference import InferenceModel, PrecisionError, autocast_dtype, prepare_for_inference
+from logoformer_timm.weights.inference import InferenceModel, PrecisionError, autocast_dtype, prepare_for_inference
 
 BF16_PROB_ATOL = 1e-2  # bf16 keeps 8 bits of mantissa: probabilities agree with fp32 to about 1e-3 here
 COMPILE_ATOL = 1e-4  # compiled fp32: the same maths with fused kernels

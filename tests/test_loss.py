@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from logoformer_timm.loss import CompactLoss, DferCriterion, create_classification_loss
+from logoformer_timm.dfer.loss import CompactLoss, DferCriterion, create_classification_loss
 
 
 def _loss(centers, margin=5.0):

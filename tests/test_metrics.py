@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from logoformer_timm.metrics import confusion_matrix, per_class_recall, summarize, uar, war
+from logoformer_timm.dfer.metrics import confusion_matrix, per_class_recall, summarize, uar, war
 
 
 def test_metrics_against_a_hand_computed_confusion_matrix_with_an_empty_class():

@@ -13,7 +13,7 @@ pytest.importorskip('av')
 pytest.importorskip('cv2')
 jsonschema = pytest.importorskip('jsonschema')
 
-from logoformer_timm.predict import (  # noqa: E402
+from logoformer_timm.video.predict import (  # noqa: E402
     PREDICTION_SCHEMA, RANDOM_INIT_WARNING, clip_from_frames, load_clip, load_model, main, predict_video)
 from video_helpers import frame_index, grey_video, media, write_video  # noqa: E402
 
@@ -208,7 +208,7 @@ def test_verbose_prints_throughput_and_time_shares(capsys):
 
 
 def test_load_model_precision_bf16_predicts_like_fp32(model, single_face):
-    from logoformer_timm.inference import InferenceModel
+    from logoformer_timm.weights.inference import InferenceModel
     fast, weights = load_model('logoformer_tiny', random_init=True, precision='bf16')
     assert isinstance(fast, InferenceModel) and weights == 'random-init'
     fast.model.load_state_dict(model.state_dict())

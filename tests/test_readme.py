@@ -38,9 +38,9 @@ SKIP = {
     'logoformer-hub verify': 'needs an exported folder and its checkpoint (tests/test_hub.py)',
     'logoformer-hub push': 'needs an exported folder, its checkpoint and a Hub token (tests/test_hub.py)',
     'logoformer-predict clip.mp4': "needs your video and checkpoint (tests/test_predict.py runs the CLI)",
-    'python -m logoformer_timm.export': 'needs a checkpoint (tests/test_export.py runs it)',
-    'python -m logoformer_timm.data.lists': 'needs the DFEW / FERV39K downloads',
-    'python -m logoformer_timm.data.synthetic': 'the training demo (tests/test_train_learning.py runs it as written)',
+    'python -m logoformer_timm.video.export': 'needs a checkpoint (tests/test_export.py runs it)',
+    'python -m logoformer_timm.dfer.lists': 'needs the DFEW / FERV39K downloads',
+    'python -m logoformer_timm.dfer.synthetic': 'the training demo (tests/test_train_learning.py runs it as written)',
     'logoformer-train': 'training on DFEW / FERV39K (tests/test_train.py), or the demo (tests/test_train_learning.py)',
     'logoformer-eval': 'needs a trained checkpoint and data (tests/test_train.py; the demo: tests/test_train_learning.py)',
     'torchrun': 'several processes on DFEW (tests/test_train.py runs torchrun)',
@@ -63,7 +63,7 @@ def _video(path: Path) -> None:
 
 # ```text blocks that show a command's output ("$ command" on the first line): run, and compare the output exactly
 RUN_OUTPUT = ('logoformer-predict single_face.mp4',)
-MODULES = {'logoformer-predict': 'logoformer_timm.predict'}  # run as python -m, installed or not
+MODULES = {'logoformer-predict': 'logoformer_timm.video.predict'}  # run as python -m, installed or not
 
 # Python blocks that name the user's own files: the files are made in the block's folder first
 FIXTURES: Dict[str, Callable[[Path], None]] = {
@@ -181,7 +181,7 @@ def test_module_commands_are_imported_once():
     # `python -m logoformer_timm.X` warns (runpy) when importing the package already imported X
     mains = sorted('.'.join(p.relative_to(REPO).with_suffix('').parts) for p in (REPO / 'logoformer_timm').rglob('*.py')
                    if "__name__ == '__main__'" in p.read_text())
-    assert 'logoformer_timm.data.lists' in mains
+    assert 'logoformer_timm.dfer.lists' in mains
     check = ('import importlib, sys\n'
              'for name in sys.argv[1:]:\n'
              '    importlib.import_module(name.rpartition(".")[0])\n'

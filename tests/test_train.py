@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from logoformer_timm import eval as eval_cli
-from logoformer_timm import train as train_cli
-from logoformer_timm.data.synthetic import make_motion_dataset
+from logoformer_timm.dfer import evaluate as eval_cli
+from logoformer_timm.dfer import train as train_cli
+from logoformer_timm.dfer.synthetic import make_motion_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # a tiny model and clip: 4 frames (2 segments x 2) of 16x16, 4 classes
@@ -80,7 +80,7 @@ def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
 def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, tmp_path):
     """--loss asl is timm's AsymmetricLossSingleLabel(1, 2, 0.1); --model-kwargs reach the constructor."""
     from timm.loss import AsymmetricLossSingleLabel
-    from logoformer_timm.eval import DistInfo
+    from logoformer_timm.dfer.evaluate import DistInfo
     args = train_cli._parse_args(_train_args(
         tiny_data, tmp_path / 'asl', '--epochs', '1', '--loss', 'asl', '--compact-weight', '0', '--drop', '0.2',
         '--model-kwargs', 'attn_drop_rate=0.2', 'proj_drop_rate=0.2', 'global_pool_size=(2,1,1)', 'input_layout=BTCHW'))
@@ -104,7 +104,7 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
     assert train_cli.main(_train_args(tiny_data, full, '--epochs', '2')) == 0
     # a real interruption: SIGKILL the training process once epoch 1 is checkpointed, in the middle of epoch 2
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'logoformer_timm.train', *_train_args(tiny_data, killed, '--epochs', '2')],
+        [sys.executable, '-m', 'logoformer_timm.dfer.train', *_train_args(tiny_data, killed, '--epochs', '2')],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
     state = killed / 'last' / 'train_state.json'
     deadline = time.time() + 300
@@ -128,7 +128,7 @@ def test_torchrun_two_processes_agree_with_single_process_evaluation(tiny_data, 
     # own process group, so that a hang kills the workers too instead of leaving them waiting on gloo
     proc = subprocess.Popen(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-         '-m', 'logoformer_timm.train', *_train_args(tiny_data, out, '--epochs', '1', '--device', 'cpu')],
+         '-m', 'logoformer_timm.dfer.train', *_train_args(tiny_data, out, '--epochs', '1', '--device', 'cpu')],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         _, stderr = proc.communicate(timeout=300)

@@ -10,13 +10,13 @@ import shlex
 
 from test_readme import bash_commands, readme_blocks
 
-from logoformer_timm import eval as eval_cli
-from logoformer_timm import train as train_cli
-from logoformer_timm.data import synthetic
+from logoformer_timm.dfer import evaluate as eval_cli
+from logoformer_timm.dfer import train as train_cli
+from logoformer_timm.dfer import synthetic
 
 CHANCE = 0.5
 ENTRY_POINTS = {  # the README's commands, called in-process
-    ('python', '-m', 'logoformer_timm.data.synthetic'): synthetic.main,
+    ('python', '-m', 'logoformer_timm.dfer.synthetic'): synthetic.main,
     ('logoformer-train',): train_cli.main,
     ('logoformer-eval',): eval_cli.main,
 }

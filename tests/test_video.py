@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip('av')
 
-from logoformer_timm.video import (  # noqa: E402
+from logoformer_timm.video.decode import (  # noqa: E402
     VideoError, iter_clips, probe_video, sliding_windows, uniform_indices, window_indices)
 from video_helpers import frame_index, grey_video, level, media, write_video  # noqa: E402
 

@@ -36,7 +36,7 @@ from timm.models.resnet import BasicBlock, ResNet
 
 from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
 from ..layers import sizes_are_symbolic, to_3tuple
-from .. import manifest
+from ..weights import manifest
 
 __all__ = [
     'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'unwrap_checkpoint', 'refresh_pretrained_cfgs',

@@ -1,4 +1,4 @@
-"""``python -m logoformer_timm.export``: a LOGO-Former as ONNX (dynamic batch axis) and/or a ``torch.export`` program.
+"""``python -m logoformer_timm.video.export``: a LOGO-Former as ONNX (dynamic batch axis) and/or a ``torch.export`` program.
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)`` (needs ``onnx`` and ``onnxscript``, the ``export``
 extra) at opset :data:`ONNX_OPSET`. Input ``clip``: ``(batch, C, T, H, W)`` float RGB in [0, 1] (or
@@ -54,7 +54,7 @@ def export_onnx(model: nn.Module, path: str, opset: int = ONNX_OPSET) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; user errors print one line to stderr and exit with 1."""
-    parser = argparse.ArgumentParser(prog='python -m logoformer_timm.export', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m logoformer_timm.video.export', description=__doc__.splitlines()[0])
     parser.add_argument('--model', required=True, help='timm model name, e.g. logoformer_base')
     parser.add_argument('--checkpoint', help='.safetensors / .pth weights file, or a model folder with config.json')
     parser.add_argument('--onnx', metavar='OUT.onnx', help=f'write ONNX (opset {ONNX_OPSET}, dynamic batch axis)')
@@ -66,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('say what to write: --onnx OUT.onnx and/or --torch-export OUT.pt2')
     if (args.checkpoint is None) == (not args.random_init):
         parser.error('pass --checkpoint PATH, or --random-init to export random weights')
-    from .models import PretrainedWeightsUnavailableError
+    from ..models import PretrainedWeightsUnavailableError
     from .predict import load_model
     try:
         model, weights = load_model(args.model, args.checkpoint, random_init=args.random_init)

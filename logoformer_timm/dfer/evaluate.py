@@ -22,14 +22,13 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
-from .data import resolve_video_data_config
-from .data.dataset import default_num_workers
-from .hub import HubFolderError, read_checkpoint
-from .inference import PRECISIONS, prepare_for_inference
-from .manifest import WeightsFileError
+from ..data import ClipTransform, resolve_video_data_config
+from ..models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
+from ..weights.hub import HubFolderError, read_checkpoint
+from ..weights.inference import PRECISIONS, prepare_for_inference
+from ..weights.manifest import WeightsFileError
+from .datasets import AnnotationError, ClipFolderDataset, ClipLoadError, collate_clips, default_num_workers
 from .metrics import confusion_matrix, summarize
-from .models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
 
 __all__ = [
     'DistInfo', 'init_distributed', 'ShardSampler', 'create_model', 'load_weights', 'build_dataset', 'evaluate',
@@ -322,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
-    """The metrics.json content, in the schema of ``logoformer_timm/hub.py`` (fractions, label -> recall)."""
+    """The metrics.json content, in the schema of ``logoformer_timm/weights/hub.py`` (fractions, label -> recall)."""
     cfg = resolve_video_data_config(model)
     names = label_names_of(model)
     height, width = cfg['input_size'][2:]

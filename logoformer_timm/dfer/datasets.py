@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .sampling import sample_frame_indices
+from ..data.sampling import sample_frame_indices
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
@@ -140,7 +140,7 @@ def _read_frames(record: ClipRecord, indices: Sequence[int]) -> torch.Tensor:
 
 def _read_video_frames(record: ClipRecord, indices: Sequence[int]) -> dict:
     try:
-        from ..video import VideoError, iter_clips, probe_video
+        from ..video.decode import VideoError, iter_clips, probe_video
         info = probe_video(record.path)
         if info.num_frames != record.num_frames:
             raise ClipLoadError(

@@ -33,11 +33,10 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .eval import (
+from .evaluate import (
     USER_ERRORS, DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
     init_distributed, label_names_of)
-from .data import collate_clips
-from .data.dataset import default_num_workers
+from .datasets import collate_clips, default_num_workers
 from .loss import LOSSES, DferCriterion
 
 __all__ = ['main', 'build_parser', 'train_run']

@@ -1,8 +1,8 @@
 """``logoformer-predict VIDEO``: facial expression of the face in a video, per clip or as a timeline of windows.
 
-Pipeline: stream the video (:mod:`logoformer_timm.video`), sample the model's frames uniformly over the clip
+Pipeline: stream the video (:mod:`logoformer_timm.video.decode`), sample the model's frames uniformly over the clip
 (or over each ``--window`` seconds every ``--stride`` seconds), detect and crop the face
-(:mod:`logoformer_timm.data.faces`), run the model, report probabilities per label.
+(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label.
 
 Python: :func:`load_clip` gives the ``(C, T, H, W)`` tensor a model takes, :func:`predict_video` a
 :class:`VideoPrediction`. Needs the ``video`` extra.
@@ -22,12 +22,11 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from .data.config import resolve_video_data_config
-from .data.transforms import ClipTransform
-from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
-from .inference import PRECISIONS, prepare_for_inference
-from .video import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
-from .video import window_indices
+from ..data import ClipTransform, resolve_video_data_config
+from ..weights.inference import PRECISIONS, prepare_for_inference
+from .decode import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
+from .decode import window_indices
+from .faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
@@ -349,7 +348,7 @@ def load_model(
     ``checkpoint`` is a safetensors / ``.pth`` file (read with ``weights_only=True``) or a folder with
     ``config.json`` and weights (timm's ``local-dir:``); both go through the model's checkpoint filter.
     ``precision`` ('fp32', 'bf16', 'fp16') and ``compile`` (``torch.compile``) give the fast path, see
-    :func:`logoformer_timm.inference.prepare_for_inference`.
+    :func:`logoformer_timm.weights.inference.prepare_for_inference`.
     """
     if sum((checkpoint is not None, pretrained, random_init)) != 1:
         raise ValueError(
@@ -470,7 +469,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('--top-k and --batch-size must be >= 1 and --margin > 0.')
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
-    from .models import PretrainedWeightsUnavailableError
+    from ..models import PretrainedWeightsUnavailableError
     try:
         probe_video(args.video)  # fail on a bad video before building the model
         model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,

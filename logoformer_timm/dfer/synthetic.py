@@ -7,7 +7,7 @@ directions at random), ``horizontal`` (left or right), ``vertical`` (up or down)
 model that compares frames can tell the classes apart; ``frozen=True`` repeats each clip's first frame instead
 (no motion: no model can beat chance on it).
 
-    python -m logoformer_timm.data.synthetic --output demo_data
+    python -m logoformer_timm.dfer.synthetic --output demo_data
 """
 import argparse
 import math

@@ -1,6 +1,6 @@
 """Turn a training checkpoint into a Hugging Face Hub repo folder, verify such a folder, and publish it.
 
-Command line: ``logoformer-hub export|verify|push`` (also ``python -m logoformer_timm.hub``; the repository's
+Command line: ``logoformer-hub export|verify|push`` (also ``python -m logoformer_timm.weights.hub``; the repository's
 ``hub/export.py``, ``hub/verify.py`` and ``hub/push.py`` are the same subcommands), over :func:`export_folder`,
 :func:`verify_folder` and :func:`push_folder`.
 
@@ -41,10 +41,10 @@ import torch
 from timm.layers import to_2tuple
 from timm.models import create_model, is_model, save_for_hf
 
-from . import __version__
+from .. import __version__
 from .manifest import HUB_ORG, WEIGHTS_FILENAME, file_sha256, read_safetensors
 from .manifest import WeightsFileError
-from .models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
+from ..models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
 
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
@@ -77,7 +77,7 @@ def load_eval_metrics(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 def validate_eval_metrics(metrics: Any, source: str = 'metrics') -> Dict[str, Any]:
     """Check an evaluation metrics dict against the schema and its own confusion matrix; return it unchanged."""
     def fail(problem: str):
-        raise MetricsFileError(f'{source}: {problem} (schema: see logoformer_timm/hub.py)')
+        raise MetricsFileError(f'{source}: {problem} (schema: see logoformer_timm/weights/hub.py)')
 
     if not isinstance(metrics, dict):
         fail(f'expected a JSON object, got {type(metrics).__name__}')
@@ -261,7 +261,7 @@ def _manifest_entry(arch, tag, sha256, metrics, train_dataset, recipe, license, 
         f"    sha256={sha256!r},\n"
         f"    dataset={train_dataset!r}, fold={fold!r}, uar={uar!r}, war={war!r},\n"
         f"    license={license!r}, recipe={recipe!r}, num_classes={num_classes!r})")
-    note = 'Add to logoformer_timm/manifest.py after the repo is pushed:' + (
+    note = 'Add to logoformer_timm/weights/manifest.py after the repo is pushed:' + (
         '' if metrics else ' (no --metrics: uar/war stay None, nothing is claimed)')
     return entry, note
 
@@ -516,7 +516,7 @@ def push_folder(
 _EXPORT_DOC = """Turn a LOGO-Former training checkpoint into a ready-to-upload Hugging Face Hub repo folder.
 
 Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
-model.safetensors and the entry to add to logoformer_timm/manifest.py. Frames, resolution, input channels and
+model.safetensors and the entry to add to logoformer_timm/weights/manifest.py. Frames, resolution, input channels and
 classes are read from the weights; the metrics table of the card comes only from --metrics."""
 _VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
 
@@ -531,7 +531,7 @@ prints the commit URL."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``logoformer-hub`` (``python -m logoformer_timm.hub``, ``hub/*.py``)."""
+    """The command line of ``logoformer-hub`` (``python -m logoformer_timm.weights.hub``, ``hub/*.py``)."""
     from timm.utils import ParseKwargs
 
     parser = argparse.ArgumentParser(
@@ -547,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
     export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
     export.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
-    export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/hub.py)')
+    export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/weights/hub.py)')
     export.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')
     export.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                         help='model arguments the weights do not fix, e.g. local_window="(2, 4, 4)" num_heads=8')

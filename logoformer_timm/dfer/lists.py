@@ -6,9 +6,9 @@ FERV39K: ``<split_dir>/train_All.csv`` and ``test_All.csv`` with lines ``<clip p
 ``<frames_dir>/<clip path>/``. Both give lists with labels 0-6 = Happy, Sad, Neutral, Angry, Surprise, Disgust, Fear
 and the frame count of every folder on disk.
 
-    python -m logoformer_timm.data.lists dfew --data-root DFEW --split-dir EmoLabel_DataSplit \\
+    python -m logoformer_timm.dfer.lists dfew --data-root DFEW --split-dir EmoLabel_DataSplit \\
         --frames-dir Clip/clip_224x224_16f --output lists/dfew
-    python -m logoformer_timm.data.lists ferv39k --data-root FERV39K --split-dir 4_setups/All_scenes \\
+    python -m logoformer_timm.dfer.lists ferv39k --data-root FERV39K --split-dir 4_setups/All_scenes \\
         --frames-dir 2_ClipsforFaceCrop --output lists/ferv39k
 """
 import argparse
@@ -18,7 +18,7 @@ import sys
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..models import DFER_LABELS
-from .dataset import ClipLoadError, list_frames
+from .datasets import ClipLoadError, list_frames
 
 __all__ = ['build_dfew_lists', 'build_ferv39k_lists', 'write_annotation_list']
 

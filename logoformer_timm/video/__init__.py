@@ -1,0 +1,2 @@
+"""The video pipeline: decoding, face detection and cropping, per-window prediction on a video file
+(``logoformer-predict``), and ONNX / torch.export of a model."""
