@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import logoformer_timm  # noqa: F401  (registers the models)
-    from logoformer_timm.hub import export_folder, run_cli
+    from logoformer_timm.cli import run_cli
+    from logoformer_timm.hub import export_folder
 
     def run():
         result = export_folder(

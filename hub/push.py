@@ -23,7 +23,8 @@ def main(argv=None, api=None) -> int:
         parser.error('--yes and --dry-run contradict each other; pass one')
 
     import logoformer_timm  # noqa: F401  (registers the models)
-    from logoformer_timm.hub import push_folder, run_cli
+    from logoformer_timm.cli import run_cli
+    from logoformer_timm.hub import push_folder
 
     def run():
         result = push_folder(

@@ -15,7 +15,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import logoformer_timm  # noqa: F401  (registers the models)
-    from logoformer_timm.hub import run_cli, verify_folder
+    from logoformer_timm.cli import run_cli
+    from logoformer_timm.hub import verify_folder
 
     def run():
         for route, diff in verify_folder(args.folder, args.checkpoint).items():

@@ -22,12 +22,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
+from .cli import run_cli
+from .data import ClipFolderDataset, ClipTransform, collate_clips
 from .data import resolve_video_data_config
-from .hub import HubFolderError, read_checkpoint
-from .manifest import WeightsFileError
+from .hub import read_checkpoint
 from .metrics import confusion_matrix, summarize
-from .models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
+from .models import DFER_LABELS, checkpoint_filter_fn
 
 __all__ = [
     'DistInfo', 'init_distributed', 'ShardSampler', 'create_model', 'load_weights', 'build_dataset', 'evaluate',
@@ -35,11 +35,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-USER_ERRORS = (
-    AnnotationError, ClipLoadError, FileNotFoundError, HubFolderError, PretrainedWeightsUnavailableError, ValueError,
-    WeightsFileError)
-
 
 @dataclass
 class DistInfo:
@@ -282,11 +277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

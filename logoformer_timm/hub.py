@@ -29,11 +29,10 @@ import math
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from timm.layers import to_2tuple
@@ -47,7 +46,7 @@ from .models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_check
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
     'validate_eval_metrics', 'read_checkpoint', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
-    'push_folder', 'run_cli']
+    'push_folder']
 
 PathLike = Union[str, os.PathLike]
 REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
@@ -374,19 +373,6 @@ probs = model(clip).softmax(dim=-1)  # {model.num_classes} classes{labels_commen
 ```
 """
     return f'---\n{card_data.to_yaml()}\n---\n{body}'
-
-
-USER_ERRORS = (HubFolderError, MetricsFileError, WeightsFileError, PretrainedWeightsError)
-
-
-def run_cli(main: Callable[[], None]) -> int:
-    """Run a hub/ command: user errors print one clear line to stderr and exit 2, without a traceback."""
-    try:
-        main()
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
 
 
 def seed_hf_cache(cache_dir: PathLike, repo_id: str, folder: PathLike, commit: str = '0' * 40) -> Path:

@@ -32,8 +32,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .eval import (
-    USER_ERRORS, DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
+    DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
     init_distributed, label_names_of)
+from .cli import run_cli
 from .data import collate_clips
 from .loss import DferCriterion
 
@@ -512,12 +513,7 @@ def folds_table(results: Dict[int, Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        args = _parse_args(argv)
-        return _main(args)
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: _main(_parse_args(argv)))
 
 
 def _main(args: argparse.Namespace) -> int:
