@@ -22,12 +22,13 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from .cli import run_cli
+from .cli import UsageError, run_cli
 from .data import ClipFolderDataset, ClipTransform, collate_clips
 from .data import resolve_video_data_config
 from .hub import read_checkpoint
 from .metrics import confusion_matrix, summarize
 from .models import DFER_LABELS, checkpoint_filter_fn
+from .models.logoformer import unwrap_checkpoint
 
 __all__ = [
     'DistInfo', 'init_distributed', 'ShardSampler', 'create_model', 'load_weights', 'build_dataset', 'evaluate',
@@ -90,58 +91,75 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
-def load_weights(model: nn.Module, path: str) -> List[str]:
-    """Load a safetensors (or weights-only torch) checkpoint into ``model``; drop a classifier of another size.
-
-    Returns the keys that were not loaded (the classifier when the class count differs).
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, 'model.safetensors')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
-    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
-    state_dict = checkpoint_filter_fn(read_checkpoint(path), model)
-    own = model.state_dict()
-    dropped = [k for k, v in state_dict.items() if k.startswith('head.') and (k not in own or own[k].shape != v.shape)]
-    for key in dropped:
-        del state_dict[key]
+def load_weights(model: nn.Module, path: str, weights: Optional[Dict[str, Any]] = None) -> None:
+    """Load a safetensors (or weights-only torch) file or checkpoint folder (or ``weights`` read from it) strictly."""
+    state_dict = checkpoint_filter_fn(_read_weights(path) if weights is None else weights, model)
+    head = state_dict.get('head.weight')
+    if head is not None and head.shape[0] != model.num_classes:
+        raise ValueError(
+            f'{path} holds a classifier for {head.shape[0]} classes, the model has {model.num_classes}; '
+            f'build the model with num_classes={head.shape[0]}.')
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not (dropped and k.startswith('head.'))]
     if missing or unexpected:
         raise ValueError(
             f'{path} does not fit this model: {len(missing)} missing keys ({", ".join(missing[:4])}), '
             f'{len(unexpected)} unexpected keys ({", ".join(unexpected[:4])}). Pass the --model it was trained as.')
-    if dropped:
-        _logger.info('%s: classifier of another size not loaded (new head for %d classes)', path, model.num_classes)
-    return dropped
+
+
+def _read_weights(path: str) -> Dict[str, Any]:
+    if os.path.isdir(path):
+        path = os.path.join(path, 'model.safetensors')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'Checkpoint not found: {path}. Pass a .safetensors file, or a training run\'s last/ or best/ folder.')
+    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
+    return read_checkpoint(path)
 
 
 def create_model(
         model_name: Optional[str] = None,
         checkpoint: Optional[str] = None,
         pretrained: bool = False,
+        num_classes: Optional[int] = None,
+        new_head: bool = False,
         **kwargs: Any,
 ) -> nn.Module:
     """A LOGO-Former from a name (``pretrained`` for its published weights), a weights file, or a folder.
 
     A folder with ``config.json`` (a training checkpoint or a ``hub/`` export) is loaded with timm's ``local-dir:``;
-    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model`` (``num_classes`` for a new label set).
+    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model``. Trained weights keep their own classifier:
+    a ``num_classes`` that differs from it raises, unless ``new_head`` (fine-tuning) asks for a fresh classifier.
     """
     import timm
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if not checkpoint and not pretrained:  # random init: the head is new anyway
+        if not model_name:
+            raise ValueError('Pass --model NAME (e.g. logoformer_small), --checkpoint or --pretrained.')
+        return timm.create_model(model_name, num_classes=num_classes, **kwargs) if num_classes is not None \
+            else timm.create_model(model_name, **kwargs)
     if checkpoint and os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, 'config.json')):
-        return timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs)
-    if not model_name:
+        model, source = timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs), checkpoint
+    elif not model_name:
         raise ValueError(
             'Pass --model NAME (e.g. logoformer_small), or a --checkpoint folder that holds config.json.')
-    if checkpoint:
-        num_classes = kwargs.pop('num_classes', None)
-        model = timm.create_model(model_name, pretrained=False, **kwargs)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-        load_weights(model, checkpoint)
-        return model
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    elif checkpoint:
+        weights = _read_weights(checkpoint)
+        head = unwrap_checkpoint(weights).get('head.weight')
+        model = timm.create_model(model_name, num_classes=head.shape[0] if torch.is_tensor(head) else 0, **kwargs)
+        load_weights(model, checkpoint, weights)
+        source = checkpoint
+    else:
+        model, source = timm.create_model(model_name, pretrained=True, **kwargs), f'{model_name} (pretrained)'
+    if num_classes is not None and num_classes != model.num_classes:
+        if not new_head:
+            raise ValueError(
+                f'{source} was trained for {model.num_classes} classes but --num-classes {num_classes} was given. '
+                f'Evaluation never replaces a trained classifier: drop --num-classes, or pass weights trained for '
+                f'{num_classes} classes.')
+        _logger.warning('%s: its classifier for %d classes is replaced by a new, untrained one for %d classes '
+                        '(fine-tuning)', source, model.num_classes, num_classes)
+        model.reset_classifier(num_classes)
+    return model
 
 
 def build_dataset(
@@ -281,6 +299,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.checkpoint and not args.pretrained:
+        raise UsageError('pass --checkpoint PATH or --pretrained: evaluating an untrained model measures nothing.')
     info = init_distributed(args.device)
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(

@@ -201,9 +201,7 @@ class Trainer:
         self.model = create_model(
             args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
             img_size=args.img_size, drop_rate=args.drop, drop_path_rate=args.drop_path,
-            stem_weights=args.stem_weights).to(device)
-        if self.model.num_classes != args.num_classes:
-            self.model.reset_classifier(args.num_classes)
+            stem_weights=args.stem_weights, new_head=True).to(device)
         if args.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.criterion = DferCriterion(

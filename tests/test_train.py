@@ -193,3 +193,53 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_data, tmp_path, capsys, name, c
     assert err.startswith('error: ') and 'Traceback' not in err and name in err and message in err, err
     assert train_cli.main(_train_args(tiny_data, tmp_path / 'run', '--epochs', '1', '--checkpoint', str(bad))) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def four_class_weights(tmp_path_factory):
+    """A 4-class tiny model saved as a bare .safetensors file and as a checkpoint folder (config.json)."""
+    import timm
+    from safetensors.torch import save_file
+    root = tmp_path_factory.mktemp('weights')
+    model = timm.create_model('logoformer_tiny', num_classes=4, num_frames=4, img_size=16)
+    save_file(model.state_dict(), root / 'four.safetensors')
+    (root / 'folder').mkdir()
+    train_cli._write_model_folder(str(root / 'folder'), model, model.state_dict())
+    return root
+
+
+def _eval_args(data, out, *extra):
+    return ['--data-root', str(data), '--list', str(data / 'test.txt'), '--output', str(out), '--num-segments', '2',
+            '--workers', '0', *extra]
+
+
+@pytest.mark.parametrize('checkpoint, extra', [
+    ('four.safetensors', ['--model', 'logoformer_tiny', '--img-size', '16', '--num-classes', '7']),
+    ('folder', ['--num-classes', '7']),
+])
+def test_eval_never_replaces_the_trained_head(tiny_data, four_class_weights, tmp_path, capsys, checkpoint, extra):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / checkpoint), *extra)
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    assert 'trained for 4 classes but --num-classes 7' in err and 'never replaces' in err
+    assert not (tmp_path / 'eval').exists()
+
+
+def test_eval_of_a_bare_file_keeps_its_class_count(tiny_data, four_class_weights, tmp_path, capsys):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / 'four.safetensors'),
+                      '--model', 'logoformer_tiny', '--img-size', '16')
+    assert eval_cli.main(args) == 0  # no --num-classes: the file's own 4-class head, not a fresh 7-class one
+    assert len(json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['per_class']) == 4
+
+
+def test_eval_refuses_an_untrained_model(tiny_data, tmp_path, capsys):
+    assert eval_cli.main(_eval_args(tiny_data, tmp_path / 'eval', '--model', 'logoformer_tiny')) == 2
+    assert 'evaluating an untrained model measures nothing' in capsys.readouterr().err
+
+
+def test_fine_tuning_makes_a_new_head_and_says_so(four_class_weights, caplog):
+    model = eval_cli.create_model('logoformer_tiny', str(four_class_weights / 'four.safetensors'), num_classes=3,
+                                  new_head=True, num_frames=4, img_size=16)
+    assert model.num_classes == 3
+    assert 'classifier for 4 classes is replaced by a new, untrained one for 3 classes' in caplog.text
