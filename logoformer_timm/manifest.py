@@ -59,9 +59,16 @@ class PublishedWeights:
 PUBLISHED: Dict[str, PublishedWeights] = {}
 
 
+def _repo_key(hf_hub_id: str) -> str:
+    # the Hub resolves repo ids case-insensitively and serves any revision: neither may dodge the check
+    return hf_hub_id.split('@', 1)[0].strip().strip('/').lower()
+
+
 def find_published(hf_hub_id: Optional[str]) -> Optional[PublishedWeights]:
-    """The manifest entry published at ``hf_hub_id`` (exact repo id, no revision), or None."""
-    return next((entry for entry in PUBLISHED.values() if entry.hf_hub_id == hf_hub_id), None)
+    """The manifest entry of the repo ``hf_hub_id`` names, whatever its letter case or ``@revision``, or None."""
+    if not hf_hub_id:
+        return None
+    return next((entry for entry in PUBLISHED.values() if _repo_key(entry.hf_hub_id) == _repo_key(hf_hub_id)), None)
 
 
 class WeightsChecksumError(RuntimeError):
@@ -90,15 +97,20 @@ def read_safetensors(data: bytes, name: Union[str, os.PathLike]) -> Dict[str, to
 
 
 def load_published(
-        entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, torch.Tensor]:
-    """Download (or reuse from the Hub cache) a published file, verify its sha256, then deserialize it."""
+        entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None,
+        hf_hub_id: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Download (or reuse from the Hub cache) a published file, verify its sha256, then deserialize it.
+
+    ``hf_hub_id`` is the spelling asked for (another letter case, an ``@revision``); whatever revision it names,
+    its bytes must have the manifest's sha256.
+    """
     from timm.models._hub import download_from_hf  # timm's Hub download: hf_hub_download, library_name='timm'
-    path = download_from_hf(entry.hf_hub_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
+    path = download_from_hf(hf_hub_id or entry.hf_hub_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
     data = Path(path).read_bytes()  # hash and deserialize the same bytes: nothing unverified is ever parsed
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise WeightsChecksumError(
-            f'{path} ({WEIGHTS_FILENAME} of {entry.hf_hub_id}) has sha256 {digest}, but the manifest of published '
+            f'{path} ({WEIGHTS_FILENAME} of {hf_hub_id or entry.hf_hub_id}) has sha256 {digest}, but the manifest of published '
             f'weights expects {entry.sha256} for {entry.name!r}. Nothing was loaded. Delete the cached file to '
             f'download it again; if the mismatch persists the file on the Hub is not the published one.')
     return read_safetensors(data, path)

@@ -228,3 +228,24 @@ def test_registry_is_back_to_no_published_weights():
     assert timm.list_models('logoformer_*', include_tags=True) == ['logoformer_base', 'logoformer_small', 'logoformer_tiny']
     with pytest.raises(PretrainedWeightsUnavailableError):
         timm.create_model('logoformer_tiny', pretrained=True)
+
+
+@pytest.mark.parametrize('spelling', [
+    'hf-hub:logoformer-timm/logoformer_tiny.unit_test@{commit}',
+    'hf-hub:logoformer-timm/logoformer_tiny.unit_test@main',
+    'hf-hub:LogoFormer-TIMM/LOGOFORMER_TINY.unit_test',
+])
+def test_sha256_check_holds_for_any_revision_and_letter_case(
+        source, weights_file, tmp_path, publish, monkeypatch, spelling):
+    """Tampered bytes at another revision or spelling of a published repo are refused, never loaded."""
+    entry = publish(weights_file)
+    tampered = tmp_path / 'tampered'
+    tampered.mkdir()
+    torch.manual_seed(9)
+    save_for_hf(tiny(), tampered, safe_serialization=True)
+    commit = 'c' * 40
+    repo = spelling.split(':', 1)[1].split('@', 1)[0]
+    seed_hf_cache(tmp_path / 'cache', repo, tampered, commit)
+    assert repo.lower() == entry.hf_hub_id.lower()
+    with pytest.raises(WeightsChecksumError, match=f'expects {entry.sha256}'):
+        timm.create_model(spelling.format(commit=commit), pretrained=True, cache_dir=tmp_path / 'cache')

@@ -614,7 +614,7 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
     published = None if cfg.state_dict or cfg.file else manifest.find_published(cfg.hf_hub_id)
     if published is not None:
         # verified before timm sees a single tensor; timm then filters, adapts the head and loads strictly
-        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'))
+        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'), hf_hub_id=cfg.hf_hub_id)
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
         model = build_model_with_cfg(_logoformer_for_loading, variant, pretrained, **build_kwargs, **kwargs)
