@@ -3,7 +3,8 @@
 
 Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
 model.safetensors and the entry to add to logoformer_timm/manifest.py. Frames, resolution, input channels and
-classes are read from the weights; the metrics table of the card comes only from --metrics.
+classes are read from the weights, the rest of the architecture from the checkpoint folder's config.json (or
+--model-kwargs for a bare weights file); the metrics table of the card comes only from --metrics.
 """
 import argparse
 import sys
@@ -15,13 +16,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', required=True, help='architecture the checkpoint was trained as, e.g. logoformer_base')
     parser.add_argument('--checkpoint', required=True,
-                        help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
+                        help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
+                             '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
     parser.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
     parser.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
     parser.add_argument('--metrics', help="metrics.json written by logoformer-eval (schema in logoformer_timm/hub.py)")
     parser.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')
-    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                        help='model arguments the weights do not fix, e.g. local_window="(2, 4, 4)" num_heads=8')
+    parser.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: every model argument it was trained with that the weights do '
+                             'not fix, e.g. local_window="(2, 4, 4)" num_heads=8 (no values: the defaults)')
     parser.add_argument('--train-dataset', help='dataset the weights were trained on, e.g. DFEW (stated on the card)')
     parser.add_argument('--recipe', help='how the weights were trained: command line or URL (card and manifest)')
     parser.add_argument('--license', default='mit', help='license of the weights (default: mit)')

@@ -11,10 +11,14 @@ import sys
 
 
 def main(argv=None, api=None) -> int:
+    from timm.utils import ParseKwargs
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('folder', help='folder written by hub/export.py')
     parser.add_argument('--repo-id', required=True, help='ORG/NAME, e.g. logoformer-timm/logoformer_base.dfew_fold1')
     parser.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+    parser.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: the --model-kwargs it was exported with')
     parser.add_argument('--yes', action='store_true', help='really upload (default: dry run)')
     parser.add_argument('--dry-run', action='store_true', help='only list what would be uploaded (the default)')
     parser.add_argument('--private', action='store_true', help='create the repo as private')
@@ -28,7 +32,8 @@ def main(argv=None, api=None) -> int:
 
     def run():
         result = push_folder(
-            args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api)
+            args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api,
+            model_kwargs=args.model_kwargs)
         print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
         print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
         for name, size in result['files']:

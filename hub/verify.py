@@ -9,9 +9,13 @@ import sys
 
 
 def main(argv=None) -> int:
+    from timm.utils import ParseKwargs
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('folder', help='folder written by hub/export.py')
     parser.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+    parser.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: the --model-kwargs it was exported with')
     args = parser.parse_args(argv)
 
     import logoformer_timm  # noqa: F401  (registers the models)
@@ -19,7 +23,7 @@ def main(argv=None) -> int:
     from logoformer_timm.hub import verify_folder
 
     def run():
-        for route, diff in verify_folder(args.folder, args.checkpoint).items():
+        for route, diff in verify_folder(args.folder, args.checkpoint, args.model_kwargs).items():
             print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
         print(f'OK: {args.folder} is ready to push')
 

@@ -158,7 +158,7 @@ def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
                           '--workers', '0', '--dataset', 'synthetic']) == 0
     exported = tmp_path / 'hub_repo'
     main = runpy.run_path(str(export))['main']
-    assert main(['--model', 'logoformer_tiny', '--checkpoint', str(out / 'last' / 'model.safetensors'),
+    assert main(['--model', 'logoformer_tiny', '--checkpoint', str(out / 'last'),
                  '--out', str(exported), '--metrics', str(tmp_path / 'eval' / 'metrics.json')]) == 0
     metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     card = (exported / 'README.md').read_text()
