@@ -151,11 +151,11 @@ def _cpu(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _swap_in(tmp_dir: str, final_dir: str) -> None:
-    """Replace ``final_dir`` by ``tmp_dir``; at every instant a complete folder exists (``final`` or ``.old``)."""
+    """Replace ``final_dir`` by ``tmp_dir``; at every instant a complete folder exists (``final``, ``.old`` or tmp)."""
     old = f'{final_dir}.old'
-    if os.path.isdir(old):
-        shutil.rmtree(old)
     if os.path.isdir(final_dir):
+        if os.path.isdir(old):  # a stale copy: final is complete
+            shutil.rmtree(old)
         os.rename(final_dir, old)
     os.rename(tmp_dir, final_dir)
     if os.path.isdir(old):
@@ -175,13 +175,45 @@ def _write_model_folder(folder: str, model: nn.Module, weights: Dict[str, torch.
     save_config_for_hf(model, os.path.join(folder, 'config.json'))
 
 
-def _last_checkpoint(run_dir: str) -> Optional[str]:
-    """The ``last`` folder of a run, or its ``.old`` copy when a kill interrupted the swap."""
-    for name in ('last', 'last.old'):
-        folder = os.path.join(run_dir, name)
-        if os.path.isfile(os.path.join(folder, 'train_state.json')):
-            return folder
-    return None
+CHECKPOINT_FILES = ('model.safetensors', 'config.json', 'train_state.safetensors', 'train_state.json')
+BEST_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # metrics.json / train_state.json: written last
+
+
+def _complete_epoch(folder: str, files: Tuple[str, ...]) -> Optional[int]:
+    """The epoch of a checkpoint folder that holds all ``files`` (the last one written last, with the epoch)."""
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in files):
+        return None
+    try:
+        with open(os.path.join(folder, files[-1]), encoding='utf-8') as f:
+            return int(json.load(f)['epoch'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recover(run_dir: str, name: str, files: Tuple[str, ...], upto: Optional[int] = None) -> Optional[str]:
+    """Make ``run_dir/name`` the newest complete copy a kill may have left (``name``, ``name.old``, ``.name.tmp``).
+
+    Copies newer than epoch ``upto`` are ignored. Returns the folder, or None when there is no complete copy.
+    """
+    final = os.path.join(run_dir, name)
+    copies = [(epoch, folder) for folder in (final, f'{final}.old', os.path.join(run_dir, f'.{name}.tmp'))
+              for epoch in [_complete_epoch(folder, files)] if epoch is not None and (upto is None or epoch <= upto)]
+    if not copies:
+        return None
+    epoch, newest = max(copies, key=lambda c: c[0])  # the first of equals: final
+    if newest.endswith('.old'):
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.rename(newest, final)
+    elif newest != final:
+        _swap_in(newest, final)
+    if newest != final:
+        _logger.warning('%s: recovered the epoch %d checkpoint from %s (a run was killed while saving)', final, epoch,
+                        os.path.basename(newest))
+    for stale in (f'{final}.old', os.path.join(run_dir, f'.{name}.tmp')):  # older or incomplete copies
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
+    return final
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -244,9 +276,18 @@ class Trainer:
         self.start_epoch, self.num_updates = 0, 0
         self.best = dict(epoch=None, uar=-1.0, war=None)
         self.history: List[Dict[str, Any]] = []
-        last = _last_checkpoint(run_dir) if args.resume else None
+        last = None
+        if args.resume:
+            if info.is_main:
+                _recover(run_dir, 'last', CHECKPOINT_FILES)
+            if info.enabled:
+                dist.barrier()
+            last = os.path.join(run_dir, 'last') if _complete_epoch(os.path.join(run_dir, 'last'), CHECKPOINT_FILES) \
+                else None
         if last:
             self._load_state(last)
+            if info.is_main:
+                _recover(run_dir, 'best', BEST_FILES, upto=self.start_epoch)
         else:  # dropout / drop-path draws differ per rank; a resumed run restored them above
             torch.manual_seed(args.seed + info.rank)
 
@@ -269,12 +310,14 @@ class Trainer:
         tmp = _fresh_dir(os.path.join(self.run_dir, '.last.tmp'))
         _write_model_folder(tmp, self._eval_model(), self._eval_model().state_dict())
         save_file(_cpu(tensors), os.path.join(tmp, 'train_state.safetensors'))
-        atomic_write_json(os.path.join(tmp, 'train_state.json'), state)
         if is_best:
             best_tmp = _fresh_dir(os.path.join(self.run_dir, '.best.tmp'))
             for name in ('model.safetensors', 'config.json'):
                 shutil.copy2(os.path.join(tmp, name), best_tmp)
             atomic_write_json(os.path.join(best_tmp, 'metrics.json'), dict(epoch=epoch, **metrics))
+        # written last: a complete .last.tmp implies a complete .best.tmp, so resume can recover both
+        atomic_write_json(os.path.join(tmp, 'train_state.json'), state)
+        if is_best:
             _swap_in(best_tmp, os.path.join(self.run_dir, 'best'))
         _swap_in(tmp, os.path.join(self.run_dir, 'last'))
 
@@ -424,10 +467,20 @@ def _all_ranks_have_data(n: int, info: DistInfo) -> bool:
 
 
 def _read_log(path: str, upto: int) -> List[Dict[str, Any]]:
+    """The log records up to epoch ``upto``; a torn last line (a kill or a full disk mid-write) is dropped."""
     if not os.path.isfile(path):
         return []
-    with open(path, encoding='utf-8') as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding='utf-8', errors='replace') as f:
+        lines = [line for line in f.read().split('\n') if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f'{path}: line {number} is not JSON, so the log is damaged; restore it or start a '
+                                 f'new --output.') from None
+            _logger.warning('%s: dropped its torn last line (written when the run was killed): %.60s', path, line)
     return [r for r in records if r['epoch'] <= upto]
 
 

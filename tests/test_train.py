@@ -1,6 +1,7 @@
 """logoformer-train / logoformer-eval end to end on generated frame-folder datasets: checkpoints, resume after a
 kill, torchrun (gloo) against single-process evaluation, DFEW-style folds, metrics.json into hub/export.py."""
 import json
+import logging
 import os
 import runpy
 import signal
@@ -243,3 +244,90 @@ def test_fine_tuning_makes_a_new_head_and_says_so(four_class_weights, caplog):
                                   new_head=True, num_frames=4, img_size=16)
     assert model.num_classes == 3
     assert 'classifier for 4 classes is replaced by a new, untrained one for 3 classes' in caplog.text
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at one exact step of the checkpoint swap."""
+
+
+def _kill_at(monkeypatch, func, name, nth, partial=False):
+    """Make ``os.rename`` / ``shutil.rmtree`` of a folder called ``name`` raise at its ``nth`` call.
+
+    ``partial``: the killed ``rmtree`` had already deleted ``train_state.json`` (removal order is arbitrary).
+    """
+    import shutil
+    module = os if func == 'rename' else shutil
+    original, seen = getattr(module, func), []
+
+    def faulty(path, *args, **kwargs):
+        if os.path.basename(str(path)) == name:
+            seen.append(path)
+            if len(seen) == nth:
+                if partial:
+                    os.remove(os.path.join(path, 'train_state.json'))
+                raise Killed(f'{func} {name} #{nth}')
+        return original(path, *args, **kwargs)
+    monkeypatch.setattr(module, func, faulty)
+
+
+@pytest.fixture(scope='module')
+def full_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('full') / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '2')) == 0
+    return out
+
+
+def _assert_same_run(a, b):
+    assert _without_time(_log(a)) == _without_time(_log(b))
+    for folder in ('last', 'best'):
+        x, y = load_file(a / folder / 'model.safetensors'), load_file(b / folder / 'model.safetensors')
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+# epoch 1 saves best then last (renames: .best.tmp, .last.tmp); epoch 2 (not best on this data) renames
+# last -> last.old, .last.tmp -> last, then removes last.old
+@pytest.mark.parametrize('kill, resumed_after', [
+    (('rename', '.best.tmp', 1), 1),  # both epoch-1 folders complete in their .tmp, nothing swapped in yet
+    (('rename', '.last.tmp', 2), 2),  # epoch 2: between the two renames (only last.old and .last.tmp exist)
+    (('rmtree', 'last.old', 1, True), 2),  # epoch 2: inside the removal of last.old
+])
+def test_resume_finds_the_newest_complete_checkpoint_in_every_kill_window(
+        tiny_data, full_run, tmp_path, monkeypatch, caplog, kill, resumed_after):
+    caplog.set_level(logging.INFO, logger='logoformer_timm.train')
+    out = tmp_path / 'run'
+    _kill_at(monkeypatch, *kill)
+    with pytest.raises(Killed):
+        train_cli.main(_train_args(tiny_data, out, '--epochs', '2'))
+    monkeypatch.undo()
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert f'resumed {out} after epoch {resumed_after}' in caplog.text
+    _assert_same_run(out, full_run)
+    assert sorted(os.listdir(out)) == ['args.json', 'best', 'last', 'log.jsonl', 'summary.json']
+
+
+def test_a_second_kill_while_resuming_loses_nothing(tiny_data, full_run, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger='logoformer_timm.train')
+    out = tmp_path / 'run'
+    _kill_at(monkeypatch, 'rename', '.last.tmp', 2)  # epoch 2 between the renames
+    with pytest.raises(Killed):
+        train_cli.main(_train_args(tiny_data, out, '--epochs', '2'))
+    monkeypatch.undo()
+    _kill_at(monkeypatch, 'rmtree', 'last.old', 1, partial=True)  # the resumed run is killed removing last.old
+    with pytest.raises(Killed):
+        train_cli.main(['--resume', str(out)])
+    monkeypatch.undo()
+    caplog.clear()
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert f'resumed {out} after epoch 2' in caplog.text
+    _assert_same_run(out, full_run)
+
+
+def test_resume_drops_a_torn_last_log_line(tiny_data, full_run, tmp_path, caplog):
+    out = tmp_path / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '2')) == 0
+    (out / 'summary.json').unlink()  # as if killed while writing epoch 3's line
+    with open(out / 'log.jsonl', 'a', encoding='utf-8') as f:
+        f.write('{"epoch": 3, "lr": 0.0')
+    assert train_cli.main(['--resume', str(out), '--epochs', '2']) == 0
+    assert 'dropped its torn last line' in caplog.text
+    assert _without_time(_log(out)) == _without_time(_log(full_run))
