@@ -24,10 +24,11 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     from .hub import HubFolderError, MetricsFileError
     from .manifest import WeightsChecksumError, WeightsFileError
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
+    from .train import OutputLockedError
     from .video import VideoError
     return (
         AnnotationError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError, WeightsFileError,
-        PretrainedWeightsError, PretrainedWeightsUnavailableError, VideoError, ValueError, OSError,
+        PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError, ValueError, OSError,
         FloatingPointError)
 
 

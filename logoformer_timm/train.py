@@ -21,8 +21,8 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -38,7 +38,7 @@ from .cli import run_cli
 from .data import collate_clips
 from .loss import DferCriterion
 
-__all__ = ['main', 'build_parser', 'train_run']
+__all__ = ['main', 'build_parser', 'train_run', 'output_lock', 'OutputLockedError']
 
 _logger = logging.getLogger(__name__)
 
@@ -214,6 +214,38 @@ def _recover(run_dir: str, name: str, files: Tuple[str, ...], upto: Optional[int
         if os.path.isdir(stale):
             shutil.rmtree(stale)
     return final
+
+
+class OutputLockedError(RuntimeError):
+    """Another live run writes to the same ``--output`` folder."""
+
+
+@contextmanager
+def output_lock(folder: str) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder (``.lock``) while the block runs; a second run on it fails at once.
+
+    ``flock``: the kernel releases the lock when its process dies, so a killed run never leaves it stuck.
+    """
+    import fcntl
+    import socket
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, '.lock'), 'a+', encoding='utf-8')
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or 'another process'
+            raise OutputLockedError(
+                f'{folder} is in use by a running logoformer-train ({holder}); wait for it to finish, or pass '
+                f'another --output.') from None
+        f.seek(0)
+        f.truncate()
+        f.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -574,8 +606,12 @@ def _main(args: argparse.Namespace) -> int:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
+    with output_lock(args.output) if info.is_main else nullcontext():
+        return _train_folds(args, info, folds)
+
+
+def _train_folds(args: argparse.Namespace, info: DistInfo, folds: List[Optional[int]]) -> int:
     if info.is_main:
-        os.makedirs(args.output, exist_ok=True)
         atomic_write_json(os.path.join(args.output, 'args.json'),
                           {k: v for k, v in vars(args).items() if k not in ('resume', 'output')})
     results = {fold: train_run(args, info, fold) for fold in folds}

@@ -302,7 +302,7 @@ def test_resume_finds_the_newest_complete_checkpoint_in_every_kill_window(
     assert train_cli.main(['--resume', str(out)]) == 0
     assert f'resumed {out} after epoch {resumed_after}' in caplog.text
     _assert_same_run(out, full_run)
-    assert sorted(os.listdir(out)) == ['args.json', 'best', 'last', 'log.jsonl', 'summary.json']
+    assert sorted(os.listdir(out)) == ['.lock', 'args.json', 'best', 'last', 'log.jsonl', 'summary.json']
 
 
 def test_a_second_kill_while_resuming_loses_nothing(tiny_data, full_run, tmp_path, monkeypatch, caplog):
@@ -331,3 +331,23 @@ def test_resume_drops_a_torn_last_log_line(tiny_data, full_run, tmp_path, caplog
     assert train_cli.main(['--resume', str(out), '--epochs', '2']) == 0
     assert 'dropped its torn last line' in caplog.text
     assert _without_time(_log(out)) == _without_time(_log(full_run))
+
+
+def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'run'
+    with train_cli.output_lock(str(out)):  # a live run holds the folder
+        assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {out} is in use by a running logoformer-train (pid {os.getpid()} on ')
+        assert os.listdir(out) == ['.lock']  # nothing of the second run was written
+        assert train_cli.main(['--resume', str(out)]) == 2
+
+
+def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
+    out = tmp_path / 'run'
+    code = ('import os, signal, sys; from logoformer_timm.train import output_lock; '
+            'output_lock(sys.argv[1]).__enter__(); os.kill(os.getpid(), signal.SIGKILL)')
+    proc = subprocess.run([sys.executable, '-c', code, str(out)], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == -signal.SIGKILL and (out / '.lock').read_text().startswith('pid ')
+    with train_cli.output_lock(str(out)):
+        assert (out / '.lock').read_text().startswith(f'pid {os.getpid()} ')
