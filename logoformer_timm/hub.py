@@ -41,7 +41,7 @@ from timm.models import create_model, is_model, save_for_hf
 from timm.models._hub import save_config_for_hf
 
 from . import __version__
-from .manifest import HUB_ORG, WEIGHTS_FILENAME, file_sha256, read_safetensors
+from .manifest import HUB_ORG, WEIGHTS_FILENAME, check_weights, file_sha256, read_safetensors
 from .manifest import WeightsFileError
 from .models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
 
@@ -135,7 +135,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise HubFolderError(f'Checkpoint not found: {path}')
     if path.suffix == '.safetensors':
-        return read_safetensors(path.read_bytes(), path)
+        checkpoint = read_safetensors(path.read_bytes(), path)
+        check_weights(checkpoint, path)
+        return checkpoint
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
@@ -144,6 +146,7 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
             f'other than tensors and plain containers, which are never unpickled): {e}') from None
     if not isinstance(checkpoint, dict):
         raise HubFolderError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
+    check_weights(unwrap_checkpoint(checkpoint), path)
     return checkpoint
 
 

@@ -472,6 +472,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
                 value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value
     _check_same_architecture(out, target)
+    manifest.check_weights(out, 'the weights', target)
     return out
 
 
