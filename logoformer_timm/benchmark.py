@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cli import resolve_device, run_cli
 from .flops import COUNTER_NAME, LOGOFORMER_PARTS, count_flops, flops_by_part
 from .models import LogoFormer
 
@@ -234,6 +235,8 @@ def build_model(spec: ModelSpec, num_frames: int, img_size: int, device: Any = '
                 spec.name, num_frames=num_frames, img_size=img_size, device=device, **spec.kwargs)
         except TypeError as e:
             raise BenchmarkError(f'cannot build {spec.label}: {e} (is it a video model taking num_frames?)') from e
+        except (ValueError, RuntimeError, AssertionError) as e:  # a --model-kwargs value the model cannot take
+            raise BenchmarkError(f'cannot build {spec.label}: {e}. Check its --model-kwargs.') from None
     if spec.source == 'torchvision':
         import torchvision.models.video as tv_video
         with torch.device(device):
@@ -268,23 +271,6 @@ def count_model(spec: ModelSpec, num_frames: int, img_size: int) -> ModelCount:
 
 # ---------------------------------------------------------------------------------------------------------------
 # device, precision, timing, memory
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``--device``; a clear error when it is not available."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise BenchmarkError(f'--device {name!r} is not a torch device: {e}') from e
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise BenchmarkError(
-            f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
-            f'(torch.cuda.is_available() is False); use --device cpu.')
-    if device.type not in ('cpu', 'cuda'):
-        module = getattr(torch, device.type, None)
-        if module is None or not module.is_available():
-            raise BenchmarkError(f'--device {name} is not available here; use --device cpu.')
-    return device
 
 
 def _precision(precision: str, device: torch.device) -> Tuple[torch.dtype, Optional[torch.dtype]]:
@@ -859,6 +845,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
+    for path in [*args.results_file, *filter(None, [args.plot])]:  # before the run, not after it
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise BenchmarkError(f'{path}: the folder {os.path.dirname(path)!r} does not exist; create it first.')
     if args.plot and not args.sweep:
         raise BenchmarkError('--plot draws a sweep: add --sweep num_frames=8,16,32,64 (or img_size=...).')
     if args.plot:
@@ -930,12 +919,9 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point: user errors print one clear line to stderr and return 2."""
-    try:
+    def body() -> None:
         run(argv)
-    except BenchmarkError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(body)
 
 
 if __name__ == '__main__':

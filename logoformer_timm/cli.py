@@ -8,14 +8,84 @@ A user error is bad input or an environment the command cannot work in (a missin
 checkpoint of another class count, a tampered weight file, a locked output folder, no disk space, a diverging
 loss). It is reported without a traceback; anything else is a bug and keeps its traceback.
 """
+import argparse
+import math
+import os
 import sys
-from typing import Callable, Optional, Tuple, Type
+from typing import Callable, NoReturn, Optional, Tuple, Type
 
-__all__ = ['UsageError', 'user_errors', 'error_line', 'run_cli']
+__all__ = [
+    'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
+    'resolve_device', 'user_errors', 'error_line', 'run_cli']
 
 
 class UsageError(ValueError):
     """A command-line argument with a value the command cannot use; the message names the flag and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one ``error: ...`` line (exit 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the problem and exit 2."""
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 1, got {text}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0, got {text}')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (not NaN, not inf)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a finite number > 0, got {text}')
+    return value
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Check, before any work is done, that an output folder exists writable or can be created (it is not made)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f'{flag} {path}: cannot create the folder, {existing} is a file; pass another {flag}.')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f'{flag} {path}: {existing} is not writable; pass another {flag}.')
+
+
+def resolve_device(name: str) -> 'torch.device':
+    """The torch device for ``--device``; a one-line error when this machine does not have it."""
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f'--device {name!r} is not a torch device: {e}') from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UsageError(
+                f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
+                f'(torch.cuda.is_available() is False); use --device cpu.')
+        if device.index is not None and device.index >= count:
+            raise UsageError(f'--device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}).')
+    elif device.type != 'cpu':
+        module = getattr(torch, device.type, None)
+        if module is None or not module.is_available():
+            raise UsageError(f'--device {name} is not available here; use --device cpu.')
+    return device
 
 
 def user_errors() -> Tuple[Type[BaseException], ...]:
@@ -23,13 +93,14 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     from .data import AnnotationError, ClipLoadError
     from .hub import HubFolderError, MetricsFileError
     from .manifest import WeightsChecksumError, WeightsFileError
+    from .benchmark import BenchmarkError
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
     from .train import OutputLockedError
     from .video import VideoError
     return (
-        AnnotationError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError, WeightsFileError,
-        PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError, ValueError, OSError,
-        FloatingPointError)
+        AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
+        WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,
+        ValueError, OSError, FloatingPointError)
 
 
 _WORKER = 'in DataLoader worker process'

@@ -22,7 +22,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from .cli import UsageError, run_cli
+from .cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, resolve_device
+from .cli import run_cli
 from .data import ClipFolderDataset, ClipTransform, collate_clips
 from .data import resolve_video_data_config
 from .hub import read_checkpoint
@@ -60,7 +61,7 @@ def init_distributed(device: Optional[str] = None) -> DistInfo:
     rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == 'cuda' and dev.index is None:
         dev = torch.device('cuda', local_rank if world_size > 1 else 0)
     if dev.type == 'cuda':
@@ -132,6 +133,10 @@ def create_model(
     """
     import timm
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if checkpoint and not os.path.exists(checkpoint):
+        raise FileNotFoundError(
+            f'--checkpoint {checkpoint}: no such file or folder. Pass a .safetensors file, or a training run\'s '
+            f'last/ or best/ folder.')
     if not checkpoint and not pretrained:  # random init: the head is new anyway
         if not model_name:
             raise ValueError('Pass --model NAME (e.g. logoformer_small), --checkpoint or --pretrained.')
@@ -267,22 +272,22 @@ def atomic_write_json(path: str, data: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='logoformer-eval', description=__doc__.split('\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model', help='model name, e.g. logoformer_small (not needed for a folder with config.json)')
     parser.add_argument('--checkpoint', help='weights: a .safetensors file, a training checkpoint folder or a hub/ folder')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights of --model (NAME.TAG)')
-    parser.add_argument('--num-classes', type=int, help='classes of the checkpoint when it is a bare weights file')
+    parser.add_argument('--num-classes', type=positive_int, help='classes of the checkpoint when it is a bare weights file')
     parser.add_argument('--data-root', default='', help='root the list paths are relative to')
     parser.add_argument('--list', required=True, help='annotation list: "<frame_dir> <num_frames> <label>" per line')
     parser.add_argument('--output', required=True, help='folder for metrics.json')
-    parser.add_argument('--num-segments', type=int, default=8)
-    parser.add_argument('--frames-per-segment', type=int, default=2)
-    parser.add_argument('--img-size', type=int, help='resolution (default: the model\'s)')
-    parser.add_argument('--num-clips', type=int, default=1, help='test-time averaging over evenly shifted clips')
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=4)
+    parser.add_argument('--num-segments', type=positive_int, default=8)
+    parser.add_argument('--frames-per-segment', type=positive_int, default=2)
+    parser.add_argument('--img-size', type=positive_int, help='resolution (default: the model\'s)')
+    parser.add_argument('--num-clips', type=positive_int, default=1, help='test-time averaging over evenly shifted clips')
+    parser.add_argument('--batch-size', type=positive_int, default=32)
+    parser.add_argument('--workers', type=non_negative_int, default=4)
     parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
     parser.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 on GPU)')
     parser.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
@@ -302,6 +307,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.checkpoint and not args.pretrained:
         raise UsageError('pass --checkpoint PATH or --pretrained: evaluating an untrained model measures nothing.')
     info = init_distributed(args.device)
+    if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
+        check_output_dir(args.output, '--output')
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(
         args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,

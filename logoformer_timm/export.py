@@ -73,6 +73,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for out in filter(None, (args.onnx, args.torch_export)):
             if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
                 raise ValueError(f'Output folder does not exist: {os.path.dirname(out)!r}.')
+            if os.path.exists(out):
+                raise ValueError(f'{out} already exists; pass a new path (an export never overwrites a file).')
         shape = tuple(example_input(model, 1).shape[1:])
         if args.torch_export:
             export_program(model, args.torch_export)

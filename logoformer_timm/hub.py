@@ -621,6 +621,11 @@ def push_folder(
     """
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise HubFolderError(f'--repo-id must be ORG/NAME, got {repo_id!r}.')
+    if not dry_run and api is None:
+        import huggingface_hub
+        if huggingface_hub.get_token() is None:  # before any network call
+            raise HubFolderError(
+                'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
     folder = Path(folder)
     verified = verify_folder(folder, checkpoint, model_kwargs)
     files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]

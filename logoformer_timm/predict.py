@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from .cli import ArgumentParser, positive_float, resolve_device
 from .data.config import resolve_video_data_config
 from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
 from .video import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
@@ -30,6 +31,7 @@ __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
     'PREDICTION_SCHEMA', 'main']
 
+MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
 
 _NUMBER = {'type': 'number'}
@@ -257,7 +259,7 @@ def predict_video(
             raise ValueError('stride needs a window: pass window=SECONDS as well.')
         spans = [(0., info.duration)]
     else:
-        spans = sliding_windows(info.duration, window, stride or window)
+        spans = sliding_windows(info.duration, window, window if stride is None else stride)
     num_frames, size = model.num_frames, tuple(model.img_size)
     plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
     cfg = resolve_video_data_config(model)
@@ -354,7 +356,7 @@ def load_model(
         else:
             model = timm.create_model(name, pretrained=pretrained)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
-    return model.to(device).eval(), weights
+    return model.to(resolve_device(device)).eval(), weights
 
 
 def _check_model_name(name: Optional[str]) -> None:
@@ -383,7 +385,7 @@ def format_table(result: VideoPrediction) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``logoformer-predict``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='logoformer-predict', description='Facial expression of the face in a video, with LOGO-Former.')
     parser.add_argument('video', help='video file (anything FFmpeg reads: mp4, mov, avi, mkv, ...)')
     parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
@@ -396,9 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--json', action='store_true', help='print JSON (schema: predict.PREDICTION_SCHEMA)')
     parser.add_argument('--save-crops', metavar='DIR', help='write the face crops the model saw as PNGs')
-    parser.add_argument('--window', type=float, metavar='SECONDS', help='predict every window of this length')
-    parser.add_argument('--stride', type=float, metavar='SECONDS', help='step between windows (default: --window)')
-    parser.add_argument('--margin', type=float, default=1.25, help='crop side / face box side (default: 1.25)')
+    parser.add_argument(
+        '--window', type=positive_float, metavar='SECONDS', help='predict every window of this length')
+    parser.add_argument(
+        '--stride', type=positive_float, metavar='SECONDS', help='step between windows (default: --window)')
+    parser.add_argument('--margin', type=positive_float, default=1.25, help='crop side / face box side (default: 1.25)')
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
@@ -410,8 +414,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``logoformer-predict``; user errors print one line to stderr and exit with 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.margin <= 0:
-        parser.error('--top-k and --batch-size must be >= 1 and --margin > 0.')
+    if args.top_k < 1 or args.batch_size < 1 or args.margin > MAX_MARGIN:
+        parser.error(f'--top-k and --batch-size must be >= 1 and --margin at most {MAX_MARGIN}.')
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
     from .models import PretrainedWeightsUnavailableError

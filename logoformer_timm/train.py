@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .eval import (
     DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
     init_distributed, label_names_of)
-from .cli import run_cli
+from .cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
 from .data import collate_clips
 from .loss import DferCriterion
 
@@ -67,15 +67,15 @@ class TrainStep(nn.Module):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog='logoformer-train', description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group('model')
     g.add_argument('--model', default='logoformer_small', help='timm model name')
     g.add_argument('--pretrained', action='store_true', help='start from the published weights of --model (NAME.TAG)')
     g.add_argument('--checkpoint', help='start from weights: .safetensors file, checkpoint folder or hub/ folder')
-    g.add_argument('--num-classes', type=int, default=7, help='classes of the label set (a new head if it differs)')
+    g.add_argument('--num-classes', type=positive_int, default=7, help='classes of the label set (a new head if it differs)')
     g.add_argument('--stem-weights', help='ResNet-18 weights for the stem: timm name or local file')
-    g.add_argument('--img-size', type=int, default=112)
+    g.add_argument('--img-size', type=positive_int, default=112)
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
     g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
     g.add_argument('--grad-checkpointing', action='store_true')
@@ -84,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--train-list', help='training annotation list ("{fold}" is replaced with --folds)')
     g.add_argument('--val-list', help='validation annotation list ("{fold}" is replaced with --folds)')
     g.add_argument('--folds', help='comma-separated folds, e.g. 1,2,3,4,5 (DFEW protocol)')
-    g.add_argument('--num-segments', type=int, default=8)
-    g.add_argument('--frames-per-segment', type=int, default=2)
+    g.add_argument('--num-segments', type=positive_int, default=8)
+    g.add_argument('--frames-per-segment', type=positive_int, default=2)
     g.add_argument('--crop-scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized crop area range')
     g.add_argument('--crop-ratio', type=float, nargs=2, default=(3 / 4, 4 / 3), help='random-resized crop aspect range')
     g.add_argument('--hflip', type=float, default=0.5, help='probability of flipping a clip')
-    g.add_argument('--workers', type=int, default=4)
+    g.add_argument('--workers', type=non_negative_int, default=4)
     g.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     g = p.add_argument_group('optimisation')
-    g.add_argument('--epochs', type=int, default=100)
-    g.add_argument('--batch-size', type=int, default=32, help='clips per optimizer step over all processes')
-    g.add_argument('--grad-accum', type=int, default=1, help='micro-batches per optimizer step')
+    g.add_argument('--epochs', type=positive_int, default=100)
+    g.add_argument('--batch-size', type=positive_int, default=32, help='clips per optimizer step over all processes')
+    g.add_argument('--grad-accum', type=positive_int, default=1, help='micro-batches per optimizer step')
     g.add_argument('--opt', default='momentum', help='timm optimizer name (momentum = SGD without Nesterov)')
     g.add_argument('--lr', type=float, default=0.01)
     g.add_argument('--momentum', type=float, default=0.9)
@@ -606,6 +606,8 @@ def _main(args: argparse.Namespace) -> int:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
+    if info.is_main:
+        check_output_dir(args.output, '--output')
     with output_lock(args.output) if info.is_main else nullcontext():
         return _train_folds(args, info, folds)
 
