@@ -26,7 +26,9 @@ from .cli import ArgumentParser, UsageError, check_output_dir, non_negative_int,
 from .cli import run_cli
 from .data import ClipFolderDataset, ClipTransform, collate_clips
 from .data import resolve_video_data_config
+from .data.dataset import default_num_workers
 from .hub import read_checkpoint
+from .inference import PRECISIONS, prepare_for_inference
 from .metrics import confusion_matrix, summarize
 from .models import DFER_LABELS, checkpoint_filter_fn
 from .models.logoformer import unwrap_checkpoint
@@ -182,19 +184,12 @@ def build_dataset(
         hflip: float = 0.5,
 ) -> ClipFolderDataset:
     """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
-    cfg = resolve_video_data_config(model)
     transform = ClipTransform(
-        tuple(cfg['input_size'][2:]), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip,
-        mean=cfg['mean'], std=cfg['std'])
+        **resolve_video_data_config(model), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
     return ClipFolderDataset(
         list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
         num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
         skip_bad_clips=skip_bad_clips)
-
-
-def _model_input(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    """Dataset clips are (B, C, T, H, W); hand them over in the model's declared layout."""
-    return clips.transpose(1, 2) if getattr(model, 'input_layout', 'BCTHW') == 'BTCHW' else clips
 
 
 @torch.no_grad()
@@ -208,7 +203,8 @@ def evaluate(
 ) -> Dict[str, Any]:
     """Confusion matrix (summed over ranks), mean cross-entropy and skipped-clip count of a loader.
 
-    Items ``(B, V, C, T, H, W)`` (several views per clip) are classified by the mean of the views' logits.
+    Clips come in the model's layout (``build_dataset`` makes them so); items ``(B, V, ...)`` (several views per
+    clip) are classified by the mean of the views' logits.
     """
     from tqdm import tqdm
     model.eval()
@@ -225,10 +221,10 @@ def evaluate(
         views = clips.shape[1] if clips.ndim == 6 else 0
         with autocast:
             if views:
-                logits = model(_model_input(model, clips.flatten(0, 1))).float()
+                logits = model(clips.flatten(0, 1)).float()
                 logits = logits.reshape(len(labels), views, -1).mean(dim=1)
             else:
-                logits = model(_model_input(model, clips)).float()
+                logits = model(clips).float()
         loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction='sum').double().cpu()
         preds.append(logits.argmax(dim=1).cpu())
         targets.append(labels.cpu())
@@ -256,7 +252,7 @@ def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) ->
 
 def label_names_of(model: nn.Module) -> List[str]:
     """The model's label names, or the DFER names for 7 classes, or class indices."""
-    names = list(resolve_video_data_config(model)['label_names'])
+    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or ())
     if len(names) == model.num_classes:
         return names
     return list(DFER_LABELS) if model.num_classes == len(DFER_LABELS) else [str(i) for i in range(model.num_classes)]
@@ -287,9 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--img-size', type=positive_int, help='resolution (default: the model\'s)')
     parser.add_argument('--num-clips', type=positive_int, default=1, help='test-time averaging over evenly shifted clips')
     parser.add_argument('--batch-size', type=positive_int, default=32)
-    parser.add_argument('--workers', type=non_negative_int, default=4)
+    parser.add_argument('--workers', type=non_negative_int, default=default_num_workers(),
+                        help='DataLoader worker processes (default: min(4, CPU count))')
     parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
-    parser.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 on GPU)')
+    parser.add_argument('--amp', action='store_true', help='short for --precision bf16 on CPU, fp16 on GPU')
+    parser.add_argument('--precision', choices=PRECISIONS, default=None,
+                        help='fp32, or autocast in bf16/fp16 (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (the first batch compiles: tens of seconds on CPU)')
     parser.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     parser.add_argument('--dataset', help='dataset name recorded in metrics.json, e.g. DFEW')
     parser.add_argument('--fold', type=int, help='fold recorded in metrics.json')
@@ -306,6 +307,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if not args.checkpoint and not args.pretrained:
         raise UsageError('pass --checkpoint PATH or --pretrained: evaluating an untrained model measures nothing.')
+    if args.amp and args.precision is not None:
+        raise UsageError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
         check_output_dir(args.output, '--output')
@@ -319,8 +322,9 @@ def _run(args: argparse.Namespace) -> int:
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
-    amp_dtype = (torch.bfloat16 if info.device.type == 'cpu' else torch.float16) if args.amp else None
-    metrics = evaluate(model, loader, model.num_classes, info, amp_dtype, progress=True)
+    precision = args.precision or (('bf16' if info.device.type == 'cpu' else 'fp16') if args.amp else 'fp32')
+    runner = prepare_for_inference(model, precision, args.compile)
+    metrics = evaluate(runner, loader, model.num_classes, info, progress=True)
     metrics['skipped_clips'] += len(dataset.problems)
     result = metrics_record(metrics, model, args)
     if info.is_main:
@@ -338,6 +342,10 @@ def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Nam
     cfg = resolve_video_data_config(model)
     names = label_names_of(model)
     height, width = cfg['input_size'][2:]
+    resize = f'{cfg["interpolation"]} resize to {height}x{width}'
+    if cfg['crop_pct'] != 1 or cfg['crop_mode'] != 'squash':
+        resize = (f'{cfg["interpolation"]} resize ({cfg["crop_mode"]}) to 1/{cfg["crop_pct"]} of {height}x{width}, '
+                  f'centre crop {height}x{width}')
     pixels = 'pixels / 255'
     if any(m != 0 for m in cfg['mean']) or any(s != 1 for s in cfg['std']):
         pixels += f', mean {list(cfg["mean"])}, std {list(cfg["std"])}'
@@ -348,8 +356,8 @@ def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Nam
         confusion_matrix=metrics['confusion_matrix'],
         num_clips=metrics['num_clips'],
         protocol=(f'DFER test protocol: {args.num_segments} segments x {args.frames_per_segment} consecutive frames '
-                  f'at deterministic segment centres, {args.num_clips} clip(s) per video averaged, bilinear resize to '
-                  f'{height}x{width}, {pixels}; list {os.path.basename(args.list)}'),
+                  f'at deterministic segment centres, {args.num_clips} clip(s) per video averaged, {resize}, '
+                  f'{pixels}; list {os.path.basename(args.list)}'),
     )
     if args.dataset:
         record['dataset'] = args.dataset

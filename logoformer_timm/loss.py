@@ -1,7 +1,7 @@
-"""Compact loss and the DFER training criterion ``CE + lambda * compact``.
+"""Compact loss and the DFER training criterion ``classification loss + lambda * compact``.
 
 LOGO-Former's compact loss regularisation ("minimum intra-class distance and maximum inter-class distance")
-is not published as a formula; this is the project's formulation (``architecture.md``), named as such.
+is not published as a formula; this is the project's formulation (``docs/architecture.md``), named as such.
 With learnable class centres ``c_k`` in the space of the pooled features ``f`` (``forward_head(pre_logits=True)``):
 
     L_intra = mean_i ||f_i - c_{y_i}||^2
@@ -9,6 +9,9 @@ With learnable class centres ``c_k`` in the space of the pooled features ``f`` (
     L       = CE + lambda * (L_intra + L_inter)
 
 The centres are parameters of the criterion: put them in the optimizer and the checkpoint.
+
+The classification term is cross-entropy (``loss='ce'``) or, as in the code of the only public port of the
+authors' tree, timm's ``AsymmetricLossSingleLabel(gamma_pos=1, gamma_neg=2, eps=0.1)`` (``loss='asl'``).
 """
 from typing import Dict, Tuple
 
@@ -16,7 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['CompactLoss', 'DferCriterion']
+__all__ = ['CompactLoss', 'DferCriterion', 'LOSSES', 'create_classification_loss']
+
+LOSSES = ('ce', 'asl')
 
 
 class CompactLoss(nn.Module):
@@ -42,8 +47,22 @@ class CompactLoss(nn.Module):
         return intra, inter
 
 
+def create_classification_loss(loss: str = 'ce', label_smoothing: float = 0.0) -> nn.Module:
+    """The classification term ``(logits, integer targets) -> loss``: 'ce' or 'asl' (the authors' code)."""
+    if loss == 'ce':
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if loss == 'asl':
+        if label_smoothing:
+            raise ValueError(
+                f"label smoothing {label_smoothing} cannot be combined with loss 'asl': timm's "
+                'AsymmetricLossSingleLabel already smooths the labels (eps=0.1); set the smoothing to 0 (--smoothing 0).')
+        from timm.loss import AsymmetricLossSingleLabel
+        return AsymmetricLossSingleLabel(gamma_pos=1, gamma_neg=2, eps=0.1)
+    raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}.')
+
+
 class DferCriterion(nn.Module):
-    """``CE(logits, y) + compact_weight * (L_intra + L_inter)`` on the pooled pre-logits features."""
+    """``loss(logits, y) + compact_weight * (L_intra + L_inter)`` on the pooled pre-logits features."""
 
     def __init__(
             self,
@@ -52,20 +71,23 @@ class DferCriterion(nn.Module):
             compact_weight: float = 0.001,
             margin: float = 10.0,
             label_smoothing: float = 0.0,
+            loss: str = 'ce',
     ):
         super().__init__()
         self.compact_weight = compact_weight
         self.label_smoothing = label_smoothing
+        self.loss = loss
+        self.classification = create_classification_loss(loss, label_smoothing)
         self.compact = CompactLoss(num_classes, feat_dim, margin) if compact_weight > 0 else None
 
     def forward(
             self, logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Total loss and its parts (``ce``, ``intra``, ``inter``), the parts detached."""
-        ce = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
-        parts = dict(ce=ce.detach())
+        """Total loss and its parts (the classification term under its name ``loss``, ``intra``, ``inter``), detached."""
+        cls = self.classification(logits.float(), targets)
+        parts = {self.loss: cls.detach()}
         if self.compact is None:
-            return ce, parts
+            return cls, parts
         intra, inter = self.compact(features.float(), targets)
         parts.update(intra=intra.detach(), inter=inter.detach())
-        return ce + self.compact_weight * (intra + inter), parts
+        return cls + self.compact_weight * (intra + inter), parts

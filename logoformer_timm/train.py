@@ -3,9 +3,11 @@
     logoformer-train --model logoformer_small --data-root DFEW --train-list lists/dfew/set_{fold}/train.txt \\
         --val-list lists/dfew/set_{fold}/test.txt --folds 1,2,3,4,5 --output runs/dfew
 
-Defaults are the protocol's recipe (``dfer-protocol.md``): SGD with momentum 0.9, lr 0.01, weight decay 1e-4, lr x0.1
+Defaults are the protocol's recipe (docs/architecture.md): SGD with momentum 0.9, lr 0.01, weight decay 1e-4, lr x0.1
 every 40 epochs, 100 epochs, batch 32, 8 segments x 2 frames, one random-resized crop and flip per clip, CE plus
-the compact loss on the pooled features. Optimizer and scheduler come from timm's factories (``--opt``, ``--sched``).
+the compact loss on the pooled features (``--loss asl`` for the authors' code's asymmetric loss, ``--compact-weight 0``
+for none). Optimizer and scheduler come from timm's factories (``--opt``, ``--sched``); constructor arguments without
+a flag of their own go through ``--model-kwargs``, e.g. ``attn_drop_rate=0.2 global_pool_size='(2,1,1)'``.
 
 Every epoch writes one JSON line to ``OUTPUT/log.jsonl`` and an atomic checkpoint folder ``OUTPUT/last`` (``best``
 when the validation UAR improves): ``model.safetensors`` + ``config.json`` (a timm ``local-dir:`` folder), and
@@ -36,7 +38,8 @@ from .eval import (
     init_distributed, label_names_of)
 from .cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
 from .data import collate_clips
-from .loss import DferCriterion
+from .data.dataset import default_num_workers
+from .loss import LOSSES, DferCriterion
 
 __all__ = ['main', 'build_parser', 'train_run', 'output_lock', 'OutputLockedError']
 
@@ -66,6 +69,23 @@ class TrainStep(nn.Module):
         return loss, logits.detach(), parts
 
 
+class _ParseModelKwargs(argparse.Action):
+    """``KEY=VALUE`` pairs -> dict, values read as Python literals (strings otherwise), like timm's ``ParseKwargs``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [v for v in values if '=' not in v]
+        if bad:
+            raise argparse.ArgumentError(self, f'expects KEY=VALUE pairs, got {bad[0]!r}')
+        from timm.utils import ParseKwargs
+        ParseKwargs.__call__(self, parser, namespace, values, option_string)
+
+
+# constructor arguments that have a flag of their own, so --model-kwargs must not set them
+_FLAG_OF_KWARG = dict(num_classes='--num-classes', num_frames='--num-segments x --frames-per-segment',
+                      img_size='--img-size', drop_rate='--drop', drop_path_rate='--drop-path',
+                      stem_weights='--stem-weights')
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog='logoformer-train', description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -78,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--img-size', type=positive_int, default=112)
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
     g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=_ParseModelKwargs, metavar='KEY=VALUE',
+                   help="other constructor arguments, values as Python literals, e.g. attn_drop_rate=0.2 "
+                        "global_pool_size='(2,1,1)'")
     g.add_argument('--grad-checkpointing', action='store_true')
     g = p.add_argument_group('data')
     g.add_argument('--data-root', default='', help='root the list paths are relative to')
@@ -89,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--crop-scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized crop area range')
     g.add_argument('--crop-ratio', type=float, nargs=2, default=(3 / 4, 4 / 3), help='random-resized crop aspect range')
     g.add_argument('--hflip', type=float, default=0.5, help='probability of flipping a clip')
-    g.add_argument('--workers', type=non_negative_int, default=4)
+    g.add_argument('--workers', type=non_negative_int, default=default_num_workers(),
+                   help='DataLoader worker processes (default: min(4, CPU count))')
     g.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     g = p.add_argument_group('optimisation')
     g.add_argument('--epochs', type=positive_int, default=100)
@@ -106,9 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--warmup-epochs', type=int, default=0)
     g.add_argument('--warmup-lr', type=float, default=1e-5)
     g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--loss', choices=LOSSES, default='ce',
+                   help="classification term: ce (cross-entropy, --smoothing) or asl (timm's "
+                        'AsymmetricLossSingleLabel(gamma_pos=1, gamma_neg=2, eps=0.1), as in the authors\' code)')
     g.add_argument('--compact-weight', type=float, default=0.001, help='lambda of the compact loss (0 disables it)')
     g.add_argument('--compact-margin', type=float, default=10.0, help='margin m between class centres')
-    g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing')
+    g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing (--loss ce only)')
     g.add_argument('--model-ema', action='store_true', help='keep an EMA of the weights; validate and save the EMA')
     g.add_argument('--model-ema-decay', type=float, default=0.999)
     g.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 + grad scaling on GPU)')
@@ -265,11 +292,12 @@ class Trainer:
         self.model = create_model(
             args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
             img_size=args.img_size, drop_rate=args.drop, drop_path_rate=args.drop_path,
-            stem_weights=args.stem_weights, new_head=True).to(device)
+            stem_weights=args.stem_weights, new_head=True, **args.model_kwargs).to(device)
         if args.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.criterion = DferCriterion(
-            args.num_classes, self.model.num_features, args.compact_weight, args.compact_margin, args.smoothing).to(device)
+            args.num_classes, self.model.num_features, args.compact_weight, args.compact_margin, args.smoothing,
+            loss=args.loss).to(device)
         self.step_module = TrainStep(self.model, self.criterion)
         self.optimizer = create_optimizer_v2(
             self.step_module, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum)
@@ -384,7 +412,7 @@ class Trainer:
         self.step_module.train()
         self.train_sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
-        totals = torch.zeros(6, dtype=torch.float64)  # loss, ce, intra, inter (sums), correct, clips
+        totals = torch.zeros(6, dtype=torch.float64)  # loss, classification term, intra, inter (sums), correct, clips
         skipped = 0
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         batches = len(self.train_loader)
@@ -395,8 +423,6 @@ class Trainer:
             if not _all_ranks_have_data(len(labels), info):
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if self.model.input_layout == 'BTCHW':
-                clips = clips.transpose(1, 2)
             step_now = (i + 1) % args.grad_accum == 0 or i + 1 == batches
             sync = nullcontext() if step_now or not info.enabled else self.ddp.no_sync()
             with sync:
@@ -410,7 +436,7 @@ class Trainer:
                 self._optimizer_step()
             n = len(labels)
             totals += torch.tensor([
-                loss.item() * n, parts['ce'].item() * n, parts.get('intra', torch.zeros(())).item() * n,
+                loss.item() * n, parts[args.loss].item() * n, parts.get('intra', torch.zeros(())).item() * n,
                 parts.get('inter', torch.zeros(())).item() * n, (logits.argmax(1) == labels).sum().item(), n],
                 dtype=torch.float64)
             if info.is_main:
@@ -419,7 +445,7 @@ class Trainer:
                                 info).cpu()
         clips_seen = max(totals[5].item(), 1)
         return dict(
-            train_loss=totals[0].item() / clips_seen, train_ce=totals[1].item() / clips_seen,
+            train_loss=totals[0].item() / clips_seen, **{f'train_{args.loss}': totals[1].item() / clips_seen},
             train_intra=totals[2].item() / clips_seen, train_inter=totals[3].item() / clips_seen,
             train_acc=totals[4].item() / clips_seen, train_clips=int(totals[5].item()),
             train_skipped_clips=int(totals[6].item()) + len(self.train_set.problems))
@@ -541,6 +567,9 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     missing = [f'--{n.replace("_", "-")}' for n in ('output', 'train_list', 'val_list') if not getattr(args, n)]
     if missing:
         raise ValueError(f'missing {", ".join(missing)} (or --resume OUTPUT of an earlier run).')
+    owned = [k for k in args.model_kwargs if k in _FLAG_OF_KWARG]
+    if owned:
+        raise ValueError(f'--model-kwargs {owned[0]}=...: set it with {_FLAG_OF_KWARG[owned[0]]} instead.')
     if args.folds and '{fold}' not in args.train_list + args.val_list:
         raise ValueError('--folds needs "{fold}" in --train-list and --val-list, e.g. lists/dfew/set_{fold}/train.txt.')
     return args

@@ -96,7 +96,7 @@ def test_joint_attention_is_full_attention():
 def global_reference(module, x, pool):
     """Summaries by explicit loops over windows (padding contributes nothing), then explicit attention."""
     b, t, h, w, c = x.shape
-    weight, bias = module.summary.weight[:, 0], module.summary.bias  # (C, pt, ph, pw)
+    weight, bias = module.summary.weight.reshape(c, *pool), module.summary.bias  # (C, pt, ph, pw)
     nt, nh, nw = (-(-s // p) for s, p in zip((t, h, w), pool))
     outs = []
     for i in range(b):

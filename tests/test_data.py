@@ -107,6 +107,77 @@ def test_test_transform_is_a_plain_resize_and_normalises():
     torch.testing.assert_close(norm, (clip - 0.5) / 0.25)
 
 
+def _noise_frames(num_frames, height, width, seed=0):
+    """Smooth random frames (upsampled noise), so resampling differences stay small but every pixel matters."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(num_frames, 3, height // 4, width // 4, generator=g)
+    return (torch.nn.functional.interpolate(small, size=(height, width), mode='bilinear') * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize('frame_hw, size, crop_pct, crop_mode', [
+    ((72, 96), (48, 48), 1.0, 'squash'),   # the DFER protocol: resize only, aspect not kept
+    ((72, 96), (48, 48), 0.875, 'squash'),
+    ((72, 96), (48, 48), 1.0, 'center'),   # shorter side to 48, centre crop
+    ((96, 72), (40, 56), 0.875, 'center'),  # non-square target: timm's ResizeKeepRatio path
+    ((40, 30), (64, 64), 0.9, 'center'),   # upsampling
+])
+def test_test_transform_equals_timm_image_eval_transform_on_every_frame(frame_hw, size, crop_pct, crop_mode):
+    from timm.data import create_transform
+    from torchvision.transforms.functional import to_pil_image
+    frames = _noise_frames(3, *frame_hw)
+    clip = ClipTransform((3, 3, *size), crop_pct=crop_pct, crop_mode=crop_mode, mean=(0.5, 0.4, 0.3),
+                         std=(0.2, 0.3, 0.4))(frames)
+    timm_eval = create_transform(input_size=(3, *size), crop_pct=crop_pct, crop_mode=crop_mode,
+                                 interpolation='bilinear', mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), is_training=False)
+    expected = torch.stack([timm_eval(to_pil_image(f)) for f in frames], dim=1)  # PIL per frame -> (C, T, H, W)
+    assert clip.shape == expected.shape == (3, 3, *size)
+    # PIL's and torch's antialiased bilinear kernels round differently: a few grey levels at most, ~0.5 on average
+    diff = (clip - expected).abs() * torch.tensor((0.2, 0.3, 0.4)).view(3, 1, 1, 1) * 255
+    assert diff.max() < 3 and diff.mean() < 0.6
+
+
+def test_clip_transform_takes_the_resolved_model_config_and_feeds_the_model():
+    import timm
+    from logoformer_timm import resolve_video_data_config
+    frames = _noise_frames(4, 80, 80)  # square: the same under either crop_mode at crop_pct 1.0
+    for layout in ('BCTHW', 'BTCHW'):
+        model = timm.create_model('logoformer_tiny', num_frames=4, img_size=64, input_layout=layout).eval()
+        cfg = resolve_video_data_config(model)
+        assert set(cfg) == {'input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode', 'input_layout'}
+        assert cfg['input_size'] == (3, 4, 64, 64) and cfg['input_layout'] == layout
+        clip = ClipTransform(**cfg)(frames)
+        resized = torch.nn.functional.interpolate(frames.float(), size=(64, 64), mode='bilinear', antialias=True)
+        expected = resized.transpose(0, 1) / 255 if layout == 'BCTHW' else resized / 255
+        assert (clip - expected).abs().max() < 1.01 / 255
+        with torch.no_grad():
+            assert model(clip[None]).shape == (1, 7)
+
+
+def test_model_cfg_states_the_dfer_test_protocol():
+    """The DFER test transform is a resize only: the model's cfg must say so, not timm's 'center' default."""
+    import timm
+    from logoformer_timm import resolve_video_data_config
+    model = timm.create_model('logoformer_tiny', num_frames=4, img_size=64)
+    cfg = resolve_video_data_config(model)
+    assert (cfg['crop_pct'], cfg['crop_mode']) == (1.0, 'squash')
+    frames = _noise_frames(4, 48, 96)  # a wide frame: squashed whole to 64x64, nothing cropped away
+    expected = torch.nn.functional.interpolate(frames.float(), size=(64, 64), mode='bilinear', antialias=True) / 255
+    assert (ClipTransform(**cfg)(frames) - expected.transpose(0, 1)).abs().max() < 1.01 / 255
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(crop_mode='border'), "crop_mode must be one of .*'border' pads"),
+    (dict(crop_mode='middle'), 'crop_mode must be one of'),
+    (dict(crop_pct=0), 'crop_pct must be > 0'),
+    (dict(interpolation='lanczos'), 'interpolation must be one of'),
+    (dict(input_layout='BHWCT'), 'input_layout must be one of'),
+    (dict(input_size=(3, 4, 0, 64)), r'input_size must be an int, \(H, W\) or \(C, T, H, W\)'),
+])
+def test_clip_transform_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClipTransform(**kwargs)
+
+
 # ---------------------------------------------------------------------------------------- lists and dataset
 
 def _write_clip(root, rel, num_frames, size=20, ext='png', start=1):

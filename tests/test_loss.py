@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from logoformer_timm.loss import CompactLoss, DferCriterion
+from logoformer_timm.loss import CompactLoss, DferCriterion, create_classification_loss
 
 
 def _loss(centers, margin=5.0):
@@ -66,3 +66,38 @@ def test_criterion_is_cross_entropy_plus_weighted_compact_terms():
     plain = DferCriterion(3, 4, compact_weight=0.0)
     assert list(plain.parameters()) == []
     torch.testing.assert_close(plain(logits, features, targets)[0], F.cross_entropy(logits, targets))
+
+
+def test_asl_is_timms_single_label_asymmetric_loss_with_the_authors_parameters():
+    from timm.loss import AsymmetricLossSingleLabel
+    asl = create_classification_loss('asl')
+    assert type(asl) is AsymmetricLossSingleLabel
+    assert (asl.gamma_pos, asl.gamma_neg, asl.eps, asl.reduction) == (1, 2, 0.1, 'mean')
+    # hand computation: loss = -sum_k t_k w_k log p_k with smoothed targets t = 0.9 onehot + 0.1 / K and
+    # focusing weights w = (1 - p_y)^1 for the true class, p_k^2 for the others
+    logits, targets = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]]), torch.tensor([0, 2])
+    p = logits.softmax(-1)
+    expected = []
+    for i, y in enumerate(targets.tolist()):
+        terms = []
+        for k in range(3):
+            t = 0.9 * (k == y) + 0.1 / 3
+            w = (1 - p[i, k]) if k == y else p[i, k] ** 2
+            terms.append(-t * w * p[i, k].log())
+        expected.append(sum(terms))
+    torch.testing.assert_close(asl(logits, targets), torch.stack(expected).mean())
+    criterion = DferCriterion(3, 4, compact_weight=0.5, margin=2.0, loss='asl')
+    features = torch.randn(2, 4)
+    total, parts = criterion(logits, features, targets)
+    intra, inter = criterion.compact(features, targets)
+    torch.testing.assert_close(total, torch.stack(expected).mean() + 0.5 * (intra + inter))
+    assert sorted(parts) == ['asl', 'inter', 'intra']
+
+
+@pytest.mark.parametrize('loss, smoothing, message', [
+    ('asl', 0.1, "cannot be combined with loss 'asl'"),
+    ('focal', 0.0, 'loss must be one of'),
+])
+def test_incompatible_loss_settings_are_refused(loss, smoothing, message):
+    with pytest.raises(ValueError, match=message):
+        DferCriterion(3, 4, loss=loss, label_smoothing=smoothing)

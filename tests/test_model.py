@@ -49,7 +49,7 @@ def test_gradient_checkpointing_same_outputs_and_grads():
 def test_other_frame_counts_and_resolutions(frames, size):
     x = torch.rand(1, 3, frames, size, size)
     built = timm.create_model('logoformer_tiny', num_frames=frames, img_size=size).eval()
-    dynamic = timm.create_model('logoformer_tiny', dynamic_size=True).eval()
+    dynamic = timm.create_model('logoformer_tiny', dynamic_img_size=True).eval()
     with torch.no_grad():
         assert built(x).shape == (1, 7)
         assert dynamic(x).shape == (1, 7)
@@ -57,9 +57,9 @@ def test_other_frame_counts_and_resolutions(frames, size):
     assert maps[0].shape == (1, 256, frames, size // 16, size // 16)
 
 
-def test_dynamic_size_matches_model_built_with_resampled_embeddings():
+def test_dynamic_img_size_matches_model_built_with_resampled_embeddings():
     """On-the-fly resampling equals building for the new size and resampling the checkpoint once."""
-    src = timm.create_model('logoformer_tiny', dynamic_size=True).eval()
+    src = timm.create_model('logoformer_tiny', dynamic_img_size=True).eval()
     dst = timm.create_model('logoformer_tiny', num_frames=8, img_size=160).eval()
     from logoformer_timm import checkpoint_filter_fn
     dst.load_state_dict(checkpoint_filter_fn(src.state_dict(), dst))
@@ -97,8 +97,8 @@ def test_joint_block_attends_across_the_whole_clip():
     for kind, should_change in (('joint', True), (('local',), False)):
         model = timm.create_model('logoformer_tiny', num_frames=4, img_size=64, depth=1, block_types=kind).eval()
         with torch.no_grad():
-            fx = model.forward_intermediates(x, output_fmt='NCHW', intermediates_only=True)[0]
-            fy = model.forward_intermediates(y, output_fmt='NCHW', intermediates_only=True)[0]
+            fx = model.forward_intermediates(x, output_fmt='NCTHW', intermediates_only=True)[0]
+            fy = model.forward_intermediates(y, output_fmt='NCTHW', intermediates_only=True)[0]
         changed = not torch.allclose(fx[:, :, 0], fy[:, :, 0])
         assert changed == should_change, kind
 
@@ -140,7 +140,7 @@ def test_bf16_autocast_cpu_tiny():
     ((1, 4, 3, 32, 32), "looks like BTCHW: pass input_layout='BTCHW'"),
     ((0, 3, 4, 32, 32), 'Empty batch'),
     ((1, 3, 4, 40, 40), 'not divisible by the stem stride 16'),
-    ((1, 3, 8, 32, 32), r'built for 4 frames at 32x32, got 8 frames.*dynamic_size=True'),
+    ((1, 3, 8, 32, 32), r'built for 4 frames at 32x32, got 8 frames.*dynamic_img_size=True'),
     ((1, 3, 4, 48, 48), r'img_size=\(48, 48\)'),
     ((1, 3, 0, 32, 32), 'at least one frame'),
 ])
@@ -223,4 +223,45 @@ def test_resolve_video_data_config():
     assert cfg['input_size'] == (3, 8, 112, 112)
     assert cfg['input_layout'] == 'BTCHW'
     assert cfg['mean'] == (0., 0., 0.) and cfg['std'] == (1., 1., 1.)
-    assert cfg['label_names'][0] == 'Happy' and len(cfg['label_names']) == 7
+    assert 'label_names' not in cfg  # data keys only: the names stay in model.pretrained_cfg
+
+
+def test_set_input_size_resamples_in_place_like_a_model_built_for_it():
+    from logoformer_timm import checkpoint_filter_fn
+    model = tiny()
+    built = tiny(num_frames=8, img_size=64)
+    built.load_state_dict(checkpoint_filter_fn(model.state_dict(), built))
+    model.set_input_size(img_size=64, num_frames=8)
+    assert (model.img_size, model.num_frames, model.grid_size) == ((64, 64), 8, (8, 4, 4))
+    assert model._traits['img_size'] == (64, 64) and model._model_args['num_frames'] == 8
+    x = torch.rand(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), built(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match='num_frames'):
+        model.set_input_size(num_frames=0)
+
+
+def test_dynamic_img_size_is_not_fixed_size_in_traits_and_saved_config(tmp_path):
+    import json
+    from timm.models import save_for_hf
+    model = tiny(dynamic_img_size=True)
+    assert model._traits['fixed_input_size'] is False and tiny()._traits['fixed_input_size'] is True
+    save_for_hf(model, tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['pretrained_cfg']['fixed_input_size'] is False
+    loaded = timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    assert loaded.dynamic_img_size and loaded._traits['fixed_input_size'] is False
+    with torch.no_grad():
+        assert loaded(torch.rand(1, 3, 6, 48, 48)).shape == (1, 7)
+
+
+def test_torch_export_dynamic_img_size_serves_native_and_other_sizes():
+    """One exported graph (dynamic T/H/W) serves 16x112x112 and other sizes with the eager logits."""
+    model = timm.create_model('logoformer_tiny', dynamic_img_size=True).eval()
+    auto = torch.export.Dim.AUTO
+    exported = torch.export.export(
+        model, (torch.rand(1, 3, 16, 112, 112),), dynamic_shapes=({2: auto, 3: auto, 4: auto},)).module()
+    for frames, height, width in ((16, 112, 112), (6, 80, 112), (16, 96, 80)):
+        x = torch.rand(1, 3, frames, height, width)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ input_size and the model's num_frames. Small clips are used wherever the contrac
 """
 import fnmatch
 import math
+import warnings
 
 import pytest
 import timm
@@ -131,7 +132,7 @@ def test_model_device_dtype(model_name):
 
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
-@pytest.mark.parametrize('output_fmt', ['NCHW', 'NLC'])
+@pytest.mark.parametrize('output_fmt', ['NCTHW', 'NLC'])
 def test_model_forward_intermediates(model_name, output_fmt):
     model = timm.create_model(model_name, **SMALL).eval()
     info = FeatureInfo(model.feature_info, len(model.feature_info))
@@ -141,7 +142,7 @@ def test_model_forward_intermediates(model_name, output_fmt):
         final, intermediates = model.forward_intermediates(x, output_fmt=output_fmt)
         assert len(intermediates) == len(info.channels()) == len(model.blocks)
         for c, r, o in zip(info.channels(), info.reduction(), intermediates):
-            if output_fmt == 'NCHW':
+            if output_fmt == 'NCTHW':
                 assert o.shape == (1, c, t, h, w)
                 assert o.shape[-2] <= math.ceil(model.img_size[0] / r) + 1
             else:
@@ -176,6 +177,25 @@ def test_prune_intermediate_layers_contract(model_name):
     assert not unused, unused
 
 
+def test_features_only_backbone_keeps_the_fine_tuning_api(monkeypatch):
+    # timm's FeatureGetterNet hides set_grad_checkpointing and group_matcher: the README's way is backbone.model
+    from timm.optim import create_optimizer_v2
+    backbone = timm.create_model('logoformer_small', features_only=True, **SMALL)
+    optimizer = create_optimizer_v2(backbone.model, 'adamw', lr=1e-3, layer_decay=0.5)
+    scale_of = {id(p): g['lr_scale'] for g in optimizer.param_groups for p in g['params']}
+    assert set(scale_of) == {id(p) for p in backbone.parameters()}  # every backbone parameter, once
+    depth = len(backbone.model.blocks)
+    assert scale_of[id(backbone.model.stem.conv1.weight)] == 0.5 ** depth
+    for i, block in enumerate(backbone.model.blocks):  # block i learns at 0.5 ** (depth - 1 - i)
+        assert {scale_of[id(p)] for p in block.parameters()} == {0.5 ** (depth - 1 - i)}
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', lambda *a, **k: calls.append(1) or real(*a, **k))
+    backbone.model.set_grad_checkpointing()
+    sum(o.sum() for o in backbone(torch.randn(1, 3, 4, 64, 64))).backward()
+    assert len(calls) == depth
+
+
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_features_only(model_name):
     model = timm.create_model(model_name, features_only=True, **SMALL).eval()
@@ -188,3 +208,154 @@ def test_features_only(model_name):
         assert o.shape == (2, c, 4, 64 // r, 64 // r)
     one = timm.create_model(model_name, features_only=True, out_indices=(0,), **SMALL)
     assert one.feature_info.channels() == [channels[0]]
+
+
+def _set_fused_attn(model, fused):
+    for module in model.modules():
+        if hasattr(module, 'fused_attn'):
+            module.fused_attn = fused
+
+
+def _create_fx_model(model, train=False):
+    """timm's tests/test_models.py helper: trace with timm's leaf modules / not-traced functions, return the output."""
+    from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor, get_graph_node_names
+    tracer_kwargs = dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True)
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    eval_return_nodes, train_return_nodes = [eval_nodes[-1]], [train_nodes[-1]]
+    if train:
+        graph = NodePathTracer(**tracer_kwargs).trace(model)
+        graph_nodes = list(reversed(graph.nodes))
+        output_node_names = [n.name for n in graph_nodes[0]._input_nodes.keys()]
+        graph_node_names = [n.name for n in graph_nodes]
+        train_return_nodes = [train_nodes[-graph_node_names.index(name)] for name in output_node_names]
+    return create_feature_extractor(
+        model, train_return_nodes=train_return_nodes, eval_return_nodes=eval_return_nodes, tracer_kwargs=tracer_kwargs)
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_forward_fx(model_name):
+    model = timm.create_model(model_name, **SMALL).eval()
+    x = clip_for(model)
+    with torch.inference_mode():
+        outputs = model(x)
+        fx_outputs = torch.cat(tuple(_create_fx_model(model)(x).values()))
+    torch.testing.assert_close(fx_outputs, outputs, rtol=1e-4, atol=1e-5)
+    assert outputs.shape[0] == 1 and not torch.isnan(outputs).any()
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_backward_fx(model_name):
+    model = timm.create_model(model_name, num_classes=42, **SMALL).train()
+    num_params = sum(p.numel() for p in model.parameters())
+    fx_model = _create_fx_model(model, train=True)
+    outputs = torch.cat(tuple(fx_model(clip_for(model, batch_size=2)).values()))
+    outputs.mean().backward()
+    for name, p in fx_model.named_parameters():
+        assert p.grad is not None, f'No gradient for {name}'
+    assert outputs.shape[-1] == 42
+    assert num_params == sum(p.grad.numel() for p in fx_model.parameters() if p.grad is not None)
+
+
+def test_fx_features_equal_the_getter_features():
+    """feature_cls='fx' returns the blocks' own (B, T', H', W', C) outputs; the getter returns them as NCTHW."""
+    torch.manual_seed(0)
+    getter = timm.create_model('logoformer_tiny', features_only=True, **SMALL).eval()
+    torch.manual_seed(0)  # the same weights
+    fx = timm.create_model('logoformer_tiny', features_only=True, feature_cls='fx', **SMALL).eval()
+    x = torch.rand(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        maps, blocks = getter(x), fx(x)
+    assert fx.feature_info.channels() == getter.feature_info.channels()
+    assert len(maps) == len(blocks) == 2
+    for m, b in zip(maps, blocks):
+        torch.testing.assert_close(b.permute(0, 4, 1, 2, 3), m, rtol=1e-5, atol=1e-6)
+
+
+def test_create_feature_extractor_on_block_outputs():
+    from timm.models import create_feature_extractor
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    extractor = create_feature_extractor(model, {'blocks.0': 'first', 'blocks.1.local_attn': 'local', 'norm': 'norm'})
+    x = torch.rand(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        out = extractor(x)
+        first = model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+        torch.testing.assert_close(out['first'].permute(0, 4, 1, 2, 3), first)
+        torch.testing.assert_close(out['norm'].flatten(1, 3), model.forward_features(x))
+    assert out['local'].shape == (1, 4, 4, 4, 256)
+
+
+def explicit_attention_maps(module, tokens):
+    """softmax(q k^T / sqrt(d)) written out: local maps per (window, head), global maps per head over summaries."""
+    heads = module.num_heads
+    b, t, h, w, c = tokens.shape
+    d = c // heads
+    if hasattr(module, 'qkv'):
+        wt, wh, ww = module.window_size
+        q, k, _ = module.qkv(tokens).split(c, dim=-1)
+        windows = lambda z: z.reshape(b, t // wt, wt, h // wh, wh, w // ww, ww, heads, d).permute(
+            0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, -1, wt * wh * ww, d)  # (b, (windows heads), tokens, d)
+        q, k = windows(q), windows(k)
+    else:
+        q = module.q(tokens).reshape(b, -1, heads, d).transpose(1, 2)
+        k = module.kv(module.summarize(tokens))[..., :c].reshape(b, -1, heads, d).transpose(1, 2)
+    return torch.softmax(q @ k.transpose(-2, -1) / d ** 0.5, dim=-1)
+
+
+@pytest.mark.parametrize('method', ['fx', 'hook'])
+def test_attention_extract_returns_every_local_and_global_map(method):
+    from timm.utils import AttentionExtract
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    _set_fused_attn(model, False)
+    x = torch.rand(1, 3, 4, 64, 64)
+    inputs = {}
+    for name, module in model.named_modules():
+        if name.endswith(('local_attn.attn', 'global_attn.attn')):
+            module.register_forward_pre_hook(lambda mod, args, name=name: inputs.__setitem__(name, args[0]))
+    extract = AttentionExtract(model, method=method)
+    suffix = 'softmax' if method == 'fx' else 'attn_drop'
+    expected = [f'blocks.{i}.{kind}_attn.attn.{suffix}' for i in range(2) for kind in ('local', 'global')]
+    assert extract.names == expected
+    with torch.no_grad():
+        maps = extract(x)
+        model(x)  # eagerly, so that the pre-hooks record each attention's input
+        for name in expected:
+            module_name = name.rsplit('.', 1)[0]
+            reference = explicit_attention_maps(model.get_submodule(module_name), inputs[module_name])
+            torch.testing.assert_close(maps[name], reference, rtol=1e-4, atol=1e-6)
+    assert maps[expected[0]].shape == (1, 2 * 4, 32, 32)  # 2 windows x 4 heads, 2*4*4 tokens per window
+    assert maps[expected[1]].shape == (1, 4, 64, 2)  # 4 heads, 64 tokens query 2 window summaries
+
+
+def test_torch_compile_fullgraph():
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    x = torch.rand(1, 3, 4, 64, 64)
+    compiled = torch.compile(model, backend='eager', fullgraph=True)  # raises on any graph break
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_memory_format():
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    x = torch.rand(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    assert all(p.ndim <= 4 for p in model.parameters())  # no 5-D weights (DDP bucket strides, channels_last)
+
+
+def test_ddp_single_process_has_no_grad_stride_warning(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+    try:
+        model = DistributedDataParallel(timm.create_model('logoformer_tiny', **SMALL))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            model(torch.rand(2, 3, 4, 64, 64)).mean().backward()
+    finally:
+        dist.destroy_process_group()
+    assert not [w for w in caught if 'stride' in str(w.message)], [str(w.message) for w in caught]

@@ -78,6 +78,28 @@ def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
     assert 'UAR' in capsys.readouterr().out
 
 
+def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, tmp_path):
+    """--loss asl is timm's AsymmetricLossSingleLabel(1, 2, 0.1); --model-kwargs reach the constructor."""
+    from timm.loss import AsymmetricLossSingleLabel
+    from logoformer_timm.eval import DistInfo
+    args = train_cli._parse_args(_train_args(
+        tiny_data, tmp_path / 'asl', '--epochs', '1', '--loss', 'asl', '--compact-weight', '0', '--drop', '0.2',
+        '--model-kwargs', 'attn_drop_rate=0.2', 'proj_drop_rate=0.2', 'global_pool_size=(2,1,1)', 'input_layout=BTCHW'))
+    trainer = train_cli.Trainer(args, str(tmp_path / 'asl'), args.train_list, args.val_list, DistInfo())
+    asl = trainer.criterion.classification
+    assert type(asl) is AsymmetricLossSingleLabel and (asl.gamma_pos, asl.gamma_neg, asl.eps) == (1, 2, 0.1)
+    assert trainer.criterion.compact is None
+    model = trainer.model
+    assert model.global_pool_size == (2, 1, 1) and model.input_layout == 'BTCHW'
+    attn = model.blocks[0].global_attn.attn
+    assert attn.attn_drop.p == 0.2 and attn.proj_drop.p == 0.2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    record = trainer.train_epoch(0)  # BTCHW clips straight from the dataset: the transform emits the model's layout
+    assert record['train_clips'] == 12 and 'train_ce' not in record
+    assert record['train_asl'] > 0 and record['train_loss'] == pytest.approx(record['train_asl'])
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_resume_after_a_kill_equals_the_uninterrupted_run(tiny_data, tmp_path):
     full, killed = tmp_path / 'full', tmp_path / 'killed'
     assert train_cli.main(_train_args(tiny_data, full, '--epochs', '2')) == 0
@@ -147,6 +169,14 @@ def test_folds_write_per_fold_runs_and_a_mean_table(tiny_data, tmp_path):
     assert f'| mean | {100 * mean_uar:.2f} |' in table and 'optimistic' in table
 
 
+@pytest.mark.parametrize('cli', [train_cli, eval_cli], ids=['train', 'eval'])
+@pytest.mark.parametrize('cores, workers', [(2, 2), (16, 4), (None, 1)])
+def test_workers_default_to_at_most_the_cpu_count(monkeypatch, cli, cores, workers):
+    # 4 workers on a 2-core machine make every DataLoader warn about oversubscription
+    monkeypatch.setattr(os, 'cpu_count', lambda: cores)
+    assert cli.build_parser().get_default('workers') == workers
+
+
 def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
     export = REPO / 'hub' / 'export.py'
     if not export.exists():
@@ -171,6 +201,8 @@ def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
     (lambda a: [x.replace('train.txt', 'nope.txt') for x in a], 'Annotation list not found'),
     (lambda a: a + ['--folds', '1,2'], 'needs "{fold}"'),
     (lambda a: a + ['--num-classes', '2'], r'label [23] is outside \[0, 2\)'),
+    (lambda a: a + ['--loss', 'asl', '--smoothing', '0.1'], "cannot be combined with loss 'asl'.*--smoothing 0"),
+    (lambda a: a + ['--model-kwargs', 'drop_rate=0.2'], '--model-kwargs drop_rate=...: set it with --drop'),
 ])
 def test_user_errors_exit_2_with_a_message(tiny_data, tmp_path, capsys, change, message):
     assert train_cli.main(change(_train_args(tiny_data, tmp_path / 'bad', '--epochs', '1'))) == 2
@@ -351,3 +383,35 @@ def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
     assert proc.returncode == -signal.SIGKILL and (out / '.lock').read_text().startswith('pid ')
     with train_cli.output_lock(str(out)):
         assert (out / '.lock').read_text().startswith(f'pid {os.getpid()} ')
+
+
+def test_eval_missing_checkpoint_says_the_path_does_not_exist(tmp_path, capsys):
+    # without --model it used to say "Pass --model NAME", as if the path were fine
+    args = ['--checkpoint', str(tmp_path / 'does' / 'not' / 'exist'), '--data-root', str(tmp_path), '--list',
+            str(tmp_path / 'test.txt'), '--output', str(tmp_path / 'eval')]
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'does/not/exist' in err and 'no such file or folder' in err, err
+    assert not (tmp_path / 'eval').exists()
+
+
+def test_eval_precision_flags(tiny_data, tmp_path, capsys):
+    """--precision bf16 evaluates every clip; fp16 on a CPU without it, and --amp with --precision, are user errors."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = timm.create_model('logoformer_tiny', num_classes=4, num_frames=4, img_size=16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'w.safetensors'))
+    args = ['--model', 'logoformer_tiny', '--checkpoint', str(tmp_path / 'w.safetensors'), '--num-classes', '4',
+            '--img-size', '16', '--data-root', str(tiny_data), '--list', str(tiny_data / 'test.txt'),
+            '--num-segments', '2', '--workers', '0']
+    assert eval_cli.main(args + ['--output', str(tmp_path / 'bf16'), '--precision', 'bf16']) == 0
+    metrics = json.loads((tmp_path / 'bf16' / 'metrics.json').read_text())
+    assert metrics['num_clips'] == 7 and sum(map(sum, metrics['confusion_matrix'])) == 7
+    capsys.readouterr()
+    assert eval_cli.main(args + ['--output', str(tmp_path / 'x'), '--amp', '--precision', 'bf16']) == 2
+    assert 'give one of them, not both' in capsys.readouterr().err
+    if not torch.cpu._is_amx_fp16_supported():
+        assert eval_cli.main(args + ['--output', str(tmp_path / 'x'), '--precision', 'fp16', '--device', 'cpu']) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: fp16 on this CPU would be emulated') and 'Traceback' not in err

@@ -7,14 +7,18 @@ __all__ = ['resolve_video_data_config']
 
 
 def resolve_video_data_config(model: nn.Module) -> Dict[str, Any]:
-    """Return ``input_size`` as ``(C, T, H, W)`` plus mean, std, interpolation and label names for a LOGO-Former."""
+    """The keyword arguments of :class:`ClipTransform` for ``model`` (timm's ``resolve_data_config`` for clips).
+
+    ``input_size`` is ``(C, T, H, W)``; the test transform defaults to the DFER protocol's resize only
+    (``crop_pct=1.0, crop_mode='squash'``) where the pretrained cfg does not say otherwise.
+    """
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     return dict(
         input_size=(model.in_chans, model.num_frames, *model.img_size),
-        input_layout=model.input_layout,
+        interpolation=cfg.get('interpolation') or 'bilinear',
         mean=tuple(cfg.get('mean', (0.,) * model.in_chans)),
         std=tuple(cfg.get('std', (1.,) * model.in_chans)),
-        interpolation=cfg.get('interpolation', 'bilinear'),
-        crop_pct=cfg.get('crop_pct', 1.0),
-        label_names=tuple(cfg.get('label_names') or ()),
+        crop_pct=cfg.get('crop_pct') or 1.0,
+        crop_mode=cfg.get('crop_mode') or 'squash',
+        input_layout=model.input_layout,
     )

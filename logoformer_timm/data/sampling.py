@@ -1,6 +1,6 @@
 """The DFER frame sampler: ``num_segments`` segments of ``frames_per_segment`` consecutive frames.
 
-Protocol (``dfer-protocol.md``; defaults 8 x 2 = 16 frames), with ``d = frames_per_segment``, ``S = num_segments``
+Protocol (``docs/architecture.md``; defaults 8 x 2 = 16 frames), with ``d = frames_per_segment``, ``S = num_segments``
 and ``F`` frames in the clip:
 
 * train: ``avg = (F - d + 1) // S``; segment ``s`` starts at ``s * avg + randint(0, avg - 1)``; when ``avg == 0``

@@ -1,2 +1,4 @@
-from .attention import GlobalAttention3d, WindowAttention3d, attend, pad_grid, to_3tuple
+from .attention import (
+    GlobalAttention3d, WindowAttention3d, WindowSummary, attend, clamp_window, padded_key_mask, sizes_are_symbolic,
+    to_3tuple, window_merge, window_partition)
 from .pos_embed import resample_spatial_pos_embed, resample_temporal_pos_embed

@@ -5,63 +5,109 @@ the tensor alone (no side arguments, which keeps blocks sequential and checkpoin
 
 * :class:`WindowAttention3d` - multi-head self-attention inside non-overlapping 3-D windows. The grid is
   padded up to a window multiple, padded tokens are masked out as keys and their outputs are dropped.
+  A window larger than the grid is clamped to the grid (the rest would be masked padding).
   ``window_size=None`` makes the window the whole grid: full (joint) space-time attention.
-* :class:`GlobalAttention3d` - every token queries one summary token per window; summaries come from a
-  depthwise Conv3d with ``kernel = stride = pool_size``, then LayerNorm, then the k/v projection.
+* :class:`GlobalAttention3d` - every token queries one summary token per window; summaries are a learned
+  per-channel weighting of each window's tokens (:class:`WindowSummary`), then LayerNorm, then the k/v projection.
 
 Both use ``F.scaled_dot_product_attention`` unless ``fused_attn`` is off (timm's convention), in which case
-an explicit ``softmax(q k^T / sqrt(d)) v`` is computed (attention maps, exact FLOP counting).
+an explicit ``softmax(q k^T / sqrt(d)) v`` is computed, with ``attn.softmax`` and ``attn_drop`` as the FX node
+and module that ``timm.utils.AttentionExtract`` reads attention maps from.
+
+Size-dependent steps (clamping, padding, window partition, the padded-key mask) are not-traced functions
+(``register_notrace_function``), so the kernels trace with torch.fx. Under FX or torch.export the traced graph
+must serve every size, so it pads and masks unconditionally; eagerly they happen only when the grid needs them.
 """
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange, repeat
-from timm.layers import use_fused_attn
+from timm.layers import register_notrace_function, use_fused_attn
 
-__all__ = ['WindowAttention3d', 'GlobalAttention3d', 'attend', 'pad_grid', 'to_3tuple']
+__all__ = [
+    'WindowAttention3d', 'GlobalAttention3d', 'WindowSummary', 'attend', 'clamp_window', 'window_partition',
+    'window_merge', 'padded_key_mask', 'sizes_are_symbolic', 'to_3tuple']
 
 Size3 = Tuple[int, int, int]
 
 
 def to_3tuple(value: Union[int, Sequence[int]], name: str = 'size') -> Size3:
-    """Turn an int or a 3-sequence of positive ints into a ``(t, h, w)`` tuple."""
-    if isinstance(value, int):
-        value = (value, value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 3 or any(v < 1 for v in value):
-        raise ValueError(f'{name} must be a positive int or three positive ints (t, h, w), got {value}.')
-    return value
+    """Turn an int or a 3-sequence of positive ints into a ``(t, h, w)`` tuple; anything else is a ValueError."""
+    values = (value,) * 3 if isinstance(value, numbers.Integral) else value
+    if (
+            isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in values)):
+        raise ValueError(f'{name} must be a positive int or three positive ints (t, h, w), got {value!r}.')
+    return tuple(int(v) for v in values)
 
 
-def pad_grid(x: torch.Tensor, multiple: Size3) -> Tuple[torch.Tensor, Size3]:
-    """Zero-pad a ``(B, T, H, W, C)`` grid at the end of T, H and W up to a multiple; return it and the pads."""
-    _, t, h, w, _ = x.shape
-    pads = tuple((-size) % m for size, m in zip((t, h, w), multiple))
-    if any(pads):
-        # F.pad lists pads from the last dim backwards: C, W, H, T
-        x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
-    return x, pads
+def sizes_are_symbolic() -> bool:
+    """True while torch.export or torch.fx traces: the graph then serves every size and may not branch on one."""
+    return torch.compiler.is_exporting() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
+@register_notrace_function  # reason: compares sizes
+def clamp_window(window: Sequence[int], grid: Sequence[int]) -> Size3:
+    """The window clamped to the ``(T, H, W)`` grid, as Video Swin's ``get_window_size`` (same outputs, no padding)."""
+    if torch.compiler.is_exporting():
+        return tuple(window)  # an exported graph serves every size: keep the general (padded, masked) window
+    return tuple(min(w, g) for w, g in zip(window, grid))
+
+
+@register_notrace_function  # reason: pads depending on sizes
+def window_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+    """``(B, T, H, W, C)`` grid, zero-padded at the end to a window multiple, to windows ``(B, nW, wt*wh*ww, C)``."""
+    b, t, h, w, c = x.shape
+    wt, wh, ww = window
+    pads = ((-t) % wt, (-h) % wh, (-w) % ww)
+    if sizes_are_symbolic() or any(pads):  # eagerly, no padded copy when the grid is a window multiple
+        x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))  # F.pad lists dims backwards: C, W, H, T
+    # 'b (nt wt) (nh wh) (nw ww) c -> b (nt nh nw) (wt wh ww) c'
+    x = x.reshape(b, (t + pads[0]) // wt, wt, (h + pads[1]) // wh, wh, (w + pads[2]) // ww, ww, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wt * wh * ww, c)
+
+
+@register_notrace_function  # reason: crops depending on sizes
+def window_merge(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: windows ``(B, nW, wt*wh*ww, C)`` back to the ``(B, T, H, W, C)`` grid."""
+    t, h, w = grid
+    wt, wh, ww = window
+    nt, nh, nw = -(-t // wt), -(-h // wh), -(-w // ww)
+    # 'b (nt nh nw) (wt wh ww) c -> b (nt wt) (nh wh) (nw ww) c', then drop the padding
+    x = x.reshape(x.shape[0], nt, nh, nw, wt, wh, ww, x.shape[-1]).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    x = x.reshape(x.shape[0], nt * wt, nh * wh, nw * ww, x.shape[-1])
+    return x[:, :t, :h, :w]
+
+
+@register_notrace_function  # reason: builds a tensor from sizes
+def padded_key_mask(grid: Sequence[int], window: Sequence[int], device: torch.device) -> torch.Tensor:
+    """``(nW, 1, 1, wt*wh*ww)`` mask, True for real tokens, of the windows of a zero-padded ``(T, H, W)`` grid."""
+    t, h, w = grid
+    wt, wh, ww = window
+    real = [torch.arange(-(-size // win) * win, device=device) < size for size, win in zip((t, h, w), window)]
+    valid = real[0][:, None, None] & real[1][None, :, None] & real[2][None, None, :]
+    return window_partition(valid[None, :, :, :, None], window).reshape(-1, 1, 1, wt * wh * ww)
 
 
 def attend(
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        key_mask: Optional[torch.Tensor] = None,
-        dropout_p: float = 0.,
+        key_mask: Optional[torch.Tensor],
+        attn_drop: nn.Dropout,
         fused: bool = True,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over ``(..., heads, N, d)`` tensors; ``key_mask`` (True = attend) broadcasts."""
     if fused:
+        dropout_p = attn_drop.p if attn_drop.training else 0.
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
     attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     if key_mask is not None:
         attn = attn.masked_fill(~key_mask, float('-inf'))
     attn = attn.softmax(dim=-1)
-    if dropout_p > 0.:
-        attn = F.dropout(attn, p=dropout_p)
+    attn = attn_drop(attn)
     return attn @ v
 
 
@@ -84,10 +130,11 @@ class WindowAttention3d(nn.Module):
         if dim % num_heads:
             raise ValueError(f'embed_dim ({dim}) must be divisible by num_heads ({num_heads}).')
         self.num_heads = num_heads
+        self.head_dim = dim // num_heads
         self.window_size = None if window_size is None else to_3tuple(window_size, 'local_window')
         self.fused_attn = use_fused_attn()
-        self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -95,30 +142,53 @@ class WindowAttention3d(nn.Module):
         return f'num_heads={self.num_heads}, window_size={self.window_size or "full grid"}'
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, t, h, w, _ = x.shape
-        window = (t, h, w) if self.window_size is None else self.window_size
+        batch, grid = x.shape[0], x.shape[1:4]
+        window = grid if self.window_size is None else clamp_window(self.window_size, grid)
         # project real tokens only; padded positions become zero q/k/v and are masked as keys
-        qkv, pads = pad_grid(self.qkv(x), window)
-        q, k, v = rearrange(
-            qkv, 'b (nt wt) (nh wh) (nw ww) (three heads d) -> three (b nt nh nw) heads (wt wh ww) d',
-            wt=window[0], wh=window[1], ww=window[2], three=3, heads=self.num_heads,
-        )
+        qkv = window_partition(self.qkv(x), window)
+        num_windows, window_tokens = qkv.shape[1], qkv.shape[2]
+        # 'b n j (three heads d) -> three b (n heads) j d': windows and heads share one batch-like dim, so the
+        # per-window mask broadcasts over the batch
+        q, k, v = qkv.reshape(batch, num_windows, window_tokens, 3, self.num_heads, -1).permute(
+            3, 0, 1, 4, 2, 5).reshape(3, batch, -1, window_tokens, self.head_dim).unbind(0)
         key_mask = None
-        if any(pads):
-            valid = torch.zeros(t + pads[0], h + pads[1], w + pads[2], dtype=torch.bool, device=x.device)
-            valid[:t, :h, :w] = True
-            key_mask = repeat(
-                valid, '(nt wt) (nh wh) (nw ww) -> (b nt nh nw) 1 1 (wt wh ww)',
-                wt=window[0], wh=window[1], ww=window[2], b=x.shape[0],
-            )
-        out = attend(q, k, v, key_mask, self.attn_drop if self.training else 0., self.fused_attn)
-        out = rearrange(
-            out, '(b nt nh nw) heads (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (heads d)',
-            nt=(t + pads[0]) // window[0], nh=(h + pads[1]) // window[1], nw=(w + pads[2]) // window[2],
-            wt=window[0], wh=window[1], ww=window[2],
-        )
-        out = out[:, :t, :h, :w]  # drop padded outputs before the projection
+        if sizes_are_symbolic() or any(-g % w for g, w in zip(grid, window)):
+            key_mask = padded_key_mask(grid, window, x.device).expand(-1, self.num_heads, -1, -1).reshape(
+                1, -1, 1, window_tokens)  # '(n) 1 1 j -> 1 (n heads) 1 j'
+        out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
+        # 'b (n heads) j d -> b n j (heads d)'
+        out = out.reshape(batch, num_windows, self.num_heads, window_tokens, -1).transpose(2, 3).flatten(3)
+        out = window_merge(out, window, grid)  # padded outputs are dropped before the projection
         return self.proj_drop(self.proj(out))
+
+
+class WindowSummary(nn.Module):
+    """One token per (t, h, w) window: ``summary[b, n, c] = sum_j weight[c, j] * x[b, n, j, c] + bias[c]``.
+
+    Windows tile the grid zero-padded at the end, so this equals a depthwise Conv3d with ``kernel = stride =
+    pool_size`` (the form of earlier checkpoints, converted by ``checkpoint_filter_fn``), with a 2-D weight.
+    """
+
+    def __init__(self, dim: int, pool_size: Size3, device=None, dtype=None):
+        super().__init__()
+        self.pool_size = pool_size
+        window_tokens = pool_size[0] * pool_size[1] * pool_size[2]
+        self.weight = nn.Parameter(torch.empty(dim, window_tokens, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Conv3d's default init (fan-in = tokens per window)."""
+        bound = self.weight.shape[1] ** -0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f'{self.weight.shape[0]}, pool_size={self.pool_size}'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, H, W, C) -> (B, num_windows, C)``; padding contributes nothing."""
+        return torch.einsum('bnjc,cj->bnc', window_partition(x, self.pool_size), self.weight) + self.bias
 
 
 class GlobalAttention3d(nn.Module):
@@ -142,12 +212,11 @@ class GlobalAttention3d(nn.Module):
         self.num_heads = num_heads
         self.pool_size = to_3tuple(pool_size, 'global_pool_size')
         self.fused_attn = use_fused_attn()
-        self.attn_drop = attn_drop
         self.q = nn.Linear(dim, dim, bias=qkv_bias, **dd)
-        # depthwise: each channel summarises its own window with a learned weighting
-        self.summary = nn.Conv3d(dim, dim, self.pool_size, stride=self.pool_size, groups=dim, **dd)
+        self.summary = WindowSummary(dim, self.pool_size, **dd)
         self.summary_norm = nn.LayerNorm(dim, **dd)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias, **dd)
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -155,16 +224,15 @@ class GlobalAttention3d(nn.Module):
         return f'num_heads={self.num_heads}, pool_size={self.pool_size}'
 
     def summarize(self, x: torch.Tensor) -> torch.Tensor:
-        """One summary token per window: ``(B, T, H, W, C) -> (B, num_windows, C)``; padding adds zeros."""
-        x, _ = pad_grid(x, self.pool_size)
-        s = self.summary(rearrange(x, 'b t h w c -> b c t h w'))
-        return self.summary_norm(rearrange(s, 'b c t h w -> b (t h w) c'))
+        """One normalised summary token per window: ``(B, T, H, W, C) -> (B, num_windows, C)``."""
+        return self.summary_norm(self.summary(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, t, h, w, _ = x.shape
-        q = rearrange(self.q(x), 'b t h w (heads d) -> b heads (t h w) d', heads=self.num_heads)
-        k, v = rearrange(
-            self.kv(self.summarize(x)), 'b n (two heads d) -> two b heads n d', two=2, heads=self.num_heads)
-        out = attend(q, k, v, None, self.attn_drop if self.training else 0., self.fused_attn)
-        out = rearrange(out, 'b heads (t h w) d -> b t h w (heads d)', t=t, h=h, w=w)
+        # 'b t h w (heads d) -> b heads (t h w) d'
+        q = self.q(x).flatten(1, 3).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        # 'b n (two heads d) -> two b heads n d'
+        k, v = self.kv(self.summarize(x)).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        out = attend(q, k, v, None, self.attn_drop, self.fused_attn)
+        # 'b heads (t h w) d -> b t h w (heads d)'
+        out = out.transpose(1, 2).flatten(2).reshape(x.shape)
         return self.proj_drop(self.proj(out))

@@ -4,7 +4,7 @@ Paper: `LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial
     - Fuyan Ma, Bin Sun, Shutao Li, ICASSP 2023, https://arxiv.org/abs/2305.03343
 
 No official code exists. Every design choice below follows this project's reading of the paper
-(`architecture.md`) and is a constructor argument:
+(`docs/architecture.md`, with the evidence for each choice) and is a constructor argument:
 
 * a per-frame ResNet-18 stem (``conv1 .. layer3``, stride 16) turns each frame into a 256-channel map;
 * a 1x1 token projection and factorised spatial + temporal position embeddings;
@@ -15,6 +15,7 @@ No official code exists. Every design choice below follows this project's readin
 Input is a clip ``(B, C, T, H, W)`` (or ``(B, T, C, H, W)`` with ``input_layout='BTCHW'``), RGB in [0, 1].
 """
 import logging
+import numbers
 import os
 import pickle
 import sys
@@ -23,31 +24,36 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-from einops import rearrange
 from safetensors import SafetensorError
-from timm.layers import DropPath, Mlp, get_device_dtype, to_2tuple, trunc_normal_
+from timm.layers import DropPath, Format, Mlp, get_device_dtype, register_notrace_function, trunc_normal_
 from timm.models import (
     PretrainedCfg, adapt_input_conv, build_model_with_cfg, clean_state_dict, generate_default_cfgs, register_model)
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 from timm.models.resnet import BasicBlock, ResNet
 
 from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
-from ..layers import to_3tuple
+from ..layers import sizes_are_symbolic, to_3tuple
 from .. import manifest
 
 __all__ = [
     'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'unwrap_checkpoint', 'refresh_pretrained_cfgs',
-    'DFER_LABELS', 'CheckpointMismatchError', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
+    'check_clip', 'DFER_LABELS', 'OUTPUT_FMTS', 'MAX_NUM_FRAMES', 'MAX_IMG_SIZE', 'CheckpointMismatchError',
+    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
 
 _logger = logging.getLogger(__name__)
 
 DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
 BLOCK_TYPES = ('local', 'global', 'joint')
 INPUT_LAYOUTS = ('BCTHW', 'BTCHW')
+OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
 STEM_STRIDE = 16
 STEM_CHANS = 256
+MAX_NUM_FRAMES = 1024  # bounds checked before any parameter is allocated (a config.json could ask for more)
+MAX_IMG_SIZE = 4096
+PIXEL_RANGE_WARN_ABOVE = 10.  # a [0, 1] clip never gets here; a 0-255 one nearly always does
 _STEM_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.')
 
 
@@ -168,8 +174,79 @@ class LogoBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm(x)))
 
 
+def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> int:
+    """``value`` as an int in ``[low, high]``, else a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (
+            high is not None and value > high):
+        bounds = f'>= {low}' if high is None else f'from {low} to {high}'
+        raise ValueError(f'{name} must be an int {bounds}, got {value!r}.')
+    return int(value)
+
+
+def _check_img_size(img_size: Any) -> Tuple[int, int]:
+    """``img_size`` (int or (H, W)) as ``(H, W)``: multiples of the stem stride up to ``MAX_IMG_SIZE``."""
+    sizes = tuple(img_size) if isinstance(img_size, (tuple, list)) else (img_size, img_size)
+    if len(sizes) != 2:
+        raise ValueError(f'img_size must be an int or (H, W), got {img_size!r}.')
+    sizes = tuple(_check_int('img_size', s, STEM_STRIDE, MAX_IMG_SIZE) for s in sizes)
+    if any(s % STEM_STRIDE for s in sizes):
+        raise ValueError(f'img_size {sizes} must be a multiple of the stem stride {STEM_STRIDE}.')
+    return sizes
+
+
+@register_notrace_function  # reason: branches on the clip's shape and dtype
+def check_clip(
+        x: torch.Tensor,
+        in_chans: int,
+        input_layout: str,
+        num_frames: int,
+        img_size: Tuple[int, int],
+        dynamic_img_size: bool,
+        param_dtype: torch.dtype,
+) -> None:
+    """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip."""
+    layout = input_layout
+    if x.ndim != 5:
+        hint = ' For a single clip add the batch dim: x.unsqueeze(0).' if x.ndim == 4 else ''
+        raise ValueError(
+            f'LogoFormer expects a 5-D clip tensor in layout {layout} (input_layout={layout!r}), '
+            f'got {x.ndim}-D shape {tuple(x.shape)}.{hint}')
+    c_dim, t_dim = (1, 2) if layout == 'BCTHW' else (2, 1)
+    batch, chans, frames, height, width = x.shape[0], x.shape[c_dim], x.shape[t_dim], x.shape[3], x.shape[4]
+    if chans != in_chans:
+        other = 'BTCHW' if layout == 'BCTHW' else 'BCTHW'
+        hint = (f' The shape looks like {other}: pass input_layout={other!r} or permute the input.'
+                if x.shape[t_dim] == in_chans else
+                f' Build the model with in_chans={chans} to adapt the stem.')
+        raise ValueError(
+            f'Expected {in_chans} channels at dim {c_dim} of a {layout} clip, got shape {tuple(x.shape)}.{hint}')
+    if batch == 0:
+        raise ValueError(f'Empty batch: got shape {tuple(x.shape)}; pass at least one clip.')
+    if frames < 1:
+        raise ValueError(f'A clip needs at least one frame, got shape {tuple(x.shape)} ({layout}).')
+    if height % STEM_STRIDE or width % STEM_STRIDE or height < STEM_STRIDE or width < STEM_STRIDE:
+        problem = 'is smaller than' if min(height, width) < STEM_STRIDE else 'is not divisible by'
+        raise ValueError(
+            f'Resolution {height}x{width} {problem} the stem stride {STEM_STRIDE}; '
+            f'resize the clip to a multiple of {STEM_STRIDE} (e.g. {img_size[0]}x{img_size[1]}).')
+    if not dynamic_img_size and (frames, height, width) != (num_frames, *img_size):
+        raise ValueError(
+            f'This model was built for {num_frames} frames at {img_size[0]}x{img_size[1]}, '
+            f'got {frames} frames at {height}x{width}. Build it with num_frames={frames}, '
+            f'img_size=({height}, {width}), or with dynamic_img_size=True to resample the position embeddings '
+            f'on the fly.')
+    if not x.is_floating_point():
+        raise TypeError(
+            f'LogoFormer expects a float clip with RGB values in [0, 1], got dtype {x.dtype}. '
+            f'Convert it with clip.float() / 255.')
+    if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f'The clip is {x.dtype} but the model is {param_dtype}. Convert the clip with clip.to({param_dtype}), '
+            f'or the model with model.to({x.dtype}), or run under torch.autocast.')
+
+
 class LogoFormer(nn.Module):
-    """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``architecture.md``."""
+    """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
 
     def __init__(
             self,
@@ -191,15 +268,16 @@ class LogoFormer(nn.Module):
             proj_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             input_layout: str = 'BCTHW',
-            dynamic_size: bool = False,
+            dynamic_img_size: bool = False,
             stem_weights: Optional[Union[str, os.PathLike]] = None,
             device=None,
             dtype=None,
     ):
         """
         Args:
-            img_size: Input resolution the position embeddings are built for (int or (H, W)), a multiple of 16.
-            num_frames: Frames per clip the temporal position embedding is built for.
+            img_size: Input resolution the position embeddings are built for (int or (H, W)), a multiple of 16
+                up to MAX_IMG_SIZE.
+            num_frames: Frames per clip the temporal position embedding is built for (up to MAX_NUM_FRAMES).
             in_chans: Input channels.
             num_classes: Classifier outputs (0 for no classifier).
             global_pool: 'avg' (mean over all tokens) or '' (per-token outputs).
@@ -216,12 +294,17 @@ class LogoFormer(nn.Module):
             proj_drop_rate: Dropout after attention and MLP projections.
             drop_path_rate: Stochastic depth, linearly increasing over blocks.
             input_layout: 'BCTHW' or 'BTCHW' (the DFER codebases' layout); never guessed from shapes.
-            dynamic_size: Resample position embeddings on the fly for other frame counts / resolutions.
+            dynamic_img_size: Resample position embeddings on the fly for other frame counts / resolutions.
             stem_weights: ResNet-18 weights for the stem: a timm model name or a local checkpoint file.
         """
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        img_size = to_2tuple(img_size)
+        # every size is checked before a parameter is allocated (a config.json could ask for anything)
+        img_size = _check_img_size(img_size)
+        num_frames = _check_int('num_frames', num_frames, 1, MAX_NUM_FRAMES)
+        for name, value in (('in_chans', in_chans), ('embed_dim', embed_dim), ('depth', depth), ('num_heads', num_heads)):
+            _check_int(name, value, 1)
+        _check_int('num_classes', num_classes, 0)
         if isinstance(block_types, str):
             block_types = tuple(t.strip() for t in block_types.replace('+', ',').split(',') if t.strip())
         block_types = tuple(block_types)
@@ -232,10 +315,6 @@ class LogoFormer(nn.Module):
             raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
         if global_pool not in ('avg', ''):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
-        if any(s % STEM_STRIDE for s in img_size):
-            raise ValueError(f'img_size {img_size} must be a multiple of the stem stride {STEM_STRIDE}.')
-        if num_frames < 1:
-            raise ValueError(f'num_frames must be >= 1, got {num_frames}.')
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -243,7 +322,7 @@ class LogoFormer(nn.Module):
         self.img_size = img_size
         self.num_frames = num_frames
         self.input_layout = input_layout
-        self.dynamic_size = dynamic_size
+        self.dynamic_img_size = dynamic_img_size
         self.block_types = block_types
         self.local_window = to_3tuple(local_window, 'local_window')
         self.global_pool_size = to_3tuple(
@@ -274,11 +353,14 @@ class LogoFormer(nn.Module):
                 **dd,
             )
             for i in range(depth)])
+        # maps are (B, C, T', H', W'): `reduction` is spatial (timm's meaning), `temporal_reduction` is over frames
         self.feature_info = [
-            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=STEM_STRIDE) for i in range(depth)]
+            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=STEM_STRIDE, temporal_reduction=1)
+            for i in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self._pixel_range_warned = False
 
         self.init_weights()
         if stem_weights is not None:
@@ -316,65 +398,72 @@ class LogoFormer(nn.Module):
             if global_pool not in ('avg', ''):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
             self.global_pool = global_pool
-        self.num_classes = num_classes
+        self.num_classes = _check_int('num_classes', num_classes, 0)
         dd = get_device_dtype(self)
         self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming the problem and the fix when ``x`` is not a clip this model accepts."""
-        layout = self.input_layout
-        if x.ndim != 5:
-            hint = ' For a single clip add the batch dim: x.unsqueeze(0).' if x.ndim == 4 else ''
-            raise ValueError(
-                f'LogoFormer expects a 5-D clip tensor in layout {layout} (input_layout={layout!r}), '
-                f'got {x.ndim}-D shape {tuple(x.shape)}.{hint}')
-        c_dim, t_dim = (1, 2) if layout == 'BCTHW' else (2, 1)
-        batch, chans, frames, height, width = x.shape[0], x.shape[c_dim], x.shape[t_dim], x.shape[3], x.shape[4]
-        if chans != self.in_chans:
-            other = 'BTCHW' if layout == 'BCTHW' else 'BCTHW'
-            hint = (f' The shape looks like {other}: pass input_layout={other!r} or permute the input.'
-                    if x.shape[t_dim] == self.in_chans else
-                    f' Build the model with in_chans={chans} to adapt the stem.')
-            raise ValueError(
-                f'Expected {self.in_chans} channels at dim {c_dim} of a {layout} clip, got shape {tuple(x.shape)}.{hint}')
-        if batch == 0:
-            raise ValueError(f'Empty batch: got shape {tuple(x.shape)}; pass at least one clip.')
-        if frames < 1:
-            raise ValueError(f'A clip needs at least one frame, got shape {tuple(x.shape)} ({layout}).')
-        if height % STEM_STRIDE or width % STEM_STRIDE:
-            raise ValueError(
-                f'Resolution {height}x{width} is not divisible by the stem stride {STEM_STRIDE}; '
-                f'resize the clip to a multiple of {STEM_STRIDE} (e.g. {self.img_size[0]}x{self.img_size[1]}).')
-        if not self.dynamic_size and (frames, height, width) != (self.num_frames, *self.img_size):
-            raise ValueError(
-                f'This model was built for {self.num_frames} frames at {self.img_size[0]}x{self.img_size[1]}, '
-                f'got {frames} frames at {height}x{width}. Build it with num_frames={frames}, '
-                f'img_size=({height}, {width}), or with dynamic_size=True to resample the position embeddings '
-                f'on the fly.')
+    def set_input_size(
+            self,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
+            num_frames: Optional[int] = None,
+    ) -> None:
+        """Rebuild for another resolution and/or frame count: resample the position embeddings in place."""
+        img_size = self.img_size if img_size is None else _check_img_size(img_size)
+        num_frames = self.num_frames if num_frames is None else _check_int('num_frames', num_frames, 1, MAX_NUM_FRAMES)
+        grid_size = (num_frames, img_size[0] // STEM_STRIDE, img_size[1] // STEM_STRIDE)
+        with torch.no_grad():
+            spatial = resample_spatial_pos_embed(self.pos_embed_spatial, grid_size[1:])
+            temporal = resample_temporal_pos_embed(self.pos_embed_temporal, num_frames)
+        self.pos_embed_spatial = nn.Parameter(spatial, requires_grad=self.pos_embed_spatial.requires_grad)
+        self.pos_embed_temporal = nn.Parameter(temporal, requires_grad=self.pos_embed_temporal.requires_grad)
+        self.img_size, self.num_frames, self.grid_size = img_size, num_frames, grid_size
+        update_model_input_size(self, img_size, num_frames=num_frames)
 
-    def _pos_embed(self, grid: Tuple[int, int, int]) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip."""
+        check_clip(
+            x, self.in_chans, self.input_layout, self.num_frames, self.img_size, self.dynamic_img_size,
+            self.token_embed.weight.dtype)
+
+    def _warn_on_pixel_range(self, x: torch.Tensor) -> None:
+        """Warn once per model when a clip looks like 0-255 pixels; a data-dependent check, skipped while tracing."""
+        if torch.compiler.is_compiling() or sizes_are_symbolic() or self._pixel_range_warned or x.device.type == 'meta':
+            return
+        peak = x.detach().amax().item()
+        if peak > PIXEL_RANGE_WARN_ABOVE:
+            self._pixel_range_warned = True
+            warnings.warn(
+                f'LogoFormer expects RGB values in [0, 1] but the clip reaches {peak:g}, which looks like 0-255 '
+                f'pixels: divide the clip by 255 (warned once per model).', stacklevel=3)
+
+    def _pos_embed(self, grid: Sequence[int]) -> torch.Tensor:
         """Factorised position embedding for a ``(T, H, W)`` token grid: ``(1, T, H, W, C)``."""
-        spatial = resample_spatial_pos_embed(self.pos_embed_spatial, grid[1:])
-        temporal = resample_temporal_pos_embed(self.pos_embed_temporal, grid[0])
-        return rearrange(spatial, '1 h w c -> 1 1 h w c') + rearrange(temporal, '1 t c -> 1 t 1 1 c')
+        spatial, temporal = self.pos_embed_spatial, self.pos_embed_temporal
+        if self.dynamic_img_size:  # resampling to the built size is exact, so always resample (no size branch)
+            spatial = resample_spatial_pos_embed(spatial, grid[1:])
+            temporal = resample_temporal_pos_embed(temporal, grid[0])
+        # '1 h w c -> 1 1 h w c' + '1 t c -> 1 t 1 1 c'
+        return spatial.unsqueeze(1) + temporal.unsqueeze(2).unsqueeze(3)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clip to position-embedded token grid ``(B, T, H/16, W/16, C)``."""
         self.check_input(x)
-        pattern = 'b c t h w -> (b t) c h w' if self.input_layout == 'BCTHW' else 'b t c h w -> (b t) c h w'
-        frames = self.stem(rearrange(x, pattern))
-        x = self.token_embed(rearrange(frames, '(b t) c h w -> b t h w c', b=x.shape[0]))
-        return self.pos_drop(x + self._pos_embed(tuple(x.shape[1:4])))
+        self._warn_on_pixel_range(x)
+        # 'b c t h w -> (b t) c h w' (or 'b t c h w -> (b t) c h w')
+        frames = self.stem((x.transpose(1, 2) if self.input_layout == 'BCTHW' else x).flatten(0, 1))
+        # '(b t) c h w -> b t h w c'
+        x = self.token_embed(frames.permute(0, 2, 3, 1).unflatten(0, (x.shape[0], -1)))
+        return self.pos_drop(x + self._pos_embed(x.shape[1:4]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised tokens ``(B, T*H'*W', C)`` in ``(t, h, w)`` row-major order."""
         x = self.embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if self.grad_checkpointing:
             x = checkpoint_seq(self.blocks, x)
         else:
             x = self.blocks(x)
-        return rearrange(self.norm(x), 'b t h w c -> b (t h w) c')
+        return self.norm(x).flatten(1, 3)  # 'b t h w c -> b (t h w) c'
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool tokens (mean for 'avg'), dropout, classify; ``pre_logits=True`` stops before the classifier."""
@@ -392,36 +481,38 @@ class LogoFormer(nn.Module):
             indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
-            output_fmt: str = 'NCHW',
+            output_fmt: Union[str, Format] = 'NCTHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Block outputs as ``(B, C, T, H', W')`` maps ('NCHW') or ``(B, N, C)`` tokens ('NLC').
+        """Block outputs as ``(B, C, T', H', W')`` maps ('NCTHW') or ``(B, T'*H'*W', C)`` tokens ('NLC').
 
         Args:
             x: Input clip.
             indices: Take the last n blocks if int, all if None, the listed blocks if a sequence.
             norm: Apply the final norm to every intermediate.
             stop_early: Stop after the last requested block.
-            output_fmt: 'NCHW' (channels-first space-time maps) or 'NLC' (tokens).
+            output_fmt: 'NCTHW' (channels-first space-time maps) or 'NLC' (tokens). timm's feature wrappers pass
+                their image format enum: its channels-first ``Format.NCHW`` means 'NCTHW' here.
             intermediates_only: Return only the intermediates.
         """
-        if output_fmt not in ('NCHW', 'NLC'):
-            raise ValueError(f"output_fmt must be 'NCHW' (B, C, T, H, W) or 'NLC' (B, N, C), got {output_fmt!r}.")
+        output_fmt = _resolve_output_fmt(output_fmt)
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         x = self.embed(x)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
-        pattern = 'b t h w c -> b c t h w' if output_fmt == 'NCHW' else 'b t h w c -> b (t h w) c'
+        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
         intermediates = []
         for i, block in enumerate(blocks):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
+            if self.grad_checkpointing:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
             if i in take_indices:
-                intermediates.append(rearrange(self.norm(x) if norm else x, pattern).contiguous())
+                y = self.norm(x) if norm else x
+                # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
+                y = y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
+                intermediates.append(y.contiguous())
         if intermediates_only:
             return intermediates
-        return rearrange(self.norm(x), 'b t h w c -> b (t h w) c'), intermediates
+        return self.norm(x).flatten(1, 3), intermediates
 
     def prune_intermediate_layers(
             self,
@@ -438,6 +529,17 @@ class LogoFormer(nn.Module):
         if prune_head:
             self.reset_classifier(0, '')
         return take_indices
+
+
+def _resolve_output_fmt(output_fmt: Union[str, Format]) -> str:
+    """One of ``OUTPUT_FMTS``; timm's image ``Format`` enum (what its feature wrappers pass) maps NCHW -> NCTHW."""
+    if isinstance(output_fmt, Format):
+        output_fmt = {Format.NCHW: 'NCTHW', Format.NLC: 'NLC'}.get(output_fmt, output_fmt.value)
+    if output_fmt not in OUTPUT_FMTS:
+        raise ValueError(
+            f"output_fmt must be 'NCTHW' ((B, C, T', H', W') maps) or 'NLC' ((B, T'*H'*W', C) tokens), "
+            f"got {output_fmt!r}.")
+    return output_fmt
 
 
 def _init_transformer_weights(module: nn.Module, name: str = '') -> None:
@@ -457,11 +559,17 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
     ``_orig_mod.`` prefixes, resamples the position embeddings to the model's frames and resolution, and adapts
     ``stem.conv1`` to ``model.in_chans`` from the channel count of the weight itself. The classifier is left as
     it is: timm's loader drops it when ``num_classes`` differs.
+
+    Earlier checkpoint formats are converted here, and only here (``tests/data/state_dict_format.json`` freezes
+    the current one): the global-attention summary was a depthwise Conv3d, weight ``(C, 1, kt, kh, kw)``; it is
+    now ``WindowSummary``, weight ``(C, kt*kh*kw)`` with the window taken in (t, h, w) row-major order.
     """
     state_dict = unwrap_checkpoint(state_dict)
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
+        if key.endswith('.summary.weight') and torch.is_tensor(value) and value.ndim == 5:
+            value = value.flatten(1)  # depthwise Conv3d (C, 1, kt, kh, kw) -> (C, kt*kh*kw)
         if key in target and torch.is_tensor(value) and value.ndim == target[key].ndim:
             if key == 'pos_embed_spatial':
                 value = resample_spatial_pos_embed(value, model.grid_size[1:])
@@ -516,8 +624,9 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'num_classes': 7,
         'input_size': (3, 112, 112),
         'fixed_input_size': True,
-        'pool_size': None,
+        'pool_size': (16, 7, 7),  # the unpooled token grid (T', H', W') of a 16 x 112 x 112 clip
         'crop_pct': 1.0,
+        'crop_mode': 'squash',  # the DFER test protocol resizes the whole face crop, no centre crop
         'interpolation': 'bilinear',
         'mean': (0., 0., 0.),
         'std': (1., 1., 1.),
@@ -578,7 +687,7 @@ def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
             f'No pretrained weights are published for {name!r} yet, so pretrained=True cannot load any '
             f'(random weights are never returned silently). To load a local checkpoint use '
             f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file='path/to/model.safetensors')) "
-            f"or timm.create_model('local-dir:path/to/folder'); for random init use pretrained=False.")
+            f"or timm.create_model('local-dir:path/to/folder', pretrained=True); for random init use pretrained=False.")
 
 
 def _describe_source(cfg: PretrainedCfg) -> str:
@@ -601,11 +710,27 @@ def _logoformer_for_loading(**kwargs) -> LogoFormer:
 
 
 def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> LogoFormer:
+    if 'dynamic_size' in kwargs:
+        raise TypeError(
+            'dynamic_size was renamed dynamic_img_size (timm\'s name): pass dynamic_img_size='
+            f'{kwargs["dynamic_size"]!r} instead.')
+    if pretrained and kwargs.get('stem_weights') is not None:
+        # a downloaded config.json's model_args must never make the model read a local file
+        raise ValueError(
+            'stem_weights cannot be combined with pretrained=True: pretrained weights include the stem. '
+            'Drop stem_weights (or build with pretrained=False to initialise only the stem from ResNet-18).')
     build_kwargs = dict(
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=kwargs.get('depth', 4), feature_cls='getter'),  # all blocks
     )
     if not pretrained:
+        source_cfg = kwargs.get('pretrained_cfg')
+        source = source_cfg.get('source') if isinstance(source_cfg, dict) else None
+        if source in ('local-dir', 'hf-hub'):  # create_model('local-dir:...' / 'hf-hub:...') names these weights
+            location = source_cfg.get('file') if source == 'local-dir' else source_cfg.get('hf_hub_id')
+            warnings.warn(
+                f'{variant} was built from {source}:{location} with pretrained=False, so it has random weights, '
+                f'not the ones in {location}. Pass pretrained=True to load them.', stacklevel=3)
         return build_model_with_cfg(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
 
     cfg = resolve_pretrained_cfg(
