@@ -714,8 +714,12 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
         raise TypeError(
             'dynamic_size was renamed dynamic_img_size (timm\'s name): pass dynamic_img_size='
             f'{kwargs["dynamic_size"]!r} instead.')
+    if (kwargs.get('pretrained_model_args') or {}).get('stem_weights') is not None:
+        # timm passes a hf-hub:/local-dir: config.json's model_args here: a downloaded file must never name what we read
+        raise ValueError(
+            'config.json sets model_args.stem_weights; a model config never chooses a file or model to read. '
+            'Remove stem_weights from its model_args (the weights include the stem).')
     if pretrained and kwargs.get('stem_weights') is not None:
-        # a downloaded config.json's model_args must never make the model read a local file
         raise ValueError(
             'stem_weights cannot be combined with pretrained=True: pretrained weights include the stem. '
             'Drop stem_weights (or build with pretrained=False to initialise only the stem from ResNet-18).')
