@@ -100,7 +100,7 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     return (
         AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
         WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,
-        ValueError, OSError, FloatingPointError)
+        ValueError, OSError, FloatingPointError, ImportError)
 
 
 _WORKER = 'in DataLoader worker process'
@@ -117,11 +117,14 @@ def error_line(error: BaseException) -> str:
     return ' '.join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def run_cli(main: Callable[[], Optional[int]]) -> int:
-    """Run a command body; return its exit code (0 for None), or print ``error: ...`` and return 2 on a user error."""
+def run_cli(main: Callable[[], Optional[int]], prog: Optional[str] = None, code: int = 2) -> int:
+    """Run a command body; return its exit code (0 for None), or print ``error: ...`` and return ``code`` on a user error.
+
+    ``prog`` prefixes the line (``PROG: error: ...``) for commands that document that form (logoformer-predict).
+    """
     try:
-        code = main()
+        result = main()
     except user_errors() as e:
-        print(f'error: {error_line(e)}', file=sys.stderr)
-        return 2
-    return 0 if code is None else code
+        print(f'{prog + ": " if prog else ""}error: {error_line(e)}', file=sys.stderr)
+        return code
+    return 0 if result is None else result

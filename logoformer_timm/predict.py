@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from .cli import ArgumentParser, positive_float, resolve_device
+from .cli import ArgumentParser, positive_float, resolve_device, run_cli
 from .data.config import resolve_video_data_config
 from .data.transforms import ClipTransform
 from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
@@ -256,11 +256,14 @@ def predict_video(
         stride: Window step in seconds (default: ``window``).
         top_k: Labels to list per window, most probable first.
         detector, boxes, margin, detect, allow_no_face: As in :func:`load_clip`.
-        save_crops: Folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
+        save_crops: New or empty folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
     """
     check_clip_model(model)
+    if save_crops and os.path.isdir(save_crops) and os.listdir(save_crops):
+        raise ValueError(f'--save-crops {save_crops} is not empty; pass a new or empty folder (crops are never '
+                         f'overwritten or mixed with another run\'s).')
     info = probe_video(path)
     if window is None:
         if stride is not None:
@@ -475,27 +478,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
     from .models import PretrainedWeightsUnavailableError
-    try:
+
+    def body() -> None:
         probe_video(args.video)  # fail on a bad video before building the model
-        model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
-                                    args.precision, args.compile)
+        try:
+            model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
+                                        args.precision, args.compile)
+        except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
+            if args.checkpoint is None or isinstance(e, PretrainedWeightsUnavailableError):
+                raise
+            raise ValueError(f'could not load {args.checkpoint!r}: {e}') from None
         result = predict_video(
             args.video, model, window=args.window, stride=args.stride, top_k=args.top_k, margin=args.margin,
             detect=not args.no_detect, allow_no_face=args.allow_no_face, save_crops=args.save_crops,
             weights=weights, batch_size=args.batch_size)
-    except (VideoError, NoFaceError, PretrainedWeightsUnavailableError, ImportError, OSError, ValueError) as e:
-        print(f'logoformer-predict: error: {e}', file=sys.stderr)
-        return 1
-    except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
-        if args.checkpoint is None:
-            raise
-        print(f'logoformer-predict: error: could not load {args.checkpoint!r}: {e}', file=sys.stderr)
-        return 1
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
-    if args.verbose:
-        compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''
-        print(format_throughput(result) + compiled, file=sys.stderr)
-    return 0
+        print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+        if args.verbose:
+            compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''
+            print(format_throughput(result) + compiled, file=sys.stderr)
+    return run_cli(body, prog='logoformer-predict', code=1)
 
 
 def _console_entry() -> None:

@@ -401,7 +401,13 @@ class Trainer:
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
         self.start_epoch, self.num_updates, self.best = state['epoch'], state['num_updates'], state['best']
-        self.history = _read_log(os.path.join(self.run_dir, 'log.jsonl'), upto=self.start_epoch)
+        log_path = os.path.join(self.run_dir, 'log.jsonl')
+        self.history = _read_log(log_path, upto=self.start_epoch)
+        logged = [r['epoch'] for r in self.history]
+        if logged != list(range(1, self.start_epoch + 1)):  # the summary would disagree with best/ and last/
+            raise ValueError(
+                f'{log_path} holds epochs {logged or "none"} but the checkpoint is after epoch {self.start_epoch}: '
+                f'the log was deleted or edited. Restore it, or start a new --output.')
         if self.info.is_main:
             _logger.info('resumed %s after epoch %d', self.run_dir, self.start_epoch)
 
@@ -504,10 +510,9 @@ class Trainer:
         if not self.history:
             raise ValueError(f'{self.run_dir}: no finished epoch to summarise.')
         last = self.history[-1]
-        best = max(self.history, key=lambda r: (r['val_uar'], -r['epoch']))
         summary = dict(
             last=dict(epoch=last['epoch'], uar=last['val_uar'], war=last['val_war']),
-            best=dict(epoch=best['epoch'], uar=best['val_uar'], war=best['val_war']),
+            best=dict(self.best),  # the epoch best/ holds
             epochs=self.args.epochs, note=OPTIMISM_NOTE, label_names=label_names_of(self.model),
             last_per_class=last['val_per_class'], last_confusion_matrix=last['val_confusion_matrix'])
         if self.info.is_main:

@@ -10,7 +10,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from logoformer_timm import benchmark, eval as eval_cli, predict, train as train_cli
+from logoformer_timm import benchmark, eval as eval_cli, export as onnx_cli, predict, train as train_cli
+from logoformer_timm.data import lists as lists_cli, synthetic as synthetic_cli
 from logoformer_timm.data.synthetic import make_motion_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,12 +38,37 @@ def data(tmp_path_factory):
     broken = sorted(p for p in root.rglob('*.png'))[0]
     broken.write_bytes(b'not a png')
     (root / 'broken.txt').write_text(f'{broken.parent.relative_to(root)} 5 0\n')
+    # a checkpoint folder whose config.json is right and whose weights file is not: PretrainedWeightsError
+    (root / 'corrupt').mkdir()
+    train_cli._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
+    (root / 'corrupt' / 'model.safetensors').write_bytes(b'not safetensors')
+    (root / 'exists.onnx').write_text('an earlier export')
+    (root / 'crops').mkdir()
+    (root / 'crops' / 'window_000').mkdir()
+    # DFEW split files whose fold 3 names a missing clip: no list may be written
+    split = root / 'dfew' / 'split'
+    for part in ('train', 'test'):
+        (split / f'{part}(single-labeled)').mkdir(parents=True)
+        for fold in range(1, 6):
+            video = 99 if (part, fold) == ('test', 3) else 1
+            (split / f'{part}(single-labeled)' / f'set_{fold}.csv').write_text(f'video_name,label\n{video},1\n')
+    shutil.copytree(sorted((root / 'frames' / 'test').iterdir())[0], root / 'dfew' / 'clips' / '00001')
     return root
+
+
+@pytest.fixture(scope='module')
+def video(data):
+    from video_helpers import grey_video
+    return grey_video(data / 'v.mp4', 3, size=(32, 32))
 
 
 def train_args(d, *extra):
     return [*TINY, '--num-classes', '2', '--data-root', str(d), '--train-list', str(d / 'train.txt'), '--val-list',
             str(d / 'test.txt'), '--output', str(d / 'out' / 'train'), '--batch-size', '2', '--epochs', '1', *extra]
+
+
+def predict_args(d, *extra):
+    return [str(d / 'v.mp4'), '--model', 'logoformer_tiny', *extra]
 
 
 def eval_args(d, *extra):
@@ -85,18 +111,39 @@ CASES = [
      r'cannot build logoformer_tiny.*divisible by num_heads', None),
     ('benchmark', lambda d: ['--model', 'logoformer_tiny', '--results-file', str(d / 'no' / 'dir' / 'r.csv')], 2,
      r"r.csv: the folder .*no/dir' does not exist", None),
+    # PretrainedWeightsError (unreadable weights in a checkpoint folder) in every command that loads weights
+    ('train', lambda d: train_args(d, '--checkpoint', str(d / 'corrupt')), 2,
+     r'logoformer_tiny with pretrained weights from .*corrupt', 'train/last'),
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', str(d / 'corrupt')], 2,
+     r'logoformer_tiny with pretrained weights from .*corrupt', 'eval'),
+    ('onnx', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'corrupt'), '--onnx',
+                        str(d / 'out' / 'm.onnx')], 1, r'logoformer_tiny with pretrained weights from', 'm.onnx'),
+    ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'corrupt')), 1, r'could not load .*corrupt', None),
+    # outputs are never overwritten
+    ('onnx', lambda d: ['--model', 'logoformer_tiny', '--random-init', '--onnx', str(d / 'exists.onnx')], 1,
+     r'exists.onnx already exists; pass a new path', None),
+    ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'crops')), 1,
+     r'--save-crops .*crops is not empty; pass a new or empty folder', None),
+    # data tools
+    ('lists', lambda d: ['dfew', '--data-root', str(d / 'dfew'), '--split-dir', 'split', '--frames-dir', 'clips',
+                         '--output', str(d / 'out' / 'lists')], 2, r'set_3.csv:2: frame folder .*00099 does not exist',
+     'lists'),
+    ('synthetic', lambda d: ['--output', str(d / 'out' / 'synthetic'), '--classes', ' , '], 2,
+     r"--classes ' , ': give at least two comma-separated classes", 'synthetic'),
 ]
 if NO_GPU:
     CASES += [
         ('train', lambda d: train_args(d, '--device', 'cuda'), 2, r'--device cuda .*no CUDA GPU is available', 'train'),
         ('eval', lambda d: eval_args(d, '--device', 'cuda'), 2, r'--device cuda .*no CUDA GPU is available', 'eval'),
     ]
-ENTRY = dict(train=train_cli.main, eval=eval_cli.main, predict=predict.main, benchmark=benchmark.main)
+ENTRY = dict(train=train_cli.main, eval=eval_cli.main, predict=predict.main, benchmark=benchmark.main,
+             onnx=onnx_cli.main, lists=lists_cli.main, synthetic=synthetic_cli.main)
+PREFIX = dict(predict='(logoformer-predict: )?', onnx='(export: )?')  # the forms these two commands document
 
 
 @pytest.mark.parametrize('entry, argv, code, message, absent', CASES,
                          ids=[f'{c[0]}-{i}' for i, c in enumerate(CASES)])
-def test_bad_input_gives_one_line_and_no_output(data, tmp_path, capsys, entry, argv, code, message, absent):
+def test_bad_input_gives_one_line_and_no_output(data, video, tmp_path, capsys, entry, argv, code, message, absent):
     main = ENTRY.get(entry) or _script(entry)
     shutil.rmtree(data / 'out', ignore_errors=True)
     (data / 'out').mkdir()
@@ -108,7 +155,7 @@ def test_bad_input_gives_one_line_and_no_output(data, tmp_path, capsys, entry, a
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(('epoch', '\r'))]
     lines = [line for line in lines if 'it/s' not in line and 's/it' not in line]  # progress bars
     assert result == code, err
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
+    assert len(lines) == 1 and re.match(PREFIX.get(entry, '') + 'error: ', lines[0]), err
     assert 'Traceback' not in err and re.search(message, lines[0]), lines[0]
     if absent:
         assert not (data / 'out' / absent).exists()
@@ -146,3 +193,17 @@ def test_push_yes_without_a_token_fails_before_any_network_call(data, tmp_path, 
     assert _script('push')(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: push --yes needs a Hugging Face token') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('entry', ['eval', 'train'])
+def test_read_only_output_is_refused_before_any_work(data, monkeypatch, capsys, entry):
+    # root ignores permission bits, so the read-only folder is simulated where the check asks for it
+    from logoformer_timm import cli
+    monkeypatch.setattr(cli.os, 'access', lambda path, mode: False)
+    monkeypatch.setattr(eval_cli, 'evaluate', lambda *a, **k: pytest.fail('evaluated before checking --output'))
+    shutil.rmtree(data / 'out', ignore_errors=True)
+    argv = eval_args(data) if entry == 'eval' else train_args(data)
+    assert ENTRY[entry](argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r'error: --output .* is not writable; pass another --output\.\n', err), err
+    assert not (data / 'out').exists()

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,6 +364,25 @@ def test_resume_drops_a_torn_last_log_line(tiny_data, full_run, tmp_path, caplog
     assert train_cli.main(['--resume', str(out), '--epochs', '2']) == 0
     assert 'dropped its torn last line' in caplog.text
     assert _without_time(_log(out)) == _without_time(_log(full_run))
+
+
+@pytest.mark.parametrize('edit', ['delete', 'first line only'])
+def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, capsys, edit):
+    # it used to resume and write a summary.json whose best epoch disagreed with best/
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    (out / 'summary.json').unlink()
+    (out / '.lock').unlink()
+    log = out / 'log.jsonl'
+    if edit == 'delete':
+        log.unlink()
+    else:
+        log.write_text(log.read_text().splitlines()[0] + '\n')
+    assert train_cli.main(['--resume', str(out), '--epochs', '3']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    assert 'but the checkpoint is after epoch 2: the log was deleted or edited' in err
+    assert not (out / 'summary.json').exists()
 
 
 def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
