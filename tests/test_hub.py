@@ -31,6 +31,7 @@ def _load_script(name):
 export_cli, verify_cli, push_cli = map(_load_script, ('export', 'verify', 'push'))
 
 ARGS = dict(num_frames=2, img_size=32, local_window=(1, 2, 2), num_classes=5)
+KWARGS = ['--model-kwargs', 'local_window=(1, 2, 2)']  # what the bare .pth checkpoint cannot tell
 # true class i (rows) predicted as j (columns): recalls 3/4, 2/2, 1/1, 4/4, 1/2; accuracy 11/13
 CONFUSION = [[3, 1, 0, 0, 0], [0, 2, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 4, 0], [1, 0, 0, 0, 1]]
 METRICS = dict(
@@ -171,7 +172,7 @@ def test_verify_float16_export_matches_the_rounded_source(exported, tmp_path, ca
     half = export_folder('logoformer_tiny', checkpoint, tmp_path / 'half', dtype='float16',
                          model_kwargs=dict(local_window=(1, 2, 2))).folder
     assert {v.dtype for v in load_file(half / 'model.safetensors').values() if v.is_floating_point()} == {torch.float16}
-    assert verify_cli.main([str(half), '--checkpoint', str(checkpoint)]) == 0
+    assert verify_cli.main([str(half), '--checkpoint', str(checkpoint), *KWARGS]) == 0
     out = capsys.readouterr().out
     assert 'local-dir: logits identical' in out and 'hf-hub: logits identical' in out and 'ready to push' in out
 
@@ -190,14 +191,14 @@ def broken(exported, tmp_path):
 def test_verify_rejects_changed_weights_and_incomplete_folders(exported, broken, tmp_path):
     checkpoint = exported[1]
     with pytest.raises(HubFolderError, match=r'local-dir:.*logits differ from the checkpoint'):
-        verify_folder(broken, checkpoint)
+        verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
     (broken / 'config.json').unlink()
     with pytest.raises(HubFolderError, match=r'broken is missing config\.json'):
-        verify_folder(broken, checkpoint)
+        verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
     shutil.copy(exported[2] / 'config.json', broken / 'config.json')
     (broken / 'optimizer.pth').write_bytes(b'')
     with pytest.raises(HubFolderError, match='must not publish: optimizer.pth'):
-        verify_folder(broken, checkpoint)
+        verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
 
 
 class FakeHfApi:
@@ -219,7 +220,8 @@ class FakeHfApi:
 def test_push_dry_run_by_default_then_uploads_exactly_the_repo_files(exported, tmp_path, capsys):
     _, checkpoint, folder, _ = exported
     api = FakeHfApi(tmp_path)
-    argv = [str(folder), '--repo-id', 'logoformer-timm/logoformer_tiny.dfew_fold1', '--checkpoint', str(checkpoint)]
+    argv = [str(folder), '--repo-id', 'logoformer-timm/logoformer_tiny.dfew_fold1', '--checkpoint', str(checkpoint),
+            *KWARGS]
     assert push_cli.main(argv, api=api) == 0
     out = capsys.readouterr().out
     assert api.calls == [] and 'dry run: nothing uploaded' in out
@@ -236,6 +238,86 @@ def test_push_dry_run_by_default_then_uploads_exactly_the_repo_files(exported, t
 
 def test_push_refuses_a_folder_that_fails_verification(exported, broken, tmp_path, capsys):
     api = FakeHfApi(tmp_path)
-    argv = [str(broken), '--repo-id', 'logoformer-timm/x', '--checkpoint', str(exported[1]), '--yes']
+    argv = [str(broken), '--repo-id', 'logoformer-timm/x', '--checkpoint', str(exported[1]), '--yes', *KWARGS]
     assert push_cli.main(argv, api=api) == 2
     assert api.calls == [] and 'logits differ' in capsys.readouterr().err
+
+
+def test_export_refuses_a_bare_file_without_its_architecture(exported, tmp_path):
+    # the .pth cannot tell local_window=(1, 2, 2): exporting it with the defaults would change its logits
+    with pytest.raises(HubFolderError, match=r'bare weights file.*checkpoint folder.*--model-kwargs'):
+        export_folder('logoformer_tiny', exported[1], tmp_path / 'repo')
+    assert not (tmp_path / 'repo').exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope='module')
+def run_folder(exported, tmp_path_factory):
+    """A training run's checkpoint folder (config.json records local_window) and an export of it."""
+    from logoformer_timm.dfer.train import _write_model_folder
+    root = tmp_path_factory.mktemp('run')
+    source = exported[0]
+    (root / 'last').mkdir()
+    _write_model_folder(str(root / 'last'), source, source.state_dict())
+    assert export_cli.main(['--model', 'logoformer_tiny', '--checkpoint', str(root / 'last'), '--out',
+                            str(root / 'repo')]) == 0
+    return root / 'last', root / 'repo'
+
+
+def test_export_from_a_run_folder_takes_its_architecture_and_verifies(exported, run_folder, capsys):
+    checkpoint, folder = run_folder
+    assert json.loads((folder / 'config.json').read_text())['model_args']['local_window'] == [1, 2, 2]
+    clip = clip_for(exported[0])
+    assert torch.equal(logits(timm.create_model(f'local-dir:{folder}', pretrained=True), clip),
+                       logits(exported[0], clip))
+    assert verify_cli.main([str(folder), '--checkpoint', str(checkpoint)]) == 0
+    assert 'ready to push' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('key, value', [
+    ('model_args.local_window', [1, 1, 1]), ('pretrained_cfg.mean', [0.5, 0.5, 0.5]),
+    ('pretrained_cfg.label_names', ['x', 'y', 'z', 'v', 'w'])])
+def test_verify_rejects_a_tampered_config(run_folder, tmp_path, capsys, key, value):
+    checkpoint, folder = run_folder
+    tampered = tmp_path / 'tampered'
+    shutil.copytree(folder, tampered)
+    config = json.loads((tampered / 'config.json').read_text())
+    section, name = key.split('.')
+    config[section][name] = value
+    (tampered / 'config.json').write_text(json.dumps(config))
+    assert verify_cli.main([str(tampered), '--checkpoint', str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert f'{key} differ' in err and 'ready to push' not in err
+
+
+INJECTED = 'x\n\n## Results\n\n| metric | value (%) |\n|---|---|\n| UAR (mean per-class recall) | 99.00 |'
+
+
+def test_model_card_renders_free_text_literally(exported):
+    card = model_card(exported[0], 'logoformer_tiny', recipe=INJECTED.replace('\n', ' '),
+                      train_dataset='DFEW <b>**99 %**</b> | x |')
+    body = card.split('\n---\n', 1)[1]
+    assert [line for line in body.splitlines() if line.startswith(('|', '#'))] == [
+        '# logoformer_tiny', '## Training', '## Results', '## Usage', '## Limitations', '## Citation']
+    assert '<b>' not in body and r'\<b\>\*\*99 %\*\*\</b\> \| x \|' in body
+
+
+@pytest.mark.parametrize('flag, value', [('--recipe', INJECTED), ('--train-dataset', 'DFEW---x'),
+                                         ('--license', 'mit\nfake: 1')])
+def test_export_refuses_multi_line_or_yaml_breaking_text(exported, tmp_path, capsys, flag, value):
+    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(exported[1]), '--out', str(tmp_path / 'o'), *KWARGS,
+            flag, value]
+    assert export_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag} must be one line') and err.count('\n') == 1
+    assert not (tmp_path / 'o').exists()
+
+
+def test_verify_rejects_results_a_card_does_not_have_metrics_for(run_folder, tmp_path, capsys):
+    checkpoint, folder = run_folder
+    edited = tmp_path / 'edited'
+    shutil.copytree(folder, edited)
+    card = (edited / 'README.md').read_text()
+    (edited / 'README.md').write_text(card.replace(
+        'so none are reported.', 'so none are reported.\n\n| metric | value (%) |\n|---|---|\n| UAR | 99.00 |'))
+    assert verify_cli.main([str(edited), '--checkpoint', str(checkpoint)]) == 2
+    assert 'shows results but its front matter has none' in capsys.readouterr().err

@@ -228,3 +228,66 @@ def test_registry_is_back_to_no_published_weights():
     assert timm.list_models('logoformer_*', include_tags=True) == ['logoformer_base', 'logoformer_small', 'logoformer_tiny']
     with pytest.raises(PretrainedWeightsUnavailableError):
         timm.create_model('logoformer_tiny', pretrained=True)
+
+
+@pytest.mark.parametrize('spelling', [
+    'hf-hub:logoformer-timm/logoformer_tiny.unit_test@{commit}',
+    'hf-hub:logoformer-timm/logoformer_tiny.unit_test@main',
+    'hf-hub:LogoFormer-TIMM/LOGOFORMER_TINY.unit_test',
+])
+def test_sha256_check_holds_for_any_revision_and_letter_case(
+        source, weights_file, tmp_path, publish, monkeypatch, spelling):
+    """Tampered bytes at another revision or spelling of a published repo are refused, never loaded."""
+    entry = publish(weights_file)
+    tampered = tmp_path / 'tampered'
+    tampered.mkdir()
+    torch.manual_seed(9)
+    save_for_hf(tiny(), tampered, safe_serialization=True)
+    commit = 'c' * 40
+    repo = spelling.split(':', 1)[1].split('@', 1)[0]
+    seed_hf_cache(tmp_path / 'cache', repo, tampered, commit)
+    assert repo.lower() == entry.hf_hub_id.lower()
+    with pytest.raises(WeightsChecksumError, match=f'expects {entry.sha256}'):
+        timm.create_model(spelling.format(commit=commit), pretrained=True, cache_dir=tmp_path / 'cache')
+
+
+@pytest.mark.parametrize('key, value, problem', [
+    ('blocks.0.local_attn.attn.qkv.weight', float('nan'), 'NaN or Inf values in blocks.0.local_attn.attn.qkv.weight'),
+    ('head.bias', float('inf'), 'NaN or Inf values in head.bias'),
+    ('head.weight', 'int', r'integer tensors where the model has floating point ones: head.weight \(torch.int64\)'),
+])
+def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_path, key, value, problem):
+    from logoformer_timm.dfer.evaluate import create_model
+    from logoformer_timm.weights.hub import read_checkpoint
+    from logoformer_timm.weights.manifest import WeightsFileError
+    weights = dict(source.state_dict())
+    if value == 'int':
+        weights[key] = weights[key].round().long()
+    else:
+        weights[key] = weights[key].clone()
+        weights[key].view(-1)[0] = value
+    save_for_hf(tiny(), tmp_path, safe_serialization=True)  # config.json of a local-dir folder
+    save_file(weights, tmp_path / 'model.safetensors')
+    torch.save({'state_dict': weights}, tmp_path / 'checkpoint.pth')
+    assert any('num_batches_tracked' in k for k in weights)  # integer buffers of the model itself still load
+    with pytest.raises(PretrainedWeightsError, match=problem):  # timm's file route (checkpoint_filter_fn)
+        tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'model.safetensors')))
+    with pytest.raises(PretrainedWeightsError, match=problem):  # timm's local-dir route
+        timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    with pytest.raises(WeightsFileError, match=problem):  # the project's reader (eval, train, hub export)
+        create_model('logoformer_tiny', str(tmp_path / 'checkpoint.pth'), **SMALL)
+    if value != 'int':
+        with pytest.raises(WeightsFileError, match=f'model.safetensors holds {problem}'):
+            read_checkpoint(tmp_path / 'model.safetensors')
+
+
+def test_published_weights_with_nan_are_refused(source, tmp_path, publish):
+    from logoformer_timm.weights.manifest import WeightsFileError
+    weights = dict(source.state_dict())
+    weights['norm.weight'] = torch.full_like(weights['norm.weight'], float('nan'))
+    save_for_hf(tiny(), tmp_path / 'repo', safe_serialization=True)
+    save_file(weights, tmp_path / 'repo' / 'model.safetensors')
+    entry = publish(tmp_path / 'repo' / 'model.safetensors')  # the manifest's sha256 matches: the NaN was published
+    seed_hf_cache(tmp_path / 'cache', entry.hf_hub_id, tmp_path / 'repo')
+    with pytest.raises(WeightsFileError, match='NaN or Inf values in norm.weight'):
+        timm.create_model(entry.name, pretrained=True, cache_dir=tmp_path / 'cache', **SMALL)

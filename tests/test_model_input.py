@@ -122,3 +122,28 @@ def test_unavailable_weights_message_says_pretrained_true():
 def test_default_cfg_pool_size_is_the_token_grid():
     for name in timm.list_models('logoformer_*'):
         assert get_pretrained_cfg(name).pool_size == (16, 7, 7)
+
+
+def _config_folder(folder, **model_args):
+    from timm.models import save_for_hf
+    save_for_hf(tiny(), folder, model_args=model_args, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize('pretrained', [False, True])
+def test_a_config_json_never_names_a_stem_file_to_read(tmp_path, monkeypatch, pretrained):
+    from logoformer_timm.weights.hub import seed_hf_cache
+    from logoformer_timm.models.logoformer import FrameStem
+    monkeypatch.setattr(FrameStem, 'load_resnet_weights', lambda *a: pytest.fail('a stem file was read'))
+    folder = _config_folder(tmp_path / 'repo', stem_weights=str(tmp_path / 'secret.pth'))
+    seed_hf_cache(tmp_path / 'cache', 'someone/model', folder)
+    for route, kwargs in ((f'local-dir:{folder}', {}), ('hf-hub:someone/model', dict(cache_dir=tmp_path / 'cache'))):
+        with pytest.raises(ValueError, match='config.json sets model_args.stem_weights'), warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # pretrained=False on a local-dir: warns about random weights
+            timm.create_model(route, pretrained=pretrained, **kwargs)
+
+
+def test_a_config_json_asking_for_a_million_frames_is_refused_before_allocating(tmp_path):
+    folder = _config_folder(tmp_path / 'repo', num_frames=1e6)
+    with pytest.raises(ValueError, match='num_frames must be an int from 1 to 1024'):
+        timm.create_model(f'local-dir:{folder}', pretrained=True)

@@ -1,8 +1,10 @@
 """logoformer-train / logoformer-eval end to end on generated frame-folder datasets: checkpoints, resume after a
 kill, torchrun (gloo) against single-process evaluation, DFEW-style folds, metrics.json into hub/export.py."""
 import json
+import logging
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,7 +190,7 @@ def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
                           '--workers', '0', '--dataset', 'synthetic']) == 0
     exported = tmp_path / 'hub_repo'
     main = runpy.run_path(str(export))['main']
-    assert main(['--model', 'logoformer_tiny', '--checkpoint', str(out / 'last' / 'model.safetensors'),
+    assert main(['--model', 'logoformer_tiny', '--checkpoint', str(out / 'last'),
                  '--out', str(exported), '--metrics', str(tmp_path / 'eval' / 'metrics.json')]) == 0
     metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     card = (exported / 'README.md').read_text()
@@ -225,6 +227,182 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_data, tmp_path, capsys, name, c
     assert err.startswith('error: ') and 'Traceback' not in err and name in err and message in err, err
     assert train_cli.main(_train_args(tiny_data, tmp_path / 'run', '--epochs', '1', '--checkpoint', str(bad))) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def four_class_weights(tmp_path_factory):
+    """A 4-class tiny model saved as a bare .safetensors file and as a checkpoint folder (config.json)."""
+    import timm
+    from safetensors.torch import save_file
+    root = tmp_path_factory.mktemp('weights')
+    model = timm.create_model('logoformer_tiny', num_classes=4, num_frames=4, img_size=16)
+    save_file(model.state_dict(), root / 'four.safetensors')
+    (root / 'folder').mkdir()
+    train_cli._write_model_folder(str(root / 'folder'), model, model.state_dict())
+    return root
+
+
+def _eval_args(data, out, *extra):
+    return ['--data-root', str(data), '--list', str(data / 'test.txt'), '--output', str(out), '--num-segments', '2',
+            '--workers', '0', *extra]
+
+
+@pytest.mark.parametrize('checkpoint, extra', [
+    ('four.safetensors', ['--model', 'logoformer_tiny', '--img-size', '16', '--num-classes', '7']),
+    ('folder', ['--num-classes', '7']),
+])
+def test_eval_never_replaces_the_trained_head(tiny_data, four_class_weights, tmp_path, capsys, checkpoint, extra):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / checkpoint), *extra)
+    assert eval_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    assert 'trained for 4 classes but --num-classes 7' in err and 'never replaces' in err
+    assert not (tmp_path / 'eval').exists()
+
+
+def test_eval_of_a_bare_file_keeps_its_class_count(tiny_data, four_class_weights, tmp_path, capsys):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / 'four.safetensors'),
+                      '--model', 'logoformer_tiny', '--img-size', '16')
+    assert eval_cli.main(args) == 0  # no --num-classes: the file's own 4-class head, not a fresh 7-class one
+    assert len(json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['per_class']) == 4
+
+
+def test_eval_refuses_an_untrained_model(tiny_data, tmp_path, capsys):
+    assert eval_cli.main(_eval_args(tiny_data, tmp_path / 'eval', '--model', 'logoformer_tiny')) == 2
+    assert 'evaluating an untrained model measures nothing' in capsys.readouterr().err
+
+
+def test_fine_tuning_makes_a_new_head_and_says_so(four_class_weights, caplog):
+    model = eval_cli.create_model('logoformer_tiny', str(four_class_weights / 'four.safetensors'), num_classes=3,
+                                  new_head=True, num_frames=4, img_size=16)
+    assert model.num_classes == 3
+    assert 'classifier for 4 classes is replaced by a new, untrained one for 3 classes' in caplog.text
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at one exact step of the checkpoint swap."""
+
+
+def _kill_at(monkeypatch, func, name, nth, partial=False):
+    """Make ``os.rename`` / ``shutil.rmtree`` of a folder called ``name`` raise at its ``nth`` call.
+
+    ``partial``: the killed ``rmtree`` had already deleted ``train_state.json`` (removal order is arbitrary).
+    """
+    import shutil
+    module = os if func == 'rename' else shutil
+    original, seen = getattr(module, func), []
+
+    def faulty(path, *args, **kwargs):
+        if os.path.basename(str(path)) == name:
+            seen.append(path)
+            if len(seen) == nth:
+                if partial:
+                    os.remove(os.path.join(path, 'train_state.json'))
+                raise Killed(f'{func} {name} #{nth}')
+        return original(path, *args, **kwargs)
+    monkeypatch.setattr(module, func, faulty)
+
+
+@pytest.fixture(scope='module')
+def full_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('full') / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '2')) == 0
+    return out
+
+
+def _assert_same_run(a, b):
+    assert _without_time(_log(a)) == _without_time(_log(b))
+    for folder in ('last', 'best'):
+        x, y = load_file(a / folder / 'model.safetensors'), load_file(b / folder / 'model.safetensors')
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+# epoch 1 saves best then last (renames: .best.tmp, .last.tmp); epoch 2 (not best on this data) renames
+# last -> last.old, .last.tmp -> last, then removes last.old
+@pytest.mark.parametrize('kill, resumed_after', [
+    (('rename', '.best.tmp', 1), 1),  # both epoch-1 folders complete in their .tmp, nothing swapped in yet
+    (('rename', '.last.tmp', 2), 2),  # epoch 2: between the two renames (only last.old and .last.tmp exist)
+    (('rmtree', 'last.old', 1, True), 2),  # epoch 2: inside the removal of last.old
+])
+def test_resume_finds_the_newest_complete_checkpoint_in_every_kill_window(
+        tiny_data, full_run, tmp_path, monkeypatch, caplog, kill, resumed_after):
+    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer.train')
+    out = tmp_path / 'run'
+    _kill_at(monkeypatch, *kill)
+    with pytest.raises(Killed):
+        train_cli.main(_train_args(tiny_data, out, '--epochs', '2'))
+    monkeypatch.undo()
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert f'resumed {out} after epoch {resumed_after}' in caplog.text
+    _assert_same_run(out, full_run)
+    assert sorted(os.listdir(out)) == ['.lock', 'args.json', 'best', 'last', 'log.jsonl', 'summary.json']
+
+
+def test_a_second_kill_while_resuming_loses_nothing(tiny_data, full_run, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer.train')
+    out = tmp_path / 'run'
+    _kill_at(monkeypatch, 'rename', '.last.tmp', 2)  # epoch 2 between the renames
+    with pytest.raises(Killed):
+        train_cli.main(_train_args(tiny_data, out, '--epochs', '2'))
+    monkeypatch.undo()
+    _kill_at(monkeypatch, 'rmtree', 'last.old', 1, partial=True)  # the resumed run is killed removing last.old
+    with pytest.raises(Killed):
+        train_cli.main(['--resume', str(out)])
+    monkeypatch.undo()
+    caplog.clear()
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert f'resumed {out} after epoch 2' in caplog.text
+    _assert_same_run(out, full_run)
+
+
+def test_resume_drops_a_torn_last_log_line(tiny_data, full_run, tmp_path, caplog):
+    out = tmp_path / 'run'
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '2')) == 0
+    (out / 'summary.json').unlink()  # as if killed while writing epoch 3's line
+    with open(out / 'log.jsonl', 'a', encoding='utf-8') as f:
+        f.write('{"epoch": 3, "lr": 0.0')
+    assert train_cli.main(['--resume', str(out), '--epochs', '2']) == 0
+    assert 'dropped its torn last line' in caplog.text
+    assert _without_time(_log(out)) == _without_time(_log(full_run))
+
+
+@pytest.mark.parametrize('edit', ['delete', 'first line only'])
+def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, capsys, edit):
+    # it used to resume and write a summary.json whose best epoch disagreed with best/
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    (out / 'summary.json').unlink()
+    (out / '.lock').unlink()
+    log = out / 'log.jsonl'
+    if edit == 'delete':
+        log.unlink()
+    else:
+        log.write_text(log.read_text().splitlines()[0] + '\n')
+    assert train_cli.main(['--resume', str(out), '--epochs', '3']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, err
+    assert 'but the checkpoint is after epoch 2: the log was deleted or edited' in err
+    assert not (out / 'summary.json').exists()
+
+
+def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / 'run'
+    with train_cli.output_lock(str(out)):  # a live run holds the folder
+        assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {out} is in use by a running logoformer-train (pid {os.getpid()} on ')
+        assert os.listdir(out) == ['.lock']  # nothing of the second run was written
+        assert train_cli.main(['--resume', str(out)]) == 2
+
+
+def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
+    out = tmp_path / 'run'
+    code = ('import os, signal, sys; from logoformer_timm.dfer.train import output_lock; '
+            'output_lock(sys.argv[1]).__enter__(); os.kill(os.getpid(), signal.SIGKILL)')
+    proc = subprocess.run([sys.executable, '-c', code, str(out)], env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == -signal.SIGKILL and (out / '.lock').read_text().startswith('pid ')
+    with train_cli.output_lock(str(out)):
+        assert (out / '.lock').read_text().startswith(f'pid {os.getpid()} ')
 
 
 def test_eval_missing_checkpoint_says_the_path_does_not_exist(tmp_path, capsys):

@@ -35,7 +35,7 @@ from .models import PEER_NAMES, ModelSpec, build_model, joint_twin, parse_model_
 from .report import COLUMNS, COLUMN_DOCS, DETAIL_COLUMN_DOCS, format_detail, format_sweep, format_table, plot_sweep
 from .report import write_results
 from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from .timing import gemm_peak, percentile, resolve_device, set_peak_fractions, time_steps, warm_up
+from .timing import gemm_peak, percentile, set_peak_fractions, time_steps, warm_up
 from .cli import build_parser, main, run
 
 __all__ = [
@@ -45,5 +45,5 @@ __all__ = [
     'build_model', 'joint_twin', 'parse_model_kwargs', 'peer_specs', 'resolve_models', 'COLUMNS', 'COLUMN_DOCS',
     'DETAIL_COLUMN_DOCS', 'format_detail', 'format_sweep', 'format_table', 'plot_sweep', 'write_results',
     'grid_configs', 'parse_grid', 'parse_sweep', 'sweep', 'sweep_table', 'gemm_peak', 'percentile',
-    'resolve_device', 'set_peak_fractions', 'time_steps', 'warm_up', 'build_parser', 'main', 'run'
+    'set_peak_fractions', 'time_steps', 'warm_up', 'build_parser', 'main', 'run'
 ]

@@ -13,7 +13,8 @@ from .runner import benchmark, environment, load_avg
 from .models import PEER_NAMES, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
 from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from .timing import gemm_peak, resolve_device, set_peak_fractions
+from ..cli import resolve_device, run_cli
+from .timing import gemm_peak, set_peak_fractions
 
 __all__ = ['build_parser', 'run', 'main']
 
@@ -80,6 +81,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
+    for path in [*args.results_file, *filter(None, [args.plot])]:  # before the run, not after it
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise BenchmarkError(f'{path}: the folder {os.path.dirname(path)!r} does not exist; create it first.')
     if args.grid and args.sweep:
         raise BenchmarkError('--grid and --sweep are separate runs: give one of them.')
     if args.plot and not args.sweep:
@@ -177,10 +181,7 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = 'logoformer-bench') -> int:
     """CLI entry point (``logoformer-bench``): user errors print one clear line to stderr and return 2."""
-    try:
+    def body() -> None:
         run(argv, prog=prog)
-    except BenchmarkError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(body)
 

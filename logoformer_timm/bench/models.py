@@ -146,6 +146,8 @@ def build_model(spec: ModelSpec, num_frames: int, img_size: int, device: Any = '
                 spec.name, num_frames=num_frames, img_size=img_size, device=device, **spec.kwargs)
         except TypeError as e:
             raise BenchmarkError(f'cannot build {spec.label}: {e} (is it a video model taking num_frames?)') from e
+        except (ValueError, RuntimeError, AssertionError) as e:  # a --model-kwargs value the model cannot take
+            raise BenchmarkError(f'cannot build {spec.label}: {e}. Check its --model-kwargs.') from None
     if spec.source == 'torchvision':
         import torchvision.models.video as tv_video
         with torch.device(device):

@@ -21,7 +21,8 @@ from .counting import COUNTER_NAME, LOGOFORMER_PARTS, count_model
 from .memory import MemoryMeter, is_oom
 from .models import ModelSpec, build_model
 from .profiling import profile_parts
-from .timing import autocast, percentile, precision_dtypes, resolve_device, set_peak_fractions, time_steps, warm_up
+from ..cli import resolve_device
+from .timing import autocast, percentile, precision_dtypes, set_peak_fractions, time_steps, warm_up
 
 __all__ = ['measure', 'measure_parts', 'measure_with_retry', 'environment', 'load_avg', 'benchmark']
 
@@ -85,7 +86,7 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
 
 
 def measure_parts(spec: ModelSpec, cfg: BenchConfig) -> Dict[str, Any]:
-    """Time and peak memory per part of one eager inference forward pass (:mod:`logoformer_timm.profiling`)."""
+    """Time and peak memory per part of one eager inference forward pass (:mod:`logoformer_timm.bench.profiling`)."""
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -6,26 +6,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .config import BenchmarkError
 
-__all__ = ['resolve_device', 'synchronize', 'warm_up', 'time_steps', 'percentile', 'gemm_peak', 'set_peak_fractions']
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for ``--device``; a clear error when it is not available."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise BenchmarkError(f'--device {name!r} is not a torch device: {e}') from e
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise BenchmarkError(
-            f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
-            f'(torch.cuda.is_available() is False); use --device cpu.')
-    if device.type not in ('cpu', 'cuda'):
-        module = getattr(torch, device.type, None)
-        if module is None or not module.is_available():
-            raise BenchmarkError(f'--device {name} is not available here; use --device cpu.')
-    return device
+__all__ = ['synchronize', 'warm_up', 'time_steps', 'percentile', 'gemm_peak', 'set_peak_fractions']
 
 
 def precision_dtypes(precision: str, device: torch.device) -> Tuple[torch.dtype, Optional[torch.dtype]]:

@@ -7,6 +7,7 @@ that is a video file (``.mp4``, ``.avi``, ...) is decoded with PyAV (``pip insta
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -64,20 +65,31 @@ def read_annotation_list(
     """
     if not os.path.isfile(list_file):
         raise AnnotationError(f'Annotation list not found: {list_file}')
+    try:
+        with open(list_file, encoding='utf-8-sig') as f:  # a UTF-8 byte order mark (Windows editors) is not a path
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        line_no = e.object[:e.start].count(b'\n') + 1
+        raise AnnotationError(
+            f'{list_file}:{line_no} is not UTF-8 text (byte {e.object[e.start]:#04x}); save the list as UTF-8.') from None
     records, problems = [], []
-    with open(list_file, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            source = f'{list_file}:{line_no}'
-            try:
-                records.append(_parse_line(line, source, data_root, num_classes))
-            except AnnotationError as e:
-                if not skip_bad_clips:
-                    raise
-                _logger.warning('skipping clip: %s', e)
-                problems.append(str(e))
+    for line_no, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        source = f'{list_file}:{line_no}'
+        try:
+            records.append(_parse_line(line, source, data_root, num_classes))
+        except AnnotationError as e:
+            if not skip_bad_clips:
+                raise
+            _logger.warning('skipping clip: %s', e)
+            problems.append(str(e))
+    counts = Counter(record.path for record in records)
+    repeated = [path for path, n in counts.items() if n > 1]
+    if repeated:
+        _logger.warning('%s lists %d clips more than once (they count once per line): %s', list_file,
+                        len(repeated), ', '.join(repeated[:3]))
     if not records:
         raise AnnotationError(
             f'Annotation list {list_file} has no usable clips'

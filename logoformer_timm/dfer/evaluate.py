@@ -22,12 +22,14 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
+from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, resolve_device
+from ..cli import run_cli
 from ..data import ClipTransform, resolve_video_data_config
-from ..models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
-from ..weights.hub import HubFolderError, read_checkpoint
+from ..models import DFER_LABELS, checkpoint_filter_fn
+from ..models.logoformer import unwrap_checkpoint
+from ..weights.hub import read_checkpoint
 from ..weights.inference import PRECISIONS, prepare_for_inference
-from ..weights.manifest import WeightsFileError
-from .datasets import AnnotationError, ClipFolderDataset, ClipLoadError, collate_clips, default_num_workers
+from .datasets import ClipFolderDataset, collate_clips, default_num_workers
 from .metrics import confusion_matrix, summarize
 
 __all__ = [
@@ -36,11 +38,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-USER_ERRORS = (
-    AnnotationError, ClipLoadError, FileNotFoundError, HubFolderError, PretrainedWeightsUnavailableError, ValueError,
-    WeightsFileError)
-
 
 @dataclass
 class DistInfo:
@@ -65,7 +62,7 @@ def init_distributed(device: Optional[str] = None) -> DistInfo:
     rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
     if device is None:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == 'cuda' and dev.index is None:
         dev = torch.device('cuda', local_rank if world_size > 1 else 0)
     if dev.type == 'cuda':
@@ -96,60 +93,79 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
-def load_weights(model: nn.Module, path: str) -> List[str]:
-    """Load a safetensors (or weights-only torch) checkpoint into ``model``; drop a classifier of another size.
-
-    Returns the keys that were not loaded (the classifier when the class count differs).
-    """
-    if os.path.isdir(path):
-        path = os.path.join(path, 'model.safetensors')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
-    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
-    state_dict = checkpoint_filter_fn(read_checkpoint(path), model)
-    own = model.state_dict()
-    dropped = [k for k, v in state_dict.items() if k.startswith('head.') and (k not in own or own[k].shape != v.shape)]
-    for key in dropped:
-        del state_dict[key]
+def load_weights(model: nn.Module, path: str, weights: Optional[Dict[str, Any]] = None) -> None:
+    """Load a safetensors (or weights-only torch) file or checkpoint folder (or ``weights`` read from it) strictly."""
+    state_dict = checkpoint_filter_fn(_read_weights(path) if weights is None else weights, model)
+    head = state_dict.get('head.weight')
+    if head is not None and head.shape[0] != model.num_classes:
+        raise ValueError(
+            f'{path} holds a classifier for {head.shape[0]} classes, the model has {model.num_classes}; '
+            f'build the model with num_classes={head.shape[0]}.')
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not (dropped and k.startswith('head.'))]
     if missing or unexpected:
         raise ValueError(
             f'{path} does not fit this model: {len(missing)} missing keys ({", ".join(missing[:4])}), '
             f'{len(unexpected)} unexpected keys ({", ".join(unexpected[:4])}). Pass the --model it was trained as.')
-    if dropped:
-        _logger.info('%s: classifier of another size not loaded (new head for %d classes)', path, model.num_classes)
-    return dropped
+
+
+def _read_weights(path: str) -> Dict[str, Any]:
+    if os.path.isdir(path):
+        path = os.path.join(path, 'model.safetensors')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'Checkpoint not found: {path}. Pass a .safetensors file, or a training run\'s last/ or best/ folder.')
+    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
+    return read_checkpoint(path)
 
 
 def create_model(
         model_name: Optional[str] = None,
         checkpoint: Optional[str] = None,
         pretrained: bool = False,
+        num_classes: Optional[int] = None,
+        new_head: bool = False,
         **kwargs: Any,
 ) -> nn.Module:
     """A LOGO-Former from a name (``pretrained`` for its published weights), a weights file, or a folder.
 
     A folder with ``config.json`` (a training checkpoint or a ``hub/`` export) is loaded with timm's ``local-dir:``;
-    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model`` (``num_classes`` for a new label set).
+    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model``. Trained weights keep their own classifier:
+    a ``num_classes`` that differs from it raises, unless ``new_head`` (fine-tuning) asks for a fresh classifier.
     """
     import timm
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if checkpoint and not os.path.exists(checkpoint):
-        raise ValueError(f'--checkpoint {checkpoint}: no such file or folder.')
+        raise FileNotFoundError(
+            f'--checkpoint {checkpoint}: no such file or folder. Pass a .safetensors file, or a training run\'s '
+            f'last/ or best/ folder.')
+    if not checkpoint and not pretrained:  # random init: the head is new anyway
+        if not model_name:
+            raise ValueError('Pass --model NAME (e.g. logoformer_small), --checkpoint or --pretrained.')
+        return timm.create_model(model_name, num_classes=num_classes, **kwargs) if num_classes is not None \
+            else timm.create_model(model_name, **kwargs)
     if checkpoint and os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, 'config.json')):
-        return timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs)
-    if not model_name:
+        model, source = timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs), checkpoint
+    elif not model_name:
         raise ValueError(
             'Pass --model NAME (e.g. logoformer_small), or a --checkpoint folder that holds config.json.')
-    if checkpoint:
-        num_classes = kwargs.pop('num_classes', None)
-        model = timm.create_model(model_name, pretrained=False, **kwargs)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-        load_weights(model, checkpoint)
-        return model
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    elif checkpoint:
+        weights = _read_weights(checkpoint)
+        head = unwrap_checkpoint(weights).get('head.weight')
+        model = timm.create_model(model_name, num_classes=head.shape[0] if torch.is_tensor(head) else 0, **kwargs)
+        load_weights(model, checkpoint, weights)
+        source = checkpoint
+    else:
+        model, source = timm.create_model(model_name, pretrained=True, **kwargs), f'{model_name} (pretrained)'
+    if num_classes is not None and num_classes != model.num_classes:
+        if not new_head:
+            raise ValueError(
+                f'{source} was trained for {model.num_classes} classes but --num-classes {num_classes} was given. '
+                f'Evaluation never replaces a trained classifier: drop --num-classes, or pass weights trained for '
+                f'{num_classes} classes.')
+        _logger.warning('%s: its classifier for %d classes is replaced by a new, untrained one for %d classes '
+                        '(fine-tuning)', source, model.num_classes, num_classes)
+        model.reset_classifier(num_classes)
+    return model
 
 
 def build_dataset(
@@ -251,22 +267,22 @@ def atomic_write_json(path: str, data: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='logoformer-eval', description=__doc__.split('\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model', help='model name, e.g. logoformer_small (not needed for a folder with config.json)')
     parser.add_argument('--checkpoint', help='weights: a .safetensors file, a training checkpoint folder or a hub/ folder')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights of --model (NAME.TAG)')
-    parser.add_argument('--num-classes', type=int, help='classes of the checkpoint when it is a bare weights file')
+    parser.add_argument('--num-classes', type=positive_int, help='classes of the checkpoint when it is a bare weights file')
     parser.add_argument('--data-root', default='', help='root the list paths are relative to')
     parser.add_argument('--list', required=True, help='annotation list: "<frame_dir> <num_frames> <label>" per line')
     parser.add_argument('--output', required=True, help='folder for metrics.json')
-    parser.add_argument('--num-segments', type=int, default=8)
-    parser.add_argument('--frames-per-segment', type=int, default=2)
-    parser.add_argument('--img-size', type=int, help='resolution (default: the model\'s)')
-    parser.add_argument('--num-clips', type=int, default=1, help='test-time averaging over evenly shifted clips')
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=default_num_workers(),
+    parser.add_argument('--num-segments', type=positive_int, default=8)
+    parser.add_argument('--frames-per-segment', type=positive_int, default=2)
+    parser.add_argument('--img-size', type=positive_int, help='resolution (default: the model\'s)')
+    parser.add_argument('--num-clips', type=positive_int, default=1, help='test-time averaging over evenly shifted clips')
+    parser.add_argument('--batch-size', type=positive_int, default=32)
+    parser.add_argument('--workers', type=non_negative_int, default=default_num_workers(),
                         help='DataLoader worker processes (default: min(4, CPU count))')
     parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
     parser.add_argument('--amp', action='store_true', help='short for --precision bf16 on CPU, fp16 on GPU')
@@ -284,15 +300,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.checkpoint and not args.pretrained:
+        raise UsageError('pass --checkpoint PATH or --pretrained: evaluating an untrained model measures nothing.')
+    if args.amp and args.precision is not None:
+        raise UsageError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
     info = init_distributed(args.device)
+    if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
+        check_output_dir(args.output, '--output')
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(
         args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
@@ -303,8 +321,6 @@ def _run(args: argparse.Namespace) -> int:
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
-    if args.amp and args.precision is not None:
-        raise ValueError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
     precision = args.precision or (('bf16' if info.device.type == 'cpu' else 'fp16') if args.amp else 'fp32')
     runner = prepare_for_inference(model, precision, args.compile)
     metrics = evaluate(runner, loader, model.num_classes, info, progress=True)

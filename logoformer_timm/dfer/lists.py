@@ -26,14 +26,24 @@ DFEW_FOLDS = (1, 2, 3, 4, 5)
 
 
 def write_annotation_list(path: str, entries: Iterable[Tuple[str, int, int]]) -> int:
-    """Write ``<frame_dir> <num_frames> <label>`` lines; return the number written."""
+    """Write ``<frame_dir> <num_frames> <label>`` lines atomically (all or nothing); return the number written."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    count = 0
-    with open(path, 'w', encoding='utf-8') as f:
-        for rel_dir, num_frames, label in entries:
-            f.write(f'{rel_dir} {num_frames} {label}\n')
-            count += 1
+    count, tmp = 0, f'{path}.tmp'
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            for rel_dir, num_frames, label in entries:
+                f.write(f'{rel_dir} {num_frames} {label}\n')
+                count += 1
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return count
+
+
+def _write_lists(lists: Dict[str, List[Tuple[str, int, int]]]) -> Dict[str, int]:
+    """Write lists that were all read first, so a bad split file leaves no partial set of lists behind."""
+    return {path: write_annotation_list(path, entries) for path, entries in lists.items()}
 
 
 def _entry(data_root: str, rel_dir: str, label: int, source: str) -> Tuple[str, int, int]:
@@ -75,19 +85,18 @@ def build_dfew_lists(
         folds: Iterable[int] = DFEW_FOLDS,
 ) -> Dict[str, int]:
     """Write ``output/set_<k>/{train,test}.txt`` for every DFEW fold; paths relative to ``data_root``."""
-    counts = {}
+    lists = {}
     for fold in folds:
         for split in ('train', 'test'):
             csv_path = os.path.join(data_root, split_dir, f'{split}(single-labeled)', f'set_{fold}.csv')
-            out_path = os.path.join(output, f'set_{fold}', f'{split}.txt')
-            counts[out_path] = write_annotation_list(out_path, _dfew_split(csv_path, data_root, frames_dir))
-    return counts
+            lists[os.path.join(output, f'set_{fold}', f'{split}.txt')] = _dfew_split(csv_path, data_root, frames_dir)
+    return _write_lists(lists)
 
 
 def build_ferv39k_lists(data_root: str, split_dir: str, frames_dir: str, output: str) -> Dict[str, int]:
     """Write ``output/{train,test}.txt`` from FERV39K's ``train_All.csv`` / ``test_All.csv``."""
     label_ids = {name.lower(): i for i, name in enumerate(DFER_LABELS)}
-    counts = {}
+    lists = {}
     for split in ('train', 'test'):
         csv_path = os.path.join(data_root, split_dir, f'{split}_All.csv')
         if not os.path.isfile(csv_path):
@@ -102,14 +111,14 @@ def build_ferv39k_lists(data_root: str, split_dir: str, frames_dir: str, output:
                 if len(fields) != 2 or fields[1].lower() not in label_ids:
                     raise ValueError(f'{source}: expected "<clip path> <label name in {DFER_LABELS}>", got {line.strip()!r}.')
                 entries.append(_entry(data_root, os.path.join(frames_dir, fields[0]), label_ids[fields[1].lower()], source))
-        out_path = os.path.join(output, f'{split}.txt')
-        counts[out_path] = write_annotation_list(out_path, entries)
-    return counts
+        lists[os.path.join(output, f'{split}.txt')] = entries
+    return _write_lists(lists)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: build the DFEW or FERV39K annotation lists."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cli import ArgumentParser, run_cli
+    parser = ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('dataset', choices=('dfew', 'ferv39k'))
     parser.add_argument('--data-root', required=True, help='dataset root; list paths are relative to it')
     parser.add_argument('--split-dir', required=True, help='folder of the official split files, relative to --data-root')
@@ -117,14 +126,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--output', required=True, help='folder for the lists')
     args = parser.parse_args(argv)
     build = build_dfew_lists if args.dataset == 'dfew' else build_ferv39k_lists
-    try:
-        counts = build(args.data_root, args.split_dir, args.frames_dir, args.output)
-    except (OSError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    for path, count in counts.items():
-        print(f'{path}: {count} clips')
-    return 0
+
+    def run() -> None:
+        for path, count in build(args.data_root, args.split_dir, args.frames_dir, args.output).items():
+            print(f'{path}: {count} clips')
+    return run_cli(run)
 
 
 if __name__ == '__main__':

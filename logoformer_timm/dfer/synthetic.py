@@ -9,7 +9,6 @@ model that compares frames can tell the classes apart; ``frozen=True`` repeats e
 
     python -m logoformer_timm.dfer.synthetic --output demo_data
 """
-import argparse
 import math
 import os
 import sys
@@ -92,11 +91,12 @@ def make_motion_dataset(
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: write the motion dataset."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    from ..cli import ArgumentParser, non_negative_int
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--output', required=True)
     parser.add_argument('--classes', default='static,horizontal,vertical', help=f'from {", ".join(MOTIONS)}')
-    parser.add_argument('--train-clips', type=int, default=32, help='training clips per class')
-    parser.add_argument('--test-clips', type=int, default=16, help='test clips per class')
+    parser.add_argument('--train-clips', type=non_negative_int, default=32, help='training clips per class')
+    parser.add_argument('--test-clips', type=non_negative_int, default=16, help='test clips per class')
     parser.add_argument('--size', type=int, default=32)
     parser.add_argument('--step', type=float, default=4.0, help='pixels per frame')
     parser.add_argument('--frames', type=int, nargs=2, default=(12, 20), metavar=('MIN', 'MAX'),
@@ -107,6 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     classes = [c.strip() for c in args.classes.split(',') if c.strip()]
     unknown = [c for c in classes if c not in MOTIONS]
+    if len(classes) < 2:
+        parser.error(f'--classes {args.classes!r}: give at least two comma-separated classes from {", ".join(MOTIONS)}')
     if unknown:
         parser.error(f'unknown classes {unknown}; choose from {", ".join(MOTIONS)}')
     if not 1 <= args.frames[0] <= args.frames[1]:

@@ -23,8 +23,8 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
-from typing import Any, Dict, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -33,13 +33,14 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .evaluate import (
-    USER_ERRORS, DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
-    init_distributed, label_names_of)
+from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
 from .datasets import collate_clips, default_num_workers
+from .evaluate import (
+    DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
+    init_distributed, label_names_of)
 from .loss import LOSSES, DferCriterion
 
-__all__ = ['main', 'build_parser', 'train_run']
+__all__ = ['main', 'build_parser', 'train_run', 'output_lock', 'OutputLockedError']
 
 _logger = logging.getLogger(__name__)
 
@@ -85,15 +86,15 @@ _FLAG_OF_KWARG = dict(num_classes='--num-classes', num_frames='--num-segments x 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog='logoformer-train', description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group('model')
     g.add_argument('--model', default='logoformer_small', help='timm model name')
     g.add_argument('--pretrained', action='store_true', help='start from the published weights of --model (NAME.TAG)')
     g.add_argument('--checkpoint', help='start from weights: .safetensors file, checkpoint folder or hub/ folder')
-    g.add_argument('--num-classes', type=int, default=7, help='classes of the label set (a new head if it differs)')
+    g.add_argument('--num-classes', type=positive_int, default=7, help='classes of the label set (a new head if it differs)')
     g.add_argument('--stem-weights', help='ResNet-18 weights for the stem: timm name or local file')
-    g.add_argument('--img-size', type=int, default=112)
+    g.add_argument('--img-size', type=positive_int, default=112)
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
     g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
     g.add_argument('--model-kwargs', nargs='*', default={}, action=_ParseModelKwargs, metavar='KEY=VALUE',
@@ -105,18 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--train-list', help='training annotation list ("{fold}" is replaced with --folds)')
     g.add_argument('--val-list', help='validation annotation list ("{fold}" is replaced with --folds)')
     g.add_argument('--folds', help='comma-separated folds, e.g. 1,2,3,4,5 (DFEW protocol)')
-    g.add_argument('--num-segments', type=int, default=8)
-    g.add_argument('--frames-per-segment', type=int, default=2)
+    g.add_argument('--num-segments', type=positive_int, default=8)
+    g.add_argument('--frames-per-segment', type=positive_int, default=2)
     g.add_argument('--crop-scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized crop area range')
     g.add_argument('--crop-ratio', type=float, nargs=2, default=(3 / 4, 4 / 3), help='random-resized crop aspect range')
     g.add_argument('--hflip', type=float, default=0.5, help='probability of flipping a clip')
-    g.add_argument('--workers', type=int, default=default_num_workers(),
+    g.add_argument('--workers', type=non_negative_int, default=default_num_workers(),
                    help='DataLoader worker processes (default: min(4, CPU count))')
     g.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     g = p.add_argument_group('optimisation')
-    g.add_argument('--epochs', type=int, default=100)
-    g.add_argument('--batch-size', type=int, default=32, help='clips per optimizer step over all processes')
-    g.add_argument('--grad-accum', type=int, default=1, help='micro-batches per optimizer step')
+    g.add_argument('--epochs', type=positive_int, default=100)
+    g.add_argument('--batch-size', type=positive_int, default=32, help='clips per optimizer step over all processes')
+    g.add_argument('--grad-accum', type=positive_int, default=1, help='micro-batches per optimizer step')
     g.add_argument('--opt', default='momentum', help='timm optimizer name (momentum = SGD without Nesterov)')
     g.add_argument('--lr', type=float, default=0.01)
     g.add_argument('--momentum', type=float, default=0.9)
@@ -176,11 +177,11 @@ def _cpu(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _swap_in(tmp_dir: str, final_dir: str) -> None:
-    """Replace ``final_dir`` by ``tmp_dir``; at every instant a complete folder exists (``final`` or ``.old``)."""
+    """Replace ``final_dir`` by ``tmp_dir``; at every instant a complete folder exists (``final``, ``.old`` or tmp)."""
     old = f'{final_dir}.old'
-    if os.path.isdir(old):
-        shutil.rmtree(old)
     if os.path.isdir(final_dir):
+        if os.path.isdir(old):  # a stale copy: final is complete
+            shutil.rmtree(old)
         os.rename(final_dir, old)
     os.rename(tmp_dir, final_dir)
     if os.path.isdir(old):
@@ -200,13 +201,77 @@ def _write_model_folder(folder: str, model: nn.Module, weights: Dict[str, torch.
     save_config_for_hf(model, os.path.join(folder, 'config.json'))
 
 
-def _last_checkpoint(run_dir: str) -> Optional[str]:
-    """The ``last`` folder of a run, or its ``.old`` copy when a kill interrupted the swap."""
-    for name in ('last', 'last.old'):
-        folder = os.path.join(run_dir, name)
-        if os.path.isfile(os.path.join(folder, 'train_state.json')):
-            return folder
-    return None
+CHECKPOINT_FILES = ('model.safetensors', 'config.json', 'train_state.safetensors', 'train_state.json')
+BEST_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # metrics.json / train_state.json: written last
+
+
+def _complete_epoch(folder: str, files: Tuple[str, ...]) -> Optional[int]:
+    """The epoch of a checkpoint folder that holds all ``files`` (the last one written last, with the epoch)."""
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in files):
+        return None
+    try:
+        with open(os.path.join(folder, files[-1]), encoding='utf-8') as f:
+            return int(json.load(f)['epoch'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recover(run_dir: str, name: str, files: Tuple[str, ...], upto: Optional[int] = None) -> Optional[str]:
+    """Make ``run_dir/name`` the newest complete copy a kill may have left (``name``, ``name.old``, ``.name.tmp``).
+
+    Copies newer than epoch ``upto`` are ignored. Returns the folder, or None when there is no complete copy.
+    """
+    final = os.path.join(run_dir, name)
+    copies = [(epoch, folder) for folder in (final, f'{final}.old', os.path.join(run_dir, f'.{name}.tmp'))
+              for epoch in [_complete_epoch(folder, files)] if epoch is not None and (upto is None or epoch <= upto)]
+    if not copies:
+        return None
+    epoch, newest = max(copies, key=lambda c: c[0])  # the first of equals: final
+    if newest.endswith('.old'):
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.rename(newest, final)
+    elif newest != final:
+        _swap_in(newest, final)
+    if newest != final:
+        _logger.warning('%s: recovered the epoch %d checkpoint from %s (a run was killed while saving)', final, epoch,
+                        os.path.basename(newest))
+    for stale in (f'{final}.old', os.path.join(run_dir, f'.{name}.tmp')):  # older or incomplete copies
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
+    return final
+
+
+class OutputLockedError(RuntimeError):
+    """Another live run writes to the same ``--output`` folder."""
+
+
+@contextmanager
+def output_lock(folder: str) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder (``.lock``) while the block runs; a second run on it fails at once.
+
+    ``flock``: the kernel releases the lock when its process dies, so a killed run never leaves it stuck.
+    """
+    import fcntl
+    import socket
+    os.makedirs(folder, exist_ok=True)
+    f = open(os.path.join(folder, '.lock'), 'a+', encoding='utf-8')
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or 'another process'
+            raise OutputLockedError(
+                f'{folder} is in use by a running logoformer-train ({holder}); wait for it to finish, or pass '
+                f'another --output.') from None
+        f.seek(0)
+        f.truncate()
+        f.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -226,9 +291,7 @@ class Trainer:
         self.model = create_model(
             args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
             img_size=args.img_size, drop_rate=args.drop, drop_path_rate=args.drop_path,
-            stem_weights=args.stem_weights, **args.model_kwargs).to(device)
-        if self.model.num_classes != args.num_classes:
-            self.model.reset_classifier(args.num_classes)
+            stem_weights=args.stem_weights, new_head=True, **args.model_kwargs).to(device)
         if args.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.criterion = DferCriterion(
@@ -272,9 +335,18 @@ class Trainer:
         self.start_epoch, self.num_updates = 0, 0
         self.best = dict(epoch=None, uar=-1.0, war=None)
         self.history: List[Dict[str, Any]] = []
-        last = _last_checkpoint(run_dir) if args.resume else None
+        last = None
+        if args.resume:
+            if info.is_main:
+                _recover(run_dir, 'last', CHECKPOINT_FILES)
+            if info.enabled:
+                dist.barrier()
+            last = os.path.join(run_dir, 'last') if _complete_epoch(os.path.join(run_dir, 'last'), CHECKPOINT_FILES) \
+                else None
         if last:
             self._load_state(last)
+            if info.is_main:
+                _recover(run_dir, 'best', BEST_FILES, upto=self.start_epoch)
         else:  # dropout / drop-path draws differ per rank; a resumed run restored them above
             torch.manual_seed(args.seed + info.rank)
 
@@ -297,12 +369,14 @@ class Trainer:
         tmp = _fresh_dir(os.path.join(self.run_dir, '.last.tmp'))
         _write_model_folder(tmp, self._eval_model(), self._eval_model().state_dict())
         save_file(_cpu(tensors), os.path.join(tmp, 'train_state.safetensors'))
-        atomic_write_json(os.path.join(tmp, 'train_state.json'), state)
         if is_best:
             best_tmp = _fresh_dir(os.path.join(self.run_dir, '.best.tmp'))
             for name in ('model.safetensors', 'config.json'):
                 shutil.copy2(os.path.join(tmp, name), best_tmp)
             atomic_write_json(os.path.join(best_tmp, 'metrics.json'), dict(epoch=epoch, **metrics))
+        # written last: a complete .last.tmp implies a complete .best.tmp, so resume can recover both
+        atomic_write_json(os.path.join(tmp, 'train_state.json'), state)
+        if is_best:
             _swap_in(best_tmp, os.path.join(self.run_dir, 'best'))
         _swap_in(tmp, os.path.join(self.run_dir, 'last'))
 
@@ -326,7 +400,13 @@ class Trainer:
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
         self.start_epoch, self.num_updates, self.best = state['epoch'], state['num_updates'], state['best']
-        self.history = _read_log(os.path.join(self.run_dir, 'log.jsonl'), upto=self.start_epoch)
+        log_path = os.path.join(self.run_dir, 'log.jsonl')
+        self.history = _read_log(log_path, upto=self.start_epoch)
+        logged = [r['epoch'] for r in self.history]
+        if logged != list(range(1, self.start_epoch + 1)):  # the summary would disagree with best/ and last/
+            raise ValueError(
+                f'{log_path} holds epochs {logged or "none"} but the checkpoint is after epoch {self.start_epoch}: '
+                f'the log was deleted or edited. Restore it, or start a new --output.')
         if self.info.is_main:
             _logger.info('resumed %s after epoch %d', self.run_dir, self.start_epoch)
 
@@ -429,10 +509,9 @@ class Trainer:
         if not self.history:
             raise ValueError(f'{self.run_dir}: no finished epoch to summarise.')
         last = self.history[-1]
-        best = max(self.history, key=lambda r: (r['val_uar'], -r['epoch']))
         summary = dict(
             last=dict(epoch=last['epoch'], uar=last['val_uar'], war=last['val_war']),
-            best=dict(epoch=best['epoch'], uar=best['val_uar'], war=best['val_war']),
+            best=dict(self.best),  # the epoch best/ holds
             epochs=self.args.epochs, note=OPTIMISM_NOTE, label_names=label_names_of(self.model),
             last_per_class=last['val_per_class'], last_confusion_matrix=last['val_confusion_matrix'])
         if self.info.is_main:
@@ -450,10 +529,20 @@ def _all_ranks_have_data(n: int, info: DistInfo) -> bool:
 
 
 def _read_log(path: str, upto: int) -> List[Dict[str, Any]]:
+    """The log records up to epoch ``upto``; a torn last line (a kill or a full disk mid-write) is dropped."""
     if not os.path.isfile(path):
         return []
-    with open(path, encoding='utf-8') as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding='utf-8', errors='replace') as f:
+        lines = [line for line in f.read().split('\n') if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f'{path}: line {number} is not JSON, so the log is damaged; restore it or start a '
+                                 f'new --output.') from None
+            _logger.warning('%s: dropped its torn last line (written when the run was killed): %.60s', path, line)
     return [r for r in records if r['epoch'] <= upto]
 
 
@@ -540,12 +629,7 @@ def folds_table(results: Dict[int, Dict[str, Any]]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        args = _parse_args(argv)
-        return _main(args)
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return run_cli(lambda: _main(_parse_args(argv)))
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -556,7 +640,13 @@ def _main(args: argparse.Namespace) -> int:
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
     if info.is_main:
-        os.makedirs(args.output, exist_ok=True)
+        check_output_dir(args.output, '--output')
+    with output_lock(args.output) if info.is_main else nullcontext():
+        return _train_folds(args, info, folds)
+
+
+def _train_folds(args: argparse.Namespace, info: DistInfo, folds: List[Optional[int]]) -> int:
+    if info.is_main:
         atomic_write_json(os.path.join(args.output, 'args.json'),
                           {k: v for k, v in vars(args).items() if k not in ('resume', 'output')})
     results = {fold: train_run(args, info, fold) for fold in folds}

@@ -580,6 +580,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
                 value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value
     _check_same_architecture(out, target)
+    manifest.check_weights(out, 'the weights', target)
     return out
 
 
@@ -713,8 +714,12 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
         raise TypeError(
             'dynamic_size was renamed dynamic_img_size (timm\'s name): pass dynamic_img_size='
             f'{kwargs["dynamic_size"]!r} instead.')
+    if (kwargs.get('pretrained_model_args') or {}).get('stem_weights') is not None:
+        # timm passes a hf-hub:/local-dir: config.json's model_args here: a downloaded file must never name what we read
+        raise ValueError(
+            'config.json sets model_args.stem_weights; a model config never chooses a file or model to read. '
+            'Remove stem_weights from its model_args (the weights include the stem).')
     if pretrained and kwargs.get('stem_weights') is not None:
-        # a downloaded config.json's model_args must never make the model read a local file
         raise ValueError(
             'stem_weights cannot be combined with pretrained=True: pretrained weights include the stem. '
             'Drop stem_weights (or build with pretrained=False to initialise only the stem from ResNet-18).')
@@ -739,7 +744,7 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
     published = None if cfg.state_dict or cfg.file else manifest.find_published(cfg.hf_hub_id)
     if published is not None:
         # verified before timm sees a single tensor; timm then filters, adapts the head and loads strictly
-        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'))
+        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'), hf_hub_id=cfg.hf_hub_id)
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
         model = build_model_with_cfg(_logoformer_for_loading, variant, pretrained, **build_kwargs, **kwargs)

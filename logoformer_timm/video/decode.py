@@ -106,13 +106,23 @@ def uniform_indices(num_frames: int, num_samples: int = 16, start: int = 0) -> L
     return [start + int((k + 0.5) * num_frames / num_samples) for k in range(num_samples)]
 
 
+MAX_WINDOWS = 2000  # windows of one video: more is a mistaken --stride, not a timeline anyone reads
+
+
 def sliding_windows(duration: float, window: float, stride: float) -> List[Tuple[float, float]]:
-    """``(start, end)`` seconds of windows every ``stride``; a last window ends at ``duration`` so none is lost."""
-    if window <= 0 or stride <= 0:
-        raise ValueError(f'--window and --stride must be positive seconds, got {window} and {stride}.')
+    """``(start, end)`` seconds of windows every ``stride``; a last window ends at ``duration`` so none is lost.
+
+    At most :data:`MAX_WINDOWS` windows: a tiny stride is refused rather than silently running for hours.
+    """
+    if not (math.isfinite(window) and window > 0 and math.isfinite(stride) and stride > 0):
+        raise ValueError(f'--window and --stride must be finite positive seconds, got {window} and {stride}.')
     if duration <= window:
         return [(0., duration)]
     count = int(math.floor((duration - window) / stride + 1e-9)) + 1
+    if count > MAX_WINDOWS:
+        raise ValueError(
+            f'--window {window:g} s every --stride {stride:g} s gives {count} windows over {duration:.1f} s, more than '
+            f'{MAX_WINDOWS}; pass a larger --stride (at least {(duration - window) / MAX_WINDOWS:.3g} s).')
     windows = [(k * stride, k * stride + window) for k in range(count)]
     if windows[-1][1] < duration - 1e-9:
         windows.append((duration - window, duration))

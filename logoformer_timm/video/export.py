@@ -66,13 +66,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('say what to write: --onnx OUT.onnx and/or --torch-export OUT.pt2')
     if (args.checkpoint is None) == (not args.random_init):
         parser.error('pass --checkpoint PATH, or --random-init to export random weights')
-    from ..models import PretrainedWeightsUnavailableError
+    from ..cli import run_cli
     from .predict import load_model
-    try:
-        model, weights = load_model(args.model, args.checkpoint, random_init=args.random_init)
-        for out in filter(None, (args.onnx, args.torch_export)):
+
+    def run() -> None:
+        for out in filter(None, (args.onnx, args.torch_export)):  # before the model is built
             if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
                 raise ValueError(f'Output folder does not exist: {os.path.dirname(out)!r}.')
+            if os.path.exists(out):
+                raise ValueError(f'{out} already exists; pass a new path (an export never overwrites a file).')
+        model, weights = load_model(args.model, args.checkpoint, random_init=args.random_init)
         shape = tuple(example_input(model, 1).shape[1:])
         if args.torch_export:
             export_program(model, args.torch_export)
@@ -82,10 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             export_onnx(model, args.onnx)
             print(f'wrote {args.onnx}: ONNX opset {ONNX_OPSET}, input clip (batch, {", ".join(map(str, shape))}) '
                   f'{model.input_layout}, output logits (batch, {model.num_classes}), weights {weights}')
-    except (PretrainedWeightsUnavailableError, ImportError, OSError, ValueError) as e:
-        print(f'export: error: {e}', file=sys.stderr)
-        return 1
-    return 0
+
+    return run_cli(run, prog='export', code=1)
 
 
 if __name__ == '__main__':

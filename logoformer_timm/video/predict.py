@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from ..cli import ArgumentParser, positive_float, resolve_device, run_cli
 from ..data import ClipTransform, resolve_video_data_config
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from .decode import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
@@ -32,6 +33,7 @@ __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
     'PREDICTION_SCHEMA', 'format_throughput', 'main']
 
+MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_SEED = 0  # --random-init weights are seeded, so the same video always prints the same numbers
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
 
@@ -253,18 +255,21 @@ def predict_video(
         stride: Window step in seconds (default: ``window``).
         top_k: Labels to list per window, most probable first.
         detector, boxes, margin, detect, allow_no_face: As in :func:`load_clip`.
-        save_crops: Folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
+        save_crops: New or empty folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
     """
     check_clip_model(model)
+    if save_crops and os.path.isdir(save_crops) and os.listdir(save_crops):
+        raise ValueError(f'--save-crops {save_crops} is not empty; pass a new or empty folder (crops are never '
+                         f'overwritten or mixed with another run\'s).')
     info = probe_video(path)
     if window is None:
         if stride is not None:
             raise ValueError('stride needs a window: pass window=SECONDS as well.')
         spans = [(0., info.duration)]
     else:
-        spans = sliding_windows(info.duration, window, stride or window)
+        spans = sliding_windows(info.duration, window, window if stride is None else stride)
     num_frames, size = model.num_frames, tuple(model.img_size)
     plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
     transform = ClipTransform(**resolve_video_data_config(model))  # the crops are already at the model's size
@@ -381,7 +386,7 @@ def load_model(
             model = timm.create_model(name, pretrained=pretrained)
     check_clip_model(model)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
-    return prepare_for_inference(model.to(device), precision, compile), weights
+    return prepare_for_inference(model.to(resolve_device(device)), precision, compile), weights
 
 
 def check_clip_model(model: nn.Module) -> None:
@@ -432,7 +437,7 @@ def format_throughput(result: VideoPrediction) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``logoformer-predict``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='logoformer-predict', description='Facial expression of the face in a video, with LOGO-Former.')
     parser.add_argument('video', help='video file (anything FFmpeg reads: mp4, mov, avi, mkv, ...)')
     parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
@@ -445,9 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--json', action='store_true', help='print JSON (schema: predict.PREDICTION_SCHEMA)')
     parser.add_argument('--save-crops', metavar='DIR', help='write the face crops the model saw as PNGs')
-    parser.add_argument('--window', type=float, metavar='SECONDS', help='predict every window of this length')
-    parser.add_argument('--stride', type=float, metavar='SECONDS', help='step between windows (default: --window)')
-    parser.add_argument('--margin', type=float, default=1.25, help='crop side / face box side (default: 1.25)')
+    parser.add_argument(
+        '--window', type=positive_float, metavar='SECONDS', help='predict every window of this length')
+    parser.add_argument(
+        '--stride', type=positive_float, metavar='SECONDS', help='step between windows (default: --window)')
+    parser.add_argument('--margin', type=positive_float, default=1.25, help='crop side / face box side (default: 1.25)')
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
@@ -465,32 +472,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``logoformer-predict``; user errors print one line to stderr and exit with 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.margin <= 0:
-        parser.error('--top-k and --batch-size must be >= 1 and --margin > 0.')
+    if args.top_k < 1 or args.batch_size < 1 or args.margin > MAX_MARGIN:
+        parser.error(f'--top-k and --batch-size must be >= 1 and --margin at most {MAX_MARGIN}.')
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
     from ..models import PretrainedWeightsUnavailableError
-    try:
+
+    def body() -> None:
         probe_video(args.video)  # fail on a bad video before building the model
-        model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
-                                    args.precision, args.compile)
+        try:
+            model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
+                                        args.precision, args.compile)
+        except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
+            if args.checkpoint is None or isinstance(e, PretrainedWeightsUnavailableError):
+                raise
+            raise ValueError(f'could not load {args.checkpoint!r}: {e}') from None
         result = predict_video(
             args.video, model, window=args.window, stride=args.stride, top_k=args.top_k, margin=args.margin,
             detect=not args.no_detect, allow_no_face=args.allow_no_face, save_crops=args.save_crops,
             weights=weights, batch_size=args.batch_size)
-    except (VideoError, NoFaceError, PretrainedWeightsUnavailableError, ImportError, OSError, ValueError) as e:
-        print(f'logoformer-predict: error: {e}', file=sys.stderr)
-        return 1
-    except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
-        if args.checkpoint is None:
-            raise
-        print(f'logoformer-predict: error: could not load {args.checkpoint!r}: {e}', file=sys.stderr)
-        return 1
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
-    if args.verbose:
-        compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''
-        print(format_throughput(result) + compiled, file=sys.stderr)
-    return 0
+        print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+        if args.verbose:
+            compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''
+            print(format_throughput(result) + compiled, file=sys.stderr)
+    return run_cli(body, prog='logoformer-predict', code=1)
 
 
 def _console_entry() -> None:

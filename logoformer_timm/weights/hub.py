@@ -30,26 +30,29 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from timm.layers import to_2tuple
 from timm.models import create_model, is_model, save_for_hf
+from timm.models._hub import save_config_for_hf
 
 from .. import __version__
-from .manifest import HUB_ORG, WEIGHTS_FILENAME, file_sha256, read_safetensors
+from ..cli import ArgumentParser, run_cli
+from .manifest import HUB_ORG, WEIGHTS_FILENAME, check_weights, file_sha256, read_safetensors
 from .manifest import WeightsFileError
 from ..models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
 
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
     'validate_eval_metrics', 'read_checkpoint', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
-    'push_folder', 'run_cli', 'build_parser', 'main']
+    'push_folder', 'build_parser', 'main']
 
 PathLike = Union[str, os.PathLike]
 REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
@@ -136,7 +139,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise HubFolderError(f'Checkpoint not found: {path}')
     if path.suffix == '.safetensors':
-        return read_safetensors(path.read_bytes(), path)
+        checkpoint = read_safetensors(path.read_bytes(), path)
+        check_weights(checkpoint, path)
+        return checkpoint
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
@@ -145,6 +150,7 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
             f'other than tensors and plain containers, which are never unpickled): {e}') from None
     if not isinstance(checkpoint, dict):
         raise HubFolderError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
+    check_weights(unwrap_checkpoint(checkpoint), path)
     return checkpoint
 
 
@@ -166,14 +172,13 @@ def _build_from_checkpoint(
         model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
 ) -> torch.nn.Module:
     """The model the checkpoint was trained as, with exactly its weights (nothing resampled or adapted)."""
-    saved_args = checkpoint.get('model_args') if isinstance(checkpoint.get('model_args'), dict) else {}
     from_weights = _args_from_weights(checkpoint)
-    for key, value in {**saved_args, **model_kwargs}.items():
+    for key, value in model_kwargs.items():
         if key in from_weights and _as_list(value) != _as_list(from_weights[key]):
             raise HubFolderError(
                 f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
                 f'{key}={from_weights[key]!r}; an export never resamples or adapts weights. Drop the argument.')
-    kwargs = {**saved_args, **model_kwargs, **from_weights}
+    kwargs = {**model_kwargs, **from_weights}
     # the cfg describes the source weights, so timm keeps their classifier instead of resetting it
     source_cfg = dict(
         file=str(checkpoint_path), num_classes=from_weights['num_classes'],
@@ -224,28 +229,94 @@ def export_folder(
     if dtype not in ('float32', 'float16'):
         raise HubFolderError(f'--dtype must be float32 or float16, got {dtype!r}.')
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HubFolderError(f'--out {out} is a file; pass a new (or empty) folder to write the repo into.')
     if out.exists() and any(out.iterdir()):
         raise HubFolderError(f'{out} already exists and is not empty; pass a new --out folder.')
+    if not out.parent.is_dir():
+        raise HubFolderError(f'--out {out}: the folder {out.parent} does not exist; create it first.')
     eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
-    ckpt = read_checkpoint(checkpoint)
-    model = _build_from_checkpoint(arch, checkpoint, ckpt, dict(model_kwargs or {}))
+    for flag, text in (('--train-dataset', train_dataset), ('--recipe', recipe), ('--license', license)):
+        _check_free_text(flag, text)
+    model = _source_model(checkpoint, model_kwargs, arch)
     if dtype == 'float16':
         model = model.half()
 
     name = f'{arch}.{tag}' if tag else arch
     hf_hub_id = f'{hub_org}/{name}' if tag else None
-    arch_args = dict(  # what the weights do not fix but their meaning depends on
-        local_window=list(model.local_window), global_pool_size=list(model.global_pool_size),
-        block_types=list(model.block_types), input_layout=model.input_layout)
-    save_for_hf(
-        model, out, model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args,
-        safe_serialization=True)
-    (out / 'README.md').write_text(model_card(
-        model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
-        license=license, dtype=dtype), encoding='utf-8')
+    tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_for_hf(model, tmp, **_export_config(model, tag, license), safe_serialization=True)
+        (tmp / 'README.md').write_text(model_card(
+            model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
+            license=license, dtype=dtype), encoding='utf-8')
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     sha256 = file_sha256(out / WEIGHTS_FILENAME)
     entry, note = _manifest_entry(arch, tag, sha256, eval_metrics, train_dataset, recipe, license, model.num_classes)
     return ExportResult(out, sha256, hf_hub_id, entry, note)
+
+
+def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> Dict[str, Any]:
+    """The ``model_config`` and ``model_args`` of timm's ``save_for_hf`` for an export (and for verifying one)."""
+    arch_args = dict(  # what the weights do not fix but their meaning depends on
+        local_window=list(model.local_window), global_pool_size=list(model.global_pool_size),
+        block_types=list(model.block_types), input_layout=model.input_layout)
+    return dict(model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args)
+
+
+def _source_model(
+        checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None) -> torch.nn.Module:
+    """The model a training checkpoint was trained as, its architecture from a source that knows it.
+
+    A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
+    under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
+    (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture.
+    """
+    path = Path(checkpoint)
+    known: Dict[str, Any] = {}
+    if path.is_dir():
+        config_path = path / 'config.json'
+        if not config_path.is_file() or not (path / WEIGHTS_FILENAME).is_file():
+            raise HubFolderError(
+                f'{path} is not a checkpoint folder: it needs config.json and {WEIGHTS_FILENAME} (a training run\'s '
+                f'last/ or best/ folder).')
+        config = _read_json(config_path)
+        folder_arch = config.get('architecture')
+        if arch is not None and folder_arch != arch:
+            raise HubFolderError(f'--model {arch} does not match {config_path}, which records {folder_arch!r}.')
+        arch, known = folder_arch, dict(config.get('model_args') or {})
+        path = path / WEIGHTS_FILENAME
+        ckpt = read_checkpoint(path)
+    else:
+        ckpt = read_checkpoint(path)
+        if isinstance(ckpt.get('model_args'), dict):
+            known = dict(ckpt['model_args'])
+        elif model_kwargs is None:
+            raise HubFolderError(
+                f'{path} is a bare weights file: it does not record the architecture arguments the weights cannot '
+                f'reveal (num_heads, local_window, block_types, ...). Pass the training run\'s checkpoint folder '
+                f'(e.g. runs/NAME/last), or --model-kwargs with every argument it was trained with '
+                f'(--model-kwargs with no values states the defaults).')
+    for key, value in (model_kwargs or {}).items():
+        if key in known and _as_list(value) != _as_list(known[key]):
+            raise HubFolderError(
+                f'{checkpoint}: {key}={value!r} was requested but the checkpoint was trained with '
+                f'{key}={known[key]!r}. Drop the argument.')
+    if arch is None:
+        raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
+    return _build_from_checkpoint(arch, path, ckpt, {**known, **(model_kwargs or {})})
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise HubFolderError(f'{path} is not valid JSON: {e}') from None
 
 
 def _manifest_entry(arch, tag, sha256, metrics, train_dataset, recipe, license, num_classes):
@@ -264,6 +335,35 @@ def _manifest_entry(arch, tag, sha256, metrics, train_dataset, recipe, license, 
     note = 'Add to logoformer_timm/weights/manifest.py after the repo is pushed:' + (
         '' if metrics else ' (no --metrics: uar/war stay None, nothing is claimed)')
     return entry, note
+
+
+CARD_SECTIONS = ['## Training', '## Results', '## Usage', '## Limitations', '## Citation']
+NO_RESULTS = 'No evaluation results were supplied for these weights, so none are reported.'
+
+
+def _results_table(uar: float, war: float) -> str:
+    """The card's metrics table (fractions printed as percent)."""
+    return (f'| metric | value (%) |\n|---|---|\n| UAR (mean per-class recall) | {100 * uar:.2f} |\n'
+            f'| WAR (accuracy) | {100 * war:.2f} |')
+
+
+def _md_text(text: Any) -> str:
+    """Free text as literal Markdown: one line, every Markdown character backslash-escaped."""
+    return re.sub(r'([\\`*_{}\[\]<>()#+\-.!|~=])', r'\\\1', ' '.join(str(text).split()))
+
+
+def _md_code(text: str) -> str:
+    """Free text as a one-line Markdown code span, whatever backticks it holds."""
+    text = ' '.join(text.split())
+    fence = '`' * (max((len(run) for run in re.findall('`+', text)), default=0) + 1)
+    return f'{fence} {text} {fence}'
+
+
+def _check_free_text(flag: str, text: Optional[str]) -> None:
+    """A free-text export option is one line without control characters or a YAML document marker."""
+    if text is not None and (any(ord(c) < 32 or ord(c) == 127 for c in text) or '---' in text):
+        raise HubFolderError(
+            f'{flag} must be one line of text without control characters (newlines, tabs) or "---", got {text!r}.')
 
 
 def model_card(
@@ -299,30 +399,30 @@ def model_card(
     load_name = f'hf-hub:{hf_hub_id}' if hf_hub_id else 'local-dir:path/to/this/folder'
     labels = model.pretrained_cfg.get('label_names') or ()
     labels = labels if len(labels) == model.num_classes else ()
+    labels = [_md_text(label) for label in labels]
     labels_comment = f": {', '.join(labels)}" if labels else ''
 
     if train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):
-        training = f'Trained on **{train_dataset}** (as stated by the exporter).'
+        training = f'Trained on **{_md_text(train_dataset)}** (as stated by the exporter).'
     elif train_dataset:
-        training = (f'Trained on **{train_dataset}** (as stated by the exporter). These weights were **not trained on '
+        training = (f'Trained on **{_md_text(train_dataset)}** (as stated by the exporter). These weights were **not trained on '
                     f'DFEW or FERV39K**.')
     else:
         training = ('The exporter did not state the training data, so this card makes no claim about it: '
                     '**these weights were not shown to be trained on DFEW or FERV39K**.')
     if recipe:
-        training += f'\n\nTraining recipe: {recipe}'
+        training += f'\n\nTraining recipe: {_md_code(recipe)}'
 
     if metrics:
-        where = ', '.join(str(x) for x in (metrics.get('dataset'), split) if x) or 'the evaluation set'
-        per_class = ' | '.join(f'{label} {100 * r:.2f}' for label, r in metrics['per_class'].items())
+        where = _md_text(', '.join(str(x) for x in (metrics.get('dataset'), split) if x)) or 'the evaluation set'
+        per_class = ' | '.join(f'{_md_text(label)} {100 * r:.2f}' for label, r in metrics['per_class'].items())
         results = (
-            f'Measured by `logoformer-eval` on {where}, {metrics["num_clips"]} clips. Protocol: {metrics["protocol"]}\n\n'
-            f'| metric | value (%) |\n|---|---|\n'
-            f'| UAR (mean per-class recall) | {100 * metrics["uar"]:.2f} |\n'
-            f'| WAR (accuracy) | {100 * metrics["war"]:.2f} |\n\n'
+            f'Measured by `logoformer-eval` on {where}, {metrics["num_clips"]} clips. '
+            f'Protocol: {_md_text(metrics["protocol"])}\n\n'
+            f'{_results_table(metrics["uar"], metrics["war"])}\n\n'
             f'Per-class recall (%): {per_class}')
     else:
-        results = 'No evaluation results were supplied for these weights, so none are reported.'
+        results = NO_RESULTS
 
     body = f"""
 # {name}
@@ -379,19 +479,6 @@ probs = model(clip).softmax(dim=-1)  # {model.num_classes} classes{labels_commen
     return f'---\n{card_data.to_yaml()}\n---\n{body}'
 
 
-USER_ERRORS = (HubFolderError, MetricsFileError, WeightsFileError, PretrainedWeightsError)
-
-
-def run_cli(main: Callable[[], None]) -> int:
-    """Run a hub/ command: user errors print one clear line to stderr and exit 2, without a traceback."""
-    try:
-        main()
-    except USER_ERRORS as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
-
-
 def seed_hf_cache(cache_dir: PathLike, repo_id: str, folder: PathLike, commit: str = '0' * 40) -> Path:
     """Place a repo folder's files in a Hugging Face cache as revision ``commit`` (also ``main``); return the snapshot."""
     root = Path(cache_dir) / f'models--{repo_id.replace("/", "--")}'
@@ -421,12 +508,42 @@ def _check_folder(folder: Path) -> Dict[str, Any]:
     if not is_model(str(config.get('architecture'))):
         raise HubFolderError(
             f'{folder / "config.json"}: architecture {config.get("architecture")!r} is not a registered model.')
-    card = (folder / 'README.md').read_text(encoding='utf-8')
-    front = card.split('---', 2)[1] if card.startswith('---') else ''
-    for line in ('library_name: timm', 'pipeline_tag: video-classification'):
-        if line not in front.splitlines():
-            raise HubFolderError(f'{folder / "README.md"}: the YAML front matter lacks "{line}".')
+    _check_card(folder / 'README.md')
     return config
+
+
+def _check_card(path: Path) -> None:
+    """The card's front matter is timm's, its sections are the template's, its numbers only the front matter's."""
+    import yaml
+    lines = path.read_text(encoding='utf-8').split('\n')
+    end = lines.index('---', 1) if lines[0] == '---' and '---' in lines[1:] else 0
+    front, body = lines[1:end], lines[end + 1:]
+    for line in ('library_name: timm', 'pipeline_tag: video-classification'):
+        if line not in front:
+            raise HubFolderError(f'{path}: the YAML front matter lacks "{line}".')
+    sections = [line for line in body if line.startswith('## ')]
+    if sections != CARD_SECTIONS:
+        raise HubFolderError(f'{path}: sections {sections} are not the model card template\'s {CARD_SECTIONS}.')
+    meta = yaml.safe_load('\n'.join(front)) or {}
+    results = body[body.index('## Results') + 1:body.index('## Usage')]
+    table = [line for line in body if line.startswith('|')]
+    if 'model-index' not in meta:
+        if table or [line for line in results if line.strip()] != [NO_RESULTS]:
+            raise HubFolderError(
+                f'{path}: the card shows results but its front matter has none; a card\'s numbers come only from '
+                f'hub/export.py --metrics.')
+        return
+    values = {m.get('name'): m.get('value') for m in meta['model-index'][0]['results'][0]['metrics']}
+    if table != _results_table(values.get('UAR', math.nan), values.get('WAR', math.nan)).split('\n'):
+        raise HubFolderError(f'{path}: the results table differs from the metrics in the front matter.')
+
+
+def _differences(expected: Any, actual: Any, prefix: str = '') -> List[str]:
+    """Dotted paths where two JSON values differ."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return [d for key in sorted(set(expected) | set(actual), key=str)
+                for d in _differences(expected.get(key), actual.get(key), f'{prefix}{key}.')]
+    return [] if expected == actual else [prefix.rstrip('.') or 'the whole file']
 
 
 def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
@@ -436,21 +553,34 @@ def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
     return torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
 
 
-def verify_folder(folder: PathLike, checkpoint: PathLike) -> Dict[str, float]:
+def verify_folder(
+        folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
     """Reload a repo folder through ``local-dir:`` and a seeded offline ``hf-hub:`` cache; logits must equal the source.
 
-    The source is the checkpoint rounded to the folder's weight dtype, so a float16 export is compared exactly
-    with the float16-rounded source. Returns the max |difference| per route (all 0.0); raises on any mismatch.
+    The source is the training checkpoint built from its own architecture record (a checkpoint folder's
+    ``config.json``, or ``model_kwargs`` for a bare file), never from the folder's, and the folder's
+    ``config.json`` must be exactly what an export of that source writes. The source is rounded to the folder's
+    weight dtype, so a float16 export is compared exactly with the float16-rounded source. Returns the max
+    |difference| per route (all 0.0); raises on any mismatch.
     """
     folder = Path(folder)
     config = _check_folder(folder)
     exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
-    ckpt = read_checkpoint(checkpoint)
-    source = _build_from_checkpoint(config['architecture'], checkpoint, ckpt, config.get('model_args', {}))
+    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else config['architecture'])
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
     if len(dtypes) != 1:
         raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
     dtype = dtypes.pop()
+    pretrained_cfg = config.get('pretrained_cfg') or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_config_for_hf(source, Path(tmp) / 'config.json', **_export_config(
+            source, pretrained_cfg.get('tag'), pretrained_cfg.get('license', 'mit')))
+        expected = json.loads((Path(tmp) / 'config.json').read_text(encoding='utf-8'))
+    differ = _differences(expected, config)
+    if differ:
+        raise HubFolderError(
+            f'{folder / "config.json"} is not what {checkpoint} exports to: {", ".join(differ[:8])} differ. '
+            f'Export the folder again with hub/export.py.')
     source.load_state_dict({
         k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()})
     clip = _fixed_clip(source)
@@ -487,6 +617,7 @@ def push_folder(
         private: bool = False,
         commit_message: Optional[str] = None,
         api: Any = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
 
@@ -495,8 +626,13 @@ def push_folder(
     """
     if repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise HubFolderError(f'--repo-id must be ORG/NAME, got {repo_id!r}.')
+    if not dry_run and api is None:
+        import huggingface_hub
+        if huggingface_hub.get_token() is None:  # before any network call
+            raise HubFolderError(
+                'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
     folder = Path(folder)
-    verified = verify_folder(folder, checkpoint)
+    verified = verify_folder(folder, checkpoint, model_kwargs)
     files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
     result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
                   commit_url=None)
@@ -517,7 +653,8 @@ _EXPORT_DOC = """Turn a LOGO-Former training checkpoint into a ready-to-upload H
 
 Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
 model.safetensors and the entry to add to logoformer_timm/weights/manifest.py. Frames, resolution, input channels and
-classes are read from the weights; the metrics table of the card comes only from --metrics."""
+classes are read from the weights, the rest of the architecture from the checkpoint folder's config.json (or
+--model-kwargs for a bare weights file); the metrics table of the card comes only from --metrics."""
 _VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
 
 Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
@@ -534,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``logoformer-hub`` (``python -m logoformer_timm.weights.hub``, ``hub/*.py``)."""
     from timm.utils import ParseKwargs
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='logoformer-hub', description='Export, verify and publish LOGO-Former weights on the Hugging Face Hub.')
     commands = parser.add_subparsers(dest='command', required=True, metavar='{export,verify,push}')
     raw = argparse.RawDescriptionHelpFormatter
@@ -544,13 +681,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('--model', required=True,
                         help='architecture the checkpoint was trained as, e.g. logoformer_base')
     export.add_argument('--checkpoint', required=True,
-                        help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
+                        help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
+                             '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
     export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
     export.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
     export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/weights/hub.py)')
     export.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')
-    export.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                        help='model arguments the weights do not fix, e.g. local_window="(2, 4, 4)" num_heads=8')
+    export.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: every model argument it was trained with that the weights do '
+                             'not fix, e.g. local_window="(2, 4, 4)" num_heads=8 (no values: the defaults)')
     export.add_argument('--train-dataset', help='dataset the weights were trained on, e.g. DFEW (stated on the card)')
     export.add_argument('--recipe', help='how the weights were trained: command line or URL (card and manifest)')
     export.add_argument('--license', default='mit', help='license of the weights (default: mit)')
@@ -559,11 +698,15 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=raw)
     verify.add_argument('folder', help='folder written by logoformer-hub export')
     verify.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+    verify.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: the --model-kwargs it was exported with')
 
     push = commands.add_parser('push', help=_PUSH_DOC.split('\n')[0], description=_PUSH_DOC, formatter_class=raw)
     push.add_argument('folder', help='folder written by logoformer-hub export')
     push.add_argument('--repo-id', required=True, help='ORG/NAME, e.g. logoformer-timm/logoformer_base.dfew_fold1')
     push.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+    push.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
+                        help='for a bare weights file: the --model-kwargs it was exported with')
     push.add_argument('--yes', action='store_true', help='really upload (default: dry run)')
     push.add_argument('--dry-run', action='store_true', help='only list what would be uploaded (the default)')
     push.add_argument('--private', action='store_true', help='create the repo as private')
@@ -585,14 +728,15 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    for route, diff in verify_folder(args.folder, args.checkpoint).items():
+    for route, diff in verify_folder(args.folder, args.checkpoint, args.model_kwargs).items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
     print(f'OK: {args.folder} is ready to push')
 
 
 def _push(args: argparse.Namespace, api: Any) -> None:
     result = push_folder(
-        args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api)
+        args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api,
+        model_kwargs=args.model_kwargs)
     print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
     print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
     for name, size in result['files']:

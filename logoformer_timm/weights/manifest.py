@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -19,7 +19,7 @@ from safetensors.torch import load as load_safetensors_bytes
 
 __all__ = [
     'HUB_ORG', 'WEIGHTS_FILENAME', 'PublishedWeights', 'PUBLISHED', 'WeightsChecksumError', 'WeightsFileError',
-    'find_published', 'file_sha256', 'load_published', 'read_safetensors']
+    'find_published', 'file_sha256', 'load_published', 'read_safetensors', 'check_weights']
 
 HUB_ORG = 'logoformer-timm'
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -59,9 +59,16 @@ class PublishedWeights:
 PUBLISHED: Dict[str, PublishedWeights] = {}
 
 
+def _repo_key(hf_hub_id: str) -> str:
+    # the Hub resolves repo ids case-insensitively and serves any revision: neither may dodge the check
+    return hf_hub_id.split('@', 1)[0].strip().strip('/').lower()
+
+
 def find_published(hf_hub_id: Optional[str]) -> Optional[PublishedWeights]:
-    """The manifest entry published at ``hf_hub_id`` (exact repo id, no revision), or None."""
-    return next((entry for entry in PUBLISHED.values() if entry.hf_hub_id == hf_hub_id), None)
+    """The manifest entry of the repo ``hf_hub_id`` names, whatever its letter case or ``@revision``, or None."""
+    if not hf_hub_id:
+        return None
+    return next((entry for entry in PUBLISHED.values() if _repo_key(entry.hf_hub_id) == _repo_key(hf_hub_id)), None)
 
 
 class WeightsChecksumError(RuntimeError):
@@ -69,7 +76,7 @@ class WeightsChecksumError(RuntimeError):
 
 
 class WeightsFileError(RuntimeError):
-    """A weight file that cannot be read as safetensors (truncated, corrupt or not safetensors at all)."""
+    """A weight file that cannot be used: not readable (truncated, corrupt, not safetensors) or with unusable values."""
 
 
 def file_sha256(path: Union[str, os.PathLike]) -> str:
@@ -89,16 +96,49 @@ def read_safetensors(data: bytes, name: Union[str, os.PathLike]) -> Dict[str, to
         raise WeightsFileError(f'{name} is not a readable safetensors file (truncated or corrupt?): {e}') from None
 
 
+def check_weights(
+        weights: Mapping[str, Any], source: Union[str, os.PathLike],
+        reference: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+    """Refuse NaN / Inf values, and integer tensors where ``reference`` (the model's state dict) has floating point.
+
+    Every loading route calls it: the project's checkpoint reader, the manifest loader and ``checkpoint_filter_fn``.
+    Integer buffers of the model itself (BatchNorm ``num_batches_tracked``) load as they are.
+    """
+    def listing(keys):
+        return ', '.join(keys[:6]) + (f', ... ({len(keys)} in all)' if len(keys) > 6 else '')
+
+    tensors = {k: v for k, v in weights.items() if torch.is_tensor(v)}
+    non_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise WeightsFileError(
+            f'{source} holds NaN or Inf values in {listing(non_finite)}; such weights give meaningless outputs. '
+            f'Use a checkpoint saved before training diverged.')
+    integer = [f'{k} ({v.dtype})' for k, v in tensors.items()
+               if reference is not None and k in reference and reference[k].is_floating_point()
+               and not (v.is_floating_point() or v.is_complex())]
+    if integer:
+        raise WeightsFileError(
+            f'{source} holds integer tensors where the model has floating point ones: {listing(integer)}; '
+            f'weights are never cast from integers, so these are not the trained values.')
+
+
 def load_published(
-        entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None) -> Dict[str, torch.Tensor]:
-    """Download (or reuse from the Hub cache) a published file, verify its sha256, then deserialize it."""
+        entry: PublishedWeights, cache_dir: Optional[Union[str, os.PathLike]] = None,
+        hf_hub_id: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Download (or reuse from the Hub cache) a published file, verify its sha256, then deserialize it.
+
+    ``hf_hub_id`` is the spelling asked for (another letter case, an ``@revision``); whatever revision it names,
+    its bytes must have the manifest's sha256.
+    """
     from timm.models._hub import download_from_hf  # timm's Hub download: hf_hub_download, library_name='timm'
-    path = download_from_hf(entry.hf_hub_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
+    path = download_from_hf(hf_hub_id or entry.hf_hub_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
     data = Path(path).read_bytes()  # hash and deserialize the same bytes: nothing unverified is ever parsed
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise WeightsChecksumError(
-            f'{path} ({WEIGHTS_FILENAME} of {entry.hf_hub_id}) has sha256 {digest}, but the manifest of published '
+            f'{path} ({WEIGHTS_FILENAME} of {hf_hub_id or entry.hf_hub_id}) has sha256 {digest}, but the manifest of published '
             f'weights expects {entry.sha256} for {entry.name!r}. Nothing was loaded. Delete the cached file to '
             f'download it again; if the mismatch persists the file on the Hub is not the published one.')
-    return read_safetensors(data, path)
+    weights = read_safetensors(data, path)
+    check_weights(weights, path)
+    return weights

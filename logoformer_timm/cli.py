@@ -1,0 +1,130 @@
+"""The one wrapper of the project's commands: a user error prints ONE ``error: ...`` line on stderr and exits 2.
+
+    def main(argv=None) -> int:
+        args = build_parser().parse_args(argv)
+        return run_cli(lambda: _run(args))
+
+A user error is bad input or an environment the command cannot work in (a missing or unreadable file, a
+checkpoint of another class count, a tampered weight file, a locked output folder, no disk space, a diverging
+loss). It is reported without a traceback; anything else is a bug and keeps its traceback.
+"""
+import argparse
+import math
+import os
+import sys
+from typing import Callable, NoReturn, Optional, Tuple, Type
+
+__all__ = [
+    'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
+    'resolve_device', 'user_errors', 'error_line', 'run_cli']
+
+
+class UsageError(ValueError):
+    """A command-line argument with a value the command cannot use; the message names the flag and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one ``error: ...`` line (exit 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the problem and exit 2."""
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 1, got {text}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be an integer >= 0, got {text}')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (not NaN, not inf)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a finite number > 0, got {text}')
+    return value
+
+
+def check_output_dir(path: str, flag: str) -> None:
+    """Check, before any work is done, that an output folder exists writable or can be created (it is not made)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f'{flag} {path}: cannot create the folder, {existing} is a file; pass another {flag}.')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f'{flag} {path}: {existing} is not writable; pass another {flag}.')
+
+
+def resolve_device(name: str) -> 'torch.device':
+    """The torch device for ``--device``; a one-line error when this machine does not have it."""
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f'--device {name!r} is not a torch device: {e}') from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UsageError(
+                f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
+                f'(torch.cuda.is_available() is False); use --device cpu.')
+        if device.index is not None and device.index >= count:
+            raise UsageError(f'--device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}).')
+    elif device.type != 'cpu':
+        module = getattr(torch, device.type, None)
+        if module is None or not module.is_available():
+            raise UsageError(f'--device {name} is not available here; use --device cpu.')
+    return device
+
+
+def user_errors() -> Tuple[Type[BaseException], ...]:
+    """The exception types every command reports as one line (imported here, so no module imports the CLI's)."""
+    from .bench.config import BenchmarkError
+    from .dfer.datasets import AnnotationError, ClipLoadError
+    from .dfer.train import OutputLockedError
+    from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
+    from .video.decode import VideoError
+    from .weights.hub import HubFolderError, MetricsFileError
+    from .weights.manifest import WeightsChecksumError, WeightsFileError
+    return (
+        AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
+        WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,
+        ValueError, OSError, FloatingPointError, ImportError)
+
+
+_WORKER = 'in DataLoader worker process'
+
+
+def error_line(error: BaseException) -> str:
+    """One line for a user error; an error re-raised from a DataLoader worker gives the worker's own message."""
+    message = str(error).strip() or type(error).__name__
+    if _WORKER in message.split('\n', 1)[0]:
+        # torch re-raises "Caught X in DataLoader worker process N.\nOriginal Traceback ...\nmodule.X: message"
+        last = message.rstrip().rsplit('\n', 1)[-1]
+        name = f'{type(error).__name__}: '
+        message = last.split(name, 1)[1] if name in last else last
+    return ' '.join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def run_cli(main: Callable[[], Optional[int]], prog: Optional[str] = None, code: int = 2) -> int:
+    """Run a command body; return its exit code (0 for None), or print ``error: ...`` and return ``code`` on a user error.
+
+    ``prog`` prefixes the line (``PROG: error: ...``) for commands that document that form (logoformer-predict).
+    """
+    try:
+        result = main()
+    except user_errors() as e:
+        print(f'{prog + ": " if prog else ""}error: {error_line(e)}', file=sys.stderr)
+        return code
+    return 0 if result is None else result

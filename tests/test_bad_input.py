@@ -1,0 +1,211 @@
+"""A table of bad inputs per entry point: each gives ONE line `error: ...` naming the problem, a non-zero exit
+(2 for usage errors) and leaves no output file behind. Everything runs in-process on tiny settings."""
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from logoformer_timm import bench as benchmark
+from logoformer_timm.dfer import evaluate as eval_cli, train as train_cli
+from logoformer_timm.video import export as onnx_cli, predict
+from logoformer_timm.dfer import lists as lists_cli, synthetic as synthetic_cli
+from logoformer_timm.dfer.synthetic import make_motion_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2', '--frames-per-segment', '2',
+        '--workers', '0']
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f'hub_{name}', REPO / 'hub' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bad_input')
+    make_motion_dataset(str(root), (('train', 1), ('test', 1)), ('right', 'left'), frames_range=(5, 6), size=16, seed=1)
+    model = timm.create_model('logoformer_tiny', num_classes=2, num_frames=4, img_size=16)
+    save_file(model.state_dict(), root / 'two.safetensors')
+    (root / 'a_file').write_text('not a folder')
+    (root / 'latin1.txt').write_bytes((root / 'test.txt').read_bytes() + 'caf\xe9/clip 5 0\n'.encode('latin-1'))
+    # a clip whose first frame is not an image: the DataLoader worker that reads it fails
+    broken = sorted(p for p in root.rglob('*.png'))[0]
+    broken.write_bytes(b'not a png')
+    (root / 'broken.txt').write_text(f'{broken.parent.relative_to(root)} 5 0\n')
+    # a checkpoint folder whose config.json is right and whose weights file is not: PretrainedWeightsError
+    (root / 'corrupt').mkdir()
+    train_cli._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
+    (root / 'corrupt' / 'model.safetensors').write_bytes(b'not safetensors')
+    (root / 'exists.onnx').write_text('an earlier export')
+    (root / 'crops').mkdir()
+    (root / 'crops' / 'window_000').mkdir()
+    # DFEW split files whose fold 3 names a missing clip: no list may be written
+    split = root / 'dfew' / 'split'
+    for part in ('train', 'test'):
+        (split / f'{part}(single-labeled)').mkdir(parents=True)
+        for fold in range(1, 6):
+            video = 99 if (part, fold) == ('test', 3) else 1
+            (split / f'{part}(single-labeled)' / f'set_{fold}.csv').write_text(f'video_name,label\n{video},1\n')
+    shutil.copytree(sorted((root / 'frames' / 'test').iterdir())[0], root / 'dfew' / 'clips' / '00001')
+    return root
+
+
+@pytest.fixture(scope='module')
+def video(data):
+    from video_helpers import grey_video
+    return grey_video(data / 'v.mp4', 3, size=(32, 32))
+
+
+def train_args(d, *extra):
+    return [*TINY, '--num-classes', '2', '--data-root', str(d), '--train-list', str(d / 'train.txt'), '--val-list',
+            str(d / 'test.txt'), '--output', str(d / 'out' / 'train'), '--batch-size', '2', '--epochs', '1', *extra]
+
+
+def predict_args(d, *extra):
+    return [str(d / 'v.mp4'), '--model', 'logoformer_tiny', *extra]
+
+
+def eval_args(d, *extra):
+    return ['--data-root', str(d), '--list', str(d / 'test.txt'), '--output', str(d / 'out' / 'eval'),
+            '--num-segments', '2', '--workers', '0', '--model', 'logoformer_tiny', '--img-size', '16',
+            '--checkpoint', str(d / 'two.safetensors'), *extra]
+
+
+NO_GPU = not torch.cuda.is_available()
+CASES = [
+    # (entry point, argv from the data folder, exit code, message regex, output that must not exist)
+    ('train', lambda d: train_args(d, '--grad-accum', '0'), 2, r'--grad-accum: must be an integer >= 1, got 0', 'train'),
+    ('train', lambda d: train_args(d, '--epochs', 'x'), 2, r"--epochs: invalid positive_int value: 'x'", 'train'),
+    ('train', lambda d: train_args(d, '--lr', '1e30', '--batch-size', '1'), 2,
+     r'loss is (inf|nan|-inf) at epoch 1, batch 1; lower --lr', None),
+    ('train', lambda d: [*train_args(d)[:-6], '--output', str(d / 'a_file' / 'run'), '--batch-size', '2', '--epochs',
+                         '1'], 2, r'--output .*a_file/run: cannot create the folder, .*a_file is a file', None),
+    ('train', lambda d: train_args(d, '--checkpoint', str(d / 'two.safetensors'), '--model', 'logoformer_small'), 2,
+     r'do not fit this LOGO-Former', 'train/last'),
+    ('eval', lambda d: eval_args(d, '--num-clips', '0'), 2, r'--num-clips: must be an integer >= 1, got 0', 'eval'),
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', 'does/not/exist'], 2,
+     r'--checkpoint does/not/exist: no such file or folder', 'eval'),
+    ('eval', lambda d: eval_args(d, '--output', str(d / 'a_file' / 'eval')), 2,
+     r'--output .*a_file/eval: cannot create the folder, .*a_file is a file', None),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'latin1.txt')), 2,
+     r'latin1\.txt:\d+ is not UTF-8 text \(byte 0xe9\); save the list as UTF-8', 'eval'),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'broken.txt'), '--workers', '1'), 2,
+     r'^error: .*broken.txt:1: .*(cannot identify image|not a readable|frame)', 'eval/metrics.json'),
+    ('predict', lambda d: ['video.mp4', '--window', 'nan'], 2, r'--window: must be a finite number > 0, got nan', None),
+    ('predict', lambda d: ['video.mp4', '--window', '2', '--stride', '0'], 2, r'--stride: must be a finite number > 0',
+     None),
+    ('predict', lambda d: ['video.mp4', '--margin', 'inf'], 2, r'--margin: must be a finite number > 0, got inf', None),
+    ('predict', lambda d: ['video.mp4', '--margin', '1e9'], 2, r'--margin at most 10', None),
+    ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
+                          str(d / 'a_file'), '--model-kwargs'], 2, r'--out .*a_file is a file', None),
+    ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
+                          str(d / 'out' / 'repo')], 2, r'bare weights file', 'repo'),
+    ('benchmark', lambda d: ['--model', 'logoformer_tiny', '--num-frames', '4', '--img-size', '32', '--gemm-size', '32',
+                             '--num-warm-iter', '0', '--num-bench-iter', '1', '--model-kwargs', 'num_heads=3'], 2,
+     r'cannot build logoformer_tiny.*divisible by num_heads', None),
+    ('benchmark', lambda d: ['--model', 'logoformer_tiny', '--results-file', str(d / 'no' / 'dir' / 'r.csv')], 2,
+     r"r.csv: the folder .*no/dir' does not exist", None),
+    # PretrainedWeightsError (unreadable weights in a checkpoint folder) in every command that loads weights
+    ('train', lambda d: train_args(d, '--checkpoint', str(d / 'corrupt')), 2,
+     r'logoformer_tiny with pretrained weights from .*corrupt', 'train/last'),
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', str(d / 'corrupt')], 2,
+     r'logoformer_tiny with pretrained weights from .*corrupt', 'eval'),
+    ('onnx', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'corrupt'), '--onnx',
+                        str(d / 'out' / 'm.onnx')], 1, r'logoformer_tiny with pretrained weights from', 'm.onnx'),
+    ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'corrupt')), 1, r'could not load .*corrupt', None),
+    # outputs are never overwritten
+    ('onnx', lambda d: ['--model', 'logoformer_tiny', '--random-init', '--onnx', str(d / 'exists.onnx')], 1,
+     r'exists.onnx already exists; pass a new path', None),
+    ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'crops')), 1,
+     r'--save-crops .*crops is not empty; pass a new or empty folder', None),
+    # data tools
+    ('lists', lambda d: ['dfew', '--data-root', str(d / 'dfew'), '--split-dir', 'split', '--frames-dir', 'clips',
+                         '--output', str(d / 'out' / 'lists')], 2, r'set_3.csv:2: frame folder .*00099 does not exist',
+     'lists'),
+    ('synthetic', lambda d: ['--output', str(d / 'out' / 'synthetic'), '--classes', ' , '], 2,
+     r"--classes ' , ': give at least two comma-separated classes", 'synthetic'),
+]
+if NO_GPU:
+    CASES += [
+        ('train', lambda d: train_args(d, '--device', 'cuda'), 2, r'--device cuda .*no CUDA GPU is available', 'train'),
+        ('eval', lambda d: eval_args(d, '--device', 'cuda'), 2, r'--device cuda .*no CUDA GPU is available', 'eval'),
+    ]
+ENTRY = dict(train=train_cli.main, eval=eval_cli.main, predict=predict.main, benchmark=benchmark.main,
+             onnx=onnx_cli.main, lists=lists_cli.main, synthetic=synthetic_cli.main)
+PREFIX = dict(predict='(logoformer-predict: )?', onnx='(export: )?')  # the forms these two commands document
+
+
+@pytest.mark.parametrize('entry, argv, code, message, absent', CASES,
+                         ids=[f'{c[0]}-{i}' for i, c in enumerate(CASES)])
+def test_bad_input_gives_one_line_and_no_output(data, video, tmp_path, capsys, entry, argv, code, message, absent):
+    main = ENTRY.get(entry) or _script(entry)
+    shutil.rmtree(data / 'out', ignore_errors=True)
+    (data / 'out').mkdir()
+    try:
+        result = main(argv(data))
+    except SystemExit as e:  # argparse usage errors
+        result = e.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(('epoch', '\r'))]
+    lines = [line for line in lines if 'it/s' not in line and 's/it' not in line]  # progress bars
+    assert result == code, err
+    assert len(lines) == 1 and re.match(PREFIX.get(entry, '') + 'error: ', lines[0]), err
+    assert 'Traceback' not in err and re.search(message, lines[0]), lines[0]
+    if absent:
+        assert not (data / 'out' / absent).exists()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(data, tmp_path):
+    from logoformer_timm.dfer import read_annotation_list
+    listed = tmp_path / 'bom.txt'
+    listed.write_bytes(b'\xef\xbb\xbf' + (data / 'test.txt').read_bytes())
+    records, _ = read_annotation_list(str(listed), str(data))
+    assert [r.path for r in records] == [r.path for r in read_annotation_list(str(data / 'test.txt'), str(data))[0]]
+
+
+def test_duplicate_annotation_lines_are_warned_about(data, tmp_path, caplog):
+    from logoformer_timm.dfer import read_annotation_list
+    listed = tmp_path / 'twice.txt'
+    first = (data / 'test.txt').read_text().splitlines()[0]
+    listed.write_text(f'{first}\n{first}\n')
+    assert len(read_annotation_list(str(listed), str(data))[0]) == 2
+    assert 'lists 1 clips more than once' in caplog.text
+
+
+def test_thousands_of_windows_are_refused_not_run(tmp_path):
+    from logoformer_timm.video.decode import MAX_WINDOWS, sliding_windows
+    assert len(sliding_windows(60., 1., 0.5)) == 119
+    with pytest.raises(ValueError, match=rf'gives 59001 windows over 60.0 s, more than {MAX_WINDOWS}; pass a larger'):
+        sliding_windows(60., 1., 0.001)
+
+
+def test_push_yes_without_a_token_fails_before_any_network_call(data, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, 'get_token', lambda: None)
+    monkeypatch.setattr(huggingface_hub, 'HfApi', lambda *a, **k: pytest.fail('HfApi was created'))
+    argv = [str(tmp_path), '--repo-id', 'logoformer-timm/x', '--checkpoint', str(data / 'two.safetensors'), '--yes']
+    assert _script('push')(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: push --yes needs a Hugging Face token') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('entry', ['eval', 'train'])
+def test_read_only_output_is_refused_before_any_work(data, monkeypatch, capsys, entry):
+    # root ignores permission bits, so the read-only folder is simulated where the check asks for it
+    from logoformer_timm import cli
+    monkeypatch.setattr(cli.os, 'access', lambda path, mode: False)
+    monkeypatch.setattr(eval_cli, 'evaluate', lambda *a, **k: pytest.fail('evaluated before checking --output'))
+    shutil.rmtree(data / 'out', ignore_errors=True)
+    argv = eval_args(data) if entry == 'eval' else train_args(data)
+    assert ENTRY[entry](argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r'error: --output .* is not writable; pass another --output\.\n', err), err
+    assert not (data / 'out').exists()
