@@ -58,7 +58,17 @@ _STEM_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.')
 
 
 class FrameStem(nn.Module):
-    """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``."""
+    """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``.
+
+    :meth:`forward_clip` runs it on the frames of clips ``(B, T, C, H, W)``. At inference (eval mode, no grad)
+    it runs a clip's frames in chunks of at most ``chunk_pixels`` input pixels per chunk (at least one frame), so
+    that the full-resolution ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would
+    otherwise be 2 x 103 MB, more than the whole transformer needs. Every frame is computed on its own (batch
+    norm uses its running statistics), so the output is that of the unchunked stem. ``chunk_pixels = None``
+    turns chunking off. Training, autograd and traced graphs (FX, torch.export) run all frames at once.
+    """
+
+    chunk_pixels: Optional[int] = 4 * 224 * 224  # 4 frames at 224x224, 16 at 112x112 (one chunk per such clip)
 
     def __init__(self, in_chans: int = 3, device=None, dtype=None):
         super().__init__()
@@ -70,6 +80,16 @@ class FrameStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_clip(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames of clips ``(B, T, C, H, W)`` (any strides) to maps ``(B, T, 256, H/16, W/16)``."""
+        if self.training or torch.is_grad_enabled() or self.chunk_pixels is None or sizes_are_symbolic():
+            # 'b t c h w -> (b t) c h w' and back
+            return self(x.flatten(0, 1)).unflatten(0, (x.shape[0], x.shape[1]))
+        frames = max(1, self.chunk_pixels // (x.shape[-2] * x.shape[-1]))
+        # each chunk is a view of one clip's frames: no copy of the whole clip in (b t) order
+        chunks = [self(clip[start:start + frames]) for clip in x.unbind(0) for start in range(0, x.shape[1], frames)]
+        return torch.cat(chunks).unflatten(0, (x.shape[0], x.shape[1]))
 
     def load_resnet_weights(self, source: Union[str, os.PathLike]) -> None:
         """Initialise from ResNet-18 weights: a local checkpoint file or a timm model name (downloads)."""
@@ -450,10 +470,10 @@ class LogoFormer(nn.Module):
         """Clip to position-embedded token grid ``(B, T, H/16, W/16, C)``."""
         self.check_input(x)
         self._warn_on_pixel_range(x)
-        # 'b c t h w -> (b t) c h w' (or 'b t c h w -> (b t) c h w')
-        frames = self.stem((x.transpose(1, 2) if self.input_layout == 'BCTHW' else x).flatten(0, 1))
-        # '(b t) c h w -> b t h w c'
-        x = self.token_embed(frames.permute(0, 2, 3, 1).unflatten(0, (x.shape[0], -1)))
+        # 'b c t h w -> b t c h w' (a view; BTCHW clips already are)
+        frames = self.stem.forward_clip(x.transpose(1, 2) if self.input_layout == 'BCTHW' else x)
+        # 'b t c h w -> b t h w c'
+        x = self.token_embed(frames.permute(0, 1, 3, 4, 2))
         return self.pos_drop(x + self._pos_embed(x.shape[1:4]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
