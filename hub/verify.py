@@ -1,28 +1,13 @@
 #!/usr/bin/env python3
-"""Check an exported Hub repo folder before publishing it.
-
-Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
-that both give logits identical to the source checkpoint on a fixed clip. Exits non-zero on any difference.
-"""
-import argparse
+"""`logoformer-hub verify` (check an exported folder) from a clone; the code is in logoformer_timm/hub.py."""
 import sys
+
+from logoformer_timm.hub import main as hub_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('folder', help='folder written by hub/export.py')
-    parser.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
-    args = parser.parse_args(argv)
-
-    import logoformer_timm  # noqa: F401  (registers the models)
-    from logoformer_timm.hub import run_cli, verify_folder
-
-    def run():
-        for route, diff in verify_folder(args.folder, args.checkpoint).items():
-            print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
-        print(f'OK: {args.folder} is ready to push')
-
-    return run_cli(run)
+    """Run ``logoformer-hub verify`` with ``argv`` (default: the command line)."""
+    return hub_main(['verify', *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.
 
 timm's ``benchmark.py`` flags and column names, adapted to clips ``(B, C, T, H, W)`` (an extra ``frames``
-column, ``channels_last_3d``). Run it as ``python benchmarks/flops.py`` (see ``--help``).
+column, ``channels_last_3d``). Run it as ``logoformer-bench`` (installed) or ``python benchmarks/flops.py`` from a
+clone (see ``--help``).
 
 What the numbers are:
 
@@ -15,7 +16,11 @@ What the numbers are:
   resident size at that point, measured by default in a fresh process per model and mode, so that memory freed
   by one model cannot hide the next model's peak (see ``mem_method``).
 * ``*_achieved_gflops_per_sec``: counted FLOPs per step / median step time; ``*_peak_fraction``: that divided by
-  ``gemm_gflops_per_sec``, the best throughput of a large square matmul on the same device and precision.
+  ``gemm_gflops_per_sec``, the best throughput of square matmuls of several sizes, repeated, on the same device,
+  threads and precision, measured before and again after the models (the higher of the two). A fraction above 1
+  cannot be a result: it is left empty and ``*_warning`` says the measurement failed (machine load, too low a peak).
+* ``*_warm_steps``: warm-up steps run; with ``--torchcompile`` warm-up continues until two consecutive steps agree
+  within 10 %, and ``*_warning`` says so when they never did (compile time may then be in the step times).
 """
 import argparse
 import ast
@@ -41,22 +46,25 @@ import torch.nn.functional as F
 
 from .flops import COUNTER_NAME, LOGOFORMER_PARTS, count_flops, flops_by_part
 from .models import LogoFormer
+from .profiling import profile_parts
 
 __all__ = [
     'BenchConfig', 'ModelSpec', 'BenchmarkError', 'parse_model_kwargs', 'resolve_models', 'peer_specs',
-    'count_model', 'gemm_peak', 'benchmark', 'sweep', 'sweep_table', 'write_results', 'format_table',
-    'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+    'count_model', 'gemm_peak', 'set_peak_fractions', 'warm_up', 'benchmark', 'sweep', 'sweep_table',
+    'write_results', 'format_table', 'plot_sweep', 'environment', 'main', 'COLUMNS', 'SWEEP_PARAMS',
+    'measure_parts', 'parse_grid', 'grid_configs',
 ]
 
 PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
 SWEEP_PARAMS = ('num_frames', 'img_size')
+GRID_PARAMS = ('clip', 'batch_size', 'precision', 'torchcompile')
 BENCH_MODES = ('inference', 'train')
 NUM_CLASSES = 7
 
-# the documented result columns, in output order (--detail adds infer_gmacs_by_part)
+# the documented result columns, in output order (--detail adds the *_by_part columns of DETAIL_COLUMN_DOCS)
 _MODE_COLUMNS = (
     'samples_per_sec', 'step_time', 'step_time_p10', 'step_time_p90', 'batch_size', 'img_size', 'frames',
-    'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'batch_note', 'load_avg_1m')
+    'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'warm_steps', 'warning', 'batch_note', 'load_avg_1m')
 COLUMNS = (
     'model', 'source', 'model_kwargs', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs',
     *[f'infer_{c}' for c in _MODE_COLUMNS], *[f'train_{c}' for c in _MODE_COLUMNS],
@@ -72,9 +80,21 @@ COLUMN_DOCS = {
     'samples_per_sec': 'batch size / median step time',
     'peak_mem_mb': 'memory the model and its steps add (MB, 1e6 bytes); see mem_method',
     'achieved_gflops_per_sec': 'counted FLOPs per step / median step time',
-    'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec',
+    'peak_fraction': 'achieved GFLOP/s / gemm_gflops_per_sec; empty (with a warning) when above 1',
+    'warm_steps': 'warm-up steps run before timing (more than --num-warm-iter: compiled until steady)',
+    'warning': 'why a figure of the row is not to be trusted (above the matmul peak, compile not steady)',
     'batch_note': 'set when an out-of-memory error forced a smaller batch',
     'load_avg_1m': '1-minute load average of the machine right after the measurement (other jobs add noise)',
+}
+DETAIL_COLUMN_DOCS = {
+    'infer_gmacs_by_part': 'GMACs of one clip per part; other = the rest',
+    'infer_ms_by_part': 'ms per part in an eager inference pass (mean of num_bench_iter passes); other = outside the '
+                        'parts (position embedding, norms, residual adds, pooling)',
+    'infer_peak_mem_mb_by_part': 'per part: the most memory it allocated above what was live when it started (MB)',
+    'infer_peak_op_by_part': 'per part: the operators running when it reached that peak (CPU profiler only)',
+    'infer_parts_step_ms': 'the whole pass, timed in the same passes as the parts',
+    'infer_parts_step_peak_mem_mb': 'the whole pass: the most memory allocated above what was live at its start',
+    'parts_method': 'how the per-part time and memory were measured',
 }
 
 
@@ -305,6 +325,22 @@ def _synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+def warm_up(step: Callable[[], Any], num_warm: int, device: torch.device, until_steady: bool = False,
+            max_extra: int = 20, tolerance: float = 0.1) -> Tuple[int, bool]:
+    """Run ``step`` ``num_warm`` times; ``until_steady``: then on until two consecutive steps agree within
+    ``tolerance`` (at most ``max_extra`` more). Returns (steps run, whether the last two agreed)."""
+    times: List[float] = []
+    while len(times) < num_warm or (until_steady and len(times) < num_warm + max_extra):
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        steady = len(times) >= 2 and abs(times[-1] - times[-2]) <= tolerance * min(times[-2:])
+        if until_steady and steady and len(times) >= num_warm:
+            return len(times), True
+    return len(times), not until_steady
+
+
 def time_steps(step: Callable[[], Any], num_warm: int, num_iter: int, device: torch.device) -> List[float]:
     """Run ``step`` ``num_warm`` times, then time ``num_iter`` steps one by one; times in ms."""
     for _ in range(num_warm):
@@ -337,12 +373,36 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def gemm_peak(device: torch.device, precision: str, size: int = 2048, iters: int = 5) -> float:
-    """Best dense matmul throughput (GFLOP/s) of ``size`` x ``size`` matrices in ``precision`` on ``device``."""
+    """Best dense matmul throughput (GFLOP/s) in ``precision`` on ``device`` with the current thread count: square
+    matrices of ``size`` / 4, / 2 and ``size``, ``iters`` timed repeats each (one size or one noisy run can
+    come out below what a model's own kernels reach)."""
     dtype, amp_dtype = _precision(precision, device)
-    a = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
-    b = torch.randn(size, size, device=device, dtype=amp_dtype or dtype)
-    times = time_steps(lambda: torch.mm(a, b), 1, iters, device)
-    return 2 * size ** 3 / (min(times) / 1e3) / 1e9
+    best = 0.
+    for n in sorted({max(1, size // 4), max(1, size // 2), size}):
+        a = torch.randn(n, n, device=device, dtype=amp_dtype or dtype)
+        b = torch.randn(n, n, device=device, dtype=amp_dtype or dtype)
+        times = time_steps(lambda: torch.mm(a, b), 1, iters, device)
+        best = max(best, 2 * n ** 3 / (max(min(times), 1e-6) / 1e3) / 1e9)
+    return best
+
+
+def set_peak_fractions(rows: Sequence[Dict[str, Any]], gemm_gflops: Optional[float]) -> None:
+    """Set ``gemm_gflops_per_sec`` and each mode's ``peak_fraction`` in ``rows``; a fraction above 1 is a failed
+    measurement, so it is left empty and the row's ``*_warning`` says so."""
+    for row in rows:
+        row['gemm_gflops_per_sec'] = gemm_gflops
+        for prefix in ('infer', 'train'):
+            achieved = row.get(f'{prefix}_achieved_gflops_per_sec')
+            if achieved is None:
+                continue
+            fraction = achieved / gemm_gflops if gemm_gflops else None
+            notes = [n for n in (row.get(f'{prefix}_warning') or '').split('; ') if n and 'matmul peak' not in n]
+            if fraction is not None and fraction > 1:
+                notes.append(f'{achieved:.1f} GFLOP/s is {fraction:.0%} of the measured matmul peak: a measurement '
+                             f'problem (machine load or a low peak), not a result')
+                fraction = None
+            row[f'{prefix}_peak_fraction'] = fraction
+            row[f'{prefix}_warning'] = '; '.join(notes)
 
 
 _STATUS = '/proc/self/status'
@@ -444,8 +504,9 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = time_steps(infer_step if mode == 'inference' else train_step, cfg.num_warm_iter, cfg.num_bench_iter,
-                       device)
+    step = infer_step if mode == 'inference' else train_step
+    warm_steps, steady = warm_up(step, cfg.num_warm_iter, device, until_steady=bool(cfg.torchcompile))
+    times = time_steps(step, 0, cfg.num_bench_iter, device)
     median = statistics.median(times)
     return dict(
         samples_per_sec=cfg.batch_size / (median / 1e3),
@@ -454,8 +515,41 @@ def measure(spec: ModelSpec, mode: str, cfg: BenchConfig, isolated: bool = False
         step_time_p90=_percentile(times, 90),
         batch_size=cfg.batch_size,
         peak_mem_mb=meter.peak_mb(),
+        warm_steps=warm_steps,
+        warning='' if steady else f'not steady after {warm_steps} warm-up steps: compile time may be in the timing',
         mem_method=meter.method,
         load_avg_1m=_load_avg(),
+    )
+
+
+def measure_parts(spec: ModelSpec, cfg: BenchConfig) -> Dict[str, Any]:
+    """Time and peak memory per part of one eager inference forward pass (:mod:`logoformer_timm.profiling`)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype, amp_dtype = _precision(cfg.precision, device)
+    model = build_model(spec, cfg.num_frames, cfg.img_size, device=device).to(dtype=dtype).eval()
+    if cfg.channels_last:
+        _to_channels_last(model)
+    memory_format = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    x = torch.rand(cfg.batch_size, 3, cfg.num_frames, cfg.img_size, cfg.img_size, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=memory_format)
+
+    def step():
+        with torch.inference_mode(), _autocast(device, amp_dtype):
+            return model(x)
+
+    parts = LOGOFORMER_PARTS if isinstance(model, LogoFormer) else None
+    result = profile_parts(model, step, parts, device, num_warm=max(1, cfg.num_warm_iter),
+                           num_iter=cfg.num_bench_iter)
+    return dict(
+        ms_by_part={p.name: p.time_ms for p in result.parts} | {'other': result.other_ms},
+        peak_mem_mb_by_part={p.name: p.peak_mem_mb for p in result.parts},
+        peak_op_by_part={p.name: p.peak_op for p in result.parts if p.peak_op},
+        parts_step_ms=result.step_ms, parts_step_peak_mem_mb=result.step_peak_mem_mb,
+        parts_method=f'eager inference forward, batch {cfg.batch_size}; time: {result.time_method}; '
+                     f'peak memory per part = the most memory the part allocated above what was live when it '
+                     f'started, measured with {result.mem_method}',
     )
 
 
@@ -489,7 +583,11 @@ def _worker() -> None:
     """Entry point of the fresh process used by :func:`_measure_isolated`: a JSON job on stdin, JSON on stdout."""
     job = json.loads(sys.stdin.read())
     try:
-        result = measure(ModelSpec(**job['spec']), job['mode'], BenchConfig(**job['cfg']), isolated=True)
+        spec, cfg = ModelSpec(**job['spec']), BenchConfig(**job['cfg'])
+        if job['mode'] == 'parts':
+            result = measure_parts(spec, cfg)
+        else:
+            result = measure(spec, job['mode'], cfg, isolated=True)
     except Exception as e:  # reported to the parent, which decides (OOM retry or error)
         result = dict(error=f'{type(e).__name__}: {e}', oom=_is_oom(e))
     print(json.dumps(result))
@@ -574,6 +672,9 @@ def benchmark(
         )
         if detail:
             row['infer_gmacs_by_part'] = {k: round(v, 3) for k, v in count.detail.items()}
+            log(f'  {spec.label}: time and peak memory per part (inference), batch {cfg.batch_size}')
+            parts = _measure_isolated(spec, 'parts', cfg) if cfg.isolate else measure_parts(spec, cfg)
+            row.update({f'infer_{k}' if k != 'parts_method' else k: v for k, v in parts.items()})
         gmacs = dict(inference=count.infer.gmacs, train=count.train_gmacs)
         for mode in modes:
             prefix = 'infer' if mode == 'inference' else 'train'
@@ -588,12 +689,11 @@ def benchmark(
                 continue
             achieved = 2 * gmacs[mode] * result['batch_size'] / (result['step_time'] / 1e3)
             row['mem_method'] = result.pop('mem_method')
-            result.update(
-                img_size=cfg.img_size, frames=cfg.num_frames, achieved_gflops_per_sec=achieved,
-                peak_fraction=achieved / gemm_gflops if gemm_gflops else None)
+            result.update(img_size=cfg.img_size, frames=cfg.num_frames, achieved_gflops_per_sec=achieved)
             row.update({f'{prefix}_{k}': v for k, v in result.items()})
-        row.update(env, gemm_gflops_per_sec=gemm_gflops)
+        row.update(env)
         rows.append(row)
+    set_peak_fractions(rows, gemm_gflops)
     return rows
 
 
@@ -639,6 +739,47 @@ def sweep(
         point_cfg = replace(cfg, **{param: point})
         rows += benchmark(models, point_cfg, modes, gemm_gflops=gemm_gflops, sweep_label=f'{param}={point}', log=log)
     return rows
+
+
+def parse_grid(text: str) -> Tuple[str, List[Any]]:
+    """``clip=16x112,32x224`` (frames x size), ``batch_size=1,8``, ``precision=float32,amp_bfloat16`` or
+    ``torchcompile=none,inductor`` -> (name, values)."""
+    key, sep, values = text.partition('=')
+    items = [v.strip().lower() for v in values.split(',') if v.strip()]
+    if not sep or key not in GRID_PARAMS or not items:
+        raise BenchmarkError(f'--grid expects one of {GRID_PARAMS} as name=v1,v2,..., got {text!r}.')
+    if key == 'precision':
+        if not set(items) <= set(PRECISIONS):
+            raise BenchmarkError(f'--grid precision values must be among {", ".join(PRECISIONS)}, got {values!r}.')
+        return key, items
+    if key == 'torchcompile':
+        return key, [None if v == 'none' else v for v in items]
+    try:
+        parsed = [tuple(int(n) for n in v.split('x')) if key == 'clip' else (int(v),) for v in items]
+    except ValueError:
+        parsed = []
+    if not parsed or any(len(p) != (2 if key == 'clip' else 1) or min(p) < 1 for p in parsed):
+        expected = 'FRAMESxSIZE items (16x112,32x224)' if key == 'clip' else 'positive integers'
+        raise BenchmarkError(f'--grid {key} needs {expected}, got {values!r}.')
+    return key, parsed if key == 'clip' else [p[0] for p in parsed]
+
+
+def grid_configs(cfg: BenchConfig, grids: Sequence[Tuple[str, List[Any]]]) -> List[Tuple[str, BenchConfig]]:
+    """Every combination of the ``--grid`` values, as (label, config); later grids vary fastest."""
+    out = [('', cfg)]
+    for key, values in grids:
+        step = []
+        for label, base in out:
+            for value in values:
+                if key == 'clip':
+                    point = replace(base, num_frames=value[0], img_size=value[1])
+                    text = f'{value[0]}x{value[1]}'
+                else:
+                    point = replace(base, **{key: value})
+                    text = 'none' if value is None else str(value)
+                step.append((f'{label} {key}={text}'.strip(), point))
+        out = step
+    return out
 
 
 def sweep_table(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -708,7 +849,7 @@ def write_results(rows: Sequence[Dict[str, Any]], path: str, fmt: str, header: s
             if table:
                 f.write('## Sweep: LOGO-Former vs its block_types=joint twin\n\n' + format_sweep(table, True) + '\n')
             if any(r.get('infer_gmacs_by_part') for r in rows):
-                f.write('## GMACs by part\n\n' + format_detail(rows) + '\n\n')
+                f.write('## By part: GMACs, time and peak memory\n\n' + format_detail(rows, True) + '\n\n')
             f.write('## All columns\n\n' + _render(columns, [[_cell(r.get(c)) for c in columns] for r in rows],
                                                       markdown=True) + '\n')
         else:
@@ -728,14 +869,14 @@ def _render(headers: Sequence[str], cells: Sequence[Sequence[str]], markdown: bo
 
 
 _STDOUT_COLUMNS = (
-    ('model', 'model', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
+    ('model', 'model', 's'), ('grid', 'grid point', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
     ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'infer ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
     ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'infer clips/s', '.2f'),
     ('infer_peak_mem_mb', 'infer MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
     ('infer_peak_fraction', '% peak', '.1%'), ('train_step_time', 'train ms', '.1f'),
     ('train_samples_per_sec', 'train clips/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
     ('train_peak_fraction', 'train % peak', '.1%'), ('infer_batch_note', 'note', 's'),
-    ('train_batch_note', 'train note', 's'),
+    ('train_batch_note', 'train note', 's'), ('infer_warning', 'warning', 's'), ('train_warning', 'train warning', 's'),
 )
 
 
@@ -746,14 +887,32 @@ def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
     return _render([h for _, h, _ in cols], cells, markdown)
 
 
-def format_detail(rows: Sequence[Dict[str, Any]]) -> str:
-    """GMACs per part (stem, token embedding, local/global/joint attention, MLP, head) and share of the total."""
-    lines = []
+def format_detail(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    """Per part (stem, token embedding, local/global/joint attention, MLP, head): GMACs and their share, and when
+    measured the time, share of the pass, peak memory above the part's start and the operator at that peak."""
+    blocks, methods = [], []
     for r in rows:
-        parts = r.get('infer_gmacs_by_part') or {}
-        total = sum(parts.values()) or 1.
-        lines.append(f'- {r["model"]}: ' + ', '.join(f'{k} {v:.3f} ({v / total:.1%})' for k, v in parts.items()))
-    return '\n'.join(lines)
+        gmacs = r.get('infer_gmacs_by_part') or {}
+        ms, mem = r.get('infer_ms_by_part') or {}, r.get('infer_peak_mem_mb_by_part') or {}
+        ops, step = r.get('infer_peak_op_by_part') or {}, r.get('infer_parts_step_ms')
+        total = sum(gmacs.values()) or 1.
+        headers = ['part', 'GMACs', '% GMACs'] + (['ms', '% time', 'peak MB', 'peak reached in'] if ms else [])
+        cells = []
+        for name in dict.fromkeys([*gmacs, *ms]):
+            row = [name, _fmt(gmacs.get(name), '.3f'), _fmt(gmacs[name] / total if name in gmacs else None, '.1%')]
+            if ms:
+                row += [_fmt(ms.get(name), '.2f'), _fmt(ms[name] / step if name in ms and step else None, '.1%'),
+                        _fmt(mem.get(name), '.1f'), ops.get(name, '')]
+            cells.append(row)
+        if ms:
+            cells.append(['whole pass', _fmt(sum(gmacs.values()), '.3f'), '100.0%', _fmt(step, '.2f'), '100.0%',
+                          _fmt(r.get('infer_parts_step_peak_mem_mb'), '.1f'), ''])
+        title = r['model'] + (f' ({r["grid"]})' if r.get('grid') else '')
+        blocks.append(f'{title}:\n' + _render(headers, cells, markdown))
+        if r.get('parts_method'):
+            methods.append(r['parts_method'])
+    methods = list(dict.fromkeys(methods))
+    return '\n\n'.join(blocks + [f'method: {m}' for m in methods])
 
 
 def format_sweep(table: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
@@ -812,10 +971,10 @@ def plot_sweep(table: Sequence[Dict[str, Any]], path: str, title: str = '') -> N
 # CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     """timm benchmark.py's flags, for 5-D clips."""
     parser = argparse.ArgumentParser(
-        prog='benchmarks/flops.py', description=__doc__.split('\n\n')[0],
+        prog=prog, description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
@@ -824,7 +983,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--peers', action='store_true',
                         help=f'add the installed peers ({", ".join(PEER_NAMES)}), random weights')
     parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference')
-    parser.add_argument('--detail', action='store_true', help='GMACs per part (stem, attention, MLP, head)')
+    parser.add_argument('--detail', action='store_true',
+                        help='per part (stem, attention, MLP, head): GMACs, and time and peak memory of an inference '
+                             'pass (torch.profiler memory events on CPU, allocator statistics on CUDA)')
     parser.add_argument('--num-frames', type=int, default=16)
     parser.add_argument('--img-size', type=int, default=112)
     parser.add_argument('-b', '--batch-size', type=int, default=2)
@@ -835,19 +996,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
     parser.add_argument('--num-warm-iter', type=int, default=2)
     parser.add_argument('--num-bench-iter', type=int, default=10)
-    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help="torch.set_num_threads for the models and the matmul peak; None keeps torch's own count")
     parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
-                        help='time each model and mode in a fresh process (default: on for cpu, where it makes '
+                        help='time each model and mode in a fresh process (None: on for cpu, where it makes '
                              'the peak-RSS column per model)')
     parser.add_argument('--gemm-size', type=int, default=None,
-                        help='matrix size of the peak matmul (default 2048 on cpu, 8192 otherwise)')
+                        help='largest matrix size of the peak matmul, also run at 1/2 and 1/4 (None: 2048 on cpu, '
+                             '8192 otherwise)')
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
                         help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
+    parser.add_argument('--grid', action='append', default=[], metavar='PARAM=V1,V2',
+                        help='measure every model at every combination, side by side: clip=16x112,32x224 '
+                             'batch_size=1,8 precision=float32,amp_bfloat16 torchcompile=none,inductor')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
     parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
                         help='one or more files; the format comes from each extension (.csv, .json, .md)')
     parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
-                        help='format for every results file (default: from its extension, else csv)')
+                        help='format for every results file (None: from its extension, else csv)')
     return parser
 
 
@@ -859,6 +1025,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
+    if args.grid and args.sweep:
+        raise BenchmarkError('--grid and --sweep are separate runs: give one of them.')
     if args.plot and not args.sweep:
         raise BenchmarkError('--plot draws a sweep: add --sweep num_frames=8,16,32,64 (or img_size=...).')
     if args.plot:
@@ -868,9 +1036,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise BenchmarkError('--plot needs matplotlib: pip install "logoformer-timm[bench]"') from e
 
 
-def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print,
+        prog: str = 'logoformer-bench') -> List[Dict[str, Any]]:
     """The CLI without exit handling: parse, benchmark (and sweep), print, write; returns the result rows."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     _check_args(args)
     device = resolve_device(args.device)
     if args.threads:
@@ -884,34 +1053,57 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     modes = BENCH_MODES if args.bench == 'both' else (args.bench,)
     specs = resolve_models(args.model, parse_model_kwargs(args.model_kwargs))
     sweeps = [parse_sweep(s) for s in args.sweep]
+    grid = grid_configs(cfg, [parse_grid(g) for g in args.grid]) if args.grid else []
     if args.peers:
         peers, missing = peer_specs()
         specs += [p for p in peers if p.name not in {s.name for s in specs}]
         for message in missing:
             log(f'peer skipped: {message}')
 
-    command = 'python benchmarks/flops.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    command = f'{prog} ' + ' '.join(sys.argv[1:] if argv is None else argv)
     gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)
     load = _load_avg()
     env_line = (f'{environment(cfg)["device_name"]}, threads={torch.get_num_threads()}, {cfg.precision}; '
-                f'torch {torch.__version__}, timm {timm.__version__}; dense {cfg.gemm_size}x{cfg.gemm_size} matmul '
-                f'peak {gemm:.1f} GFLOP/s; counter: {COUNTER_NAME}')
+                f'torch {torch.__version__}, timm {timm.__version__}; dense matmul peak (sizes up to {cfg.gemm_size}) '
+                f'{gemm:.1f} GFLOP/s at the start; counter: {COUNTER_NAME}')
     log(f'{env_line}; load average {load}')
     rows = []
     if sweeps and args.peers:
         log('note: sweeps compare LOGO-Former with its joint twin; the peers are not swept')
-    if not sweeps:
+    gemm_by_precision = {cfg.precision: gemm}
+    for label, point in grid:
+        if point.precision not in gemm_by_precision:
+            gemm_by_precision[point.precision] = gemm_peak(device, point.precision, cfg.gemm_size)
+        log(f'grid point {label}:')
+        point_rows = benchmark(specs, point, modes, detail=args.detail,
+                               gemm_gflops=gemm_by_precision[point.precision], log=log)
+        rows += [dict(r, grid=label) for r in point_rows]
+    if grid:
+        where = '; every model, mode and grid point in a fresh process' if cfg.isolate else ''
+        log(f'\nGMACs/GFLOPs per clip; times median (p10, p90) over {cfg.num_bench_iter} steps after '
+            f'{cfg.num_warm_iter} warm-up{where}')
+    elif not sweeps:
         rows = benchmark(specs, cfg, modes, detail=args.detail, gemm_gflops=gemm, log=log)
-        log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
-            f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
-        log(format_table(rows))
-        if args.detail:
-            log('\nGMACs by part:\n' + format_detail(rows))
     for param, points in sweeps:
         log(f'\nsweep {param}={",".join(map(str, points))} (LOGO-Former vs its block_types=joint twin):')
         sweep_rows = sweep(specs, param, points, cfg, modes, gemm_gflops=gemm, log=log)
         rows += sweep_rows
         log(format_sweep(sweep_table(sweep_rows)))
+    # each precision's peak is re-measured at the end; a row's % peak is of the higher of its precision's two
+    for precision, start in gemm_by_precision.items():
+        end = gemm_peak(device, precision, cfg.gemm_size)
+        set_peak_fractions([r for r in rows if r.get('precision', cfg.precision) == precision], max(start, end))
+        log(f'matmul peak ({precision}) re-measured at the end: {end:.1f} GFLOP/s; % peak is of the higher, '
+            f'{max(start, end):.1f} GFLOP/s')
+        if precision == cfg.precision:
+            env_line += f', {end:.1f} at the end'
+    if not grid and not sweeps:
+        log(f'\nclip {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}, batch {cfg.batch_size}; GMACs/GFLOPs per clip; '
+            f'times median (p10, p90) over {cfg.num_bench_iter} steps after {cfg.num_warm_iter} warm-up')
+    if grid or not sweeps:
+        log(format_table(rows))
+        if args.detail:
+            log('\nBy part (GMACs of one clip; time and peak memory of one inference pass):\n' + format_detail(rows))
     mem_methods = sorted({r['mem_method'] for r in rows if r.get('mem_method')})
     if mem_methods:
         log(f'memory: {"; ".join(mem_methods)}; load average now {_load_avg()}')
@@ -928,10 +1120,10 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: user errors print one clear line to stderr and return 2."""
+def main(argv: Optional[Sequence[str]] = None, prog: str = 'logoformer-bench') -> int:
+    """CLI entry point (``logoformer-bench``): user errors print one clear line to stderr and return 2."""
     try:
-        run(argv)
+        run(argv, prog=prog)
     except BenchmarkError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

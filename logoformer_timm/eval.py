@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, Sampler
 
 from .data import AnnotationError, ClipFolderDataset, ClipLoadError, ClipTransform, collate_clips
 from .data import resolve_video_data_config
+from .data.dataset import default_num_workers
 from .hub import HubFolderError, read_checkpoint
+from .inference import PRECISIONS, prepare_for_inference
 from .manifest import WeightsFileError
 from .metrics import confusion_matrix, summarize
 from .models import DFER_LABELS, PretrainedWeightsUnavailableError, checkpoint_filter_fn
@@ -263,9 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--img-size', type=int, help='resolution (default: the model\'s)')
     parser.add_argument('--num-clips', type=int, default=1, help='test-time averaging over evenly shifted clips')
     parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--workers', type=int, default=4)
+    parser.add_argument('--workers', type=int, default=default_num_workers(),
+                        help='DataLoader worker processes (default: min(4, CPU count))')
     parser.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
-    parser.add_argument('--amp', action='store_true', help='autocast (bfloat16 on CPU, float16 on GPU)')
+    parser.add_argument('--amp', action='store_true', help='short for --precision bf16 on CPU, fp16 on GPU')
+    parser.add_argument('--precision', choices=PRECISIONS, default=None,
+                        help='fp32, or autocast in bf16/fp16 (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (the first batch compiles: tens of seconds on CPU)')
     parser.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     parser.add_argument('--dataset', help='dataset name recorded in metrics.json, e.g. DFEW')
     parser.add_argument('--fold', type=int, help='fold recorded in metrics.json')
@@ -295,8 +302,11 @@ def _run(args: argparse.Namespace) -> int:
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
-    amp_dtype = (torch.bfloat16 if info.device.type == 'cpu' else torch.float16) if args.amp else None
-    metrics = evaluate(model, loader, model.num_classes, info, amp_dtype, progress=True)
+    if args.amp and args.precision is not None:
+        raise ValueError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
+    precision = args.precision or (('bf16' if info.device.type == 'cpu' else 'fp16') if args.amp else 'fp32')
+    runner = prepare_for_inference(model, precision, args.compile)
+    metrics = evaluate(runner, loader, model.num_classes, info, progress=True)
     metrics['skipped_clips'] += len(dataset.problems)
     result = metrics_record(metrics, model, args)
     if info.is_main:

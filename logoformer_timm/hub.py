@@ -1,7 +1,8 @@
 """Turn a training checkpoint into a Hugging Face Hub repo folder, verify such a folder, and publish it.
 
-``hub/export.py``, ``hub/verify.py`` and ``hub/push.py`` are thin command-line wrappers over
-:func:`export_folder`, :func:`verify_folder` and :func:`push_folder`.
+Command line: ``logoformer-hub export|verify|push`` (also ``python -m logoformer_timm.hub``; the repository's
+``hub/export.py``, ``hub/verify.py`` and ``hub/push.py`` are the same subcommands), over :func:`export_folder`,
+:func:`verify_folder` and :func:`push_folder`.
 
 Evaluation metrics (``--metrics EVAL.json``)
 --------------------------------------------
@@ -24,6 +25,7 @@ Metrics are fractions, never percent: the card prints them as percent. :func:`lo
 whose ``uar``, ``war`` or ``per_class`` disagree with its confusion matrix by more than ``1e-4`` (the rounding of
 4 decimals), so a hand-edited or mistyped number cannot reach a model card.
 """
+import argparse
 import json
 import math
 import os
@@ -33,7 +35,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 from timm.layers import to_2tuple
@@ -47,7 +49,7 @@ from .models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_check
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
     'validate_eval_metrics', 'read_checkpoint', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
-    'push_folder', 'run_cli']
+    'push_folder', 'run_cli', 'build_parser', 'main']
 
 PathLike = Union[str, os.PathLike]
 REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
@@ -327,7 +329,8 @@ def model_card(
 
 LOGO-Former (Ma, Sun, Li, ICASSP 2023, [arXiv:2305.03343](https://arxiv.org/abs/2305.03343)) for dynamic facial
 expression recognition, as a [timm](https://github.com/huggingface/pytorch-image-models) model from the
-`logoformer-timm` package (`pip install logoformer-timm`): a per-frame ResNet-18 stem, then
+`logoformer-timm` package (not on PyPI: install it from a clone of its repository with `pip install .`): a
+per-frame ResNet-18 stem, then
 Transformer blocks of local window and global attention over the space-time tokens.
 
 - Architecture: `{model.pretrained_cfg.get('architecture', name)}`, {params:.2f} M parameters, weights stored as {dtype}
@@ -508,3 +511,108 @@ def push_folder(
         commit_message=commit_message or f'Upload {repo_id.split("/")[1]} (logoformer-timm {__version__})')
     result['commit_url'] = info.commit_url
     return result
+
+
+_EXPORT_DOC = """Turn a LOGO-Former training checkpoint into a ready-to-upload Hugging Face Hub repo folder.
+
+Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
+model.safetensors and the entry to add to logoformer_timm/manifest.py. Frames, resolution, input channels and
+classes are read from the weights; the metrics table of the card comes only from --metrics."""
+_VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
+
+Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
+that both give logits identical to the source checkpoint on a fixed clip. Exits non-zero on any difference."""
+_PUSH_DOC = """Publish a verified export folder to the Hugging Face Hub.
+
+Runs the verify checks first and refuses a folder that fails them. Without --yes this is a dry run that lists
+exactly what would be uploaded. With --yes it creates the repo if needed (HfApi.create_repo(exist_ok=True)),
+uploads the folder (HfApi.upload_folder) with the token from the environment (HF_TOKEN or `hf auth login`) and
+prints the commit URL."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``logoformer-hub`` (``python -m logoformer_timm.hub``, ``hub/*.py``)."""
+    from timm.utils import ParseKwargs
+
+    parser = argparse.ArgumentParser(
+        prog='logoformer-hub', description='Export, verify and publish LOGO-Former weights on the Hugging Face Hub.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='{export,verify,push}')
+    raw = argparse.RawDescriptionHelpFormatter
+
+    export = commands.add_parser('export', help=_EXPORT_DOC.split('\n')[0], description=_EXPORT_DOC,
+                                 formatter_class=raw)
+    export.add_argument('--model', required=True,
+                        help='architecture the checkpoint was trained as, e.g. logoformer_base')
+    export.add_argument('--checkpoint', required=True,
+                        help='training checkpoint: .safetensors, or a torch file (loaded weights-only)')
+    export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
+    export.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
+    export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/hub.py)')
+    export.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')
+    export.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                        help='model arguments the weights do not fix, e.g. local_window="(2, 4, 4)" num_heads=8')
+    export.add_argument('--train-dataset', help='dataset the weights were trained on, e.g. DFEW (stated on the card)')
+    export.add_argument('--recipe', help='how the weights were trained: command line or URL (card and manifest)')
+    export.add_argument('--license', default='mit', help='license of the weights (default: mit)')
+
+    verify = commands.add_parser('verify', help=_VERIFY_DOC.split('\n')[0], description=_VERIFY_DOC,
+                                 formatter_class=raw)
+    verify.add_argument('folder', help='folder written by logoformer-hub export')
+    verify.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+
+    push = commands.add_parser('push', help=_PUSH_DOC.split('\n')[0], description=_PUSH_DOC, formatter_class=raw)
+    push.add_argument('folder', help='folder written by logoformer-hub export')
+    push.add_argument('--repo-id', required=True, help='ORG/NAME, e.g. logoformer-timm/logoformer_base.dfew_fold1')
+    push.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
+    push.add_argument('--yes', action='store_true', help='really upload (default: dry run)')
+    push.add_argument('--dry-run', action='store_true', help='only list what would be uploaded (the default)')
+    push.add_argument('--private', action='store_true', help='create the repo as private')
+    return parser
+
+
+def _export(args: argparse.Namespace, api: Any) -> None:
+    import logoformer_timm  # noqa: F401  (registers the models)
+    result = export_folder(
+        args.model, args.checkpoint, args.out, tag=args.tag, metrics=args.metrics, dtype=args.dtype,
+        model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license)
+    print(f'wrote {result.folder}: ' + ', '.join(sorted(p.name for p in result.folder.iterdir())))
+    print(f'sha256(model.safetensors) = {result.sha256}')
+    if result.hf_hub_id:
+        print(f'Hub repo: {result.hf_hub_id}')
+    print(result.manifest_note)
+    if result.manifest_entry:
+        print(result.manifest_entry)
+
+
+def _verify(args: argparse.Namespace, api: Any) -> None:
+    for route, diff in verify_folder(args.folder, args.checkpoint).items():
+        print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
+    print(f'OK: {args.folder} is ready to push')
+
+
+def _push(args: argparse.Namespace, api: Any) -> None:
+    result = push_folder(
+        args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api)
+    print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
+    print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
+    for name, size in result['files']:
+        print(f'  {name}  {size} bytes')
+    print(f"sha256(model.safetensors) = {result['sha256']}")
+    if result['commit_url'] is None:
+        print('dry run: nothing uploaded; pass --yes to upload')
+    else:
+        print(f"commit: {result['commit_url']}")
+
+
+def main(argv: Optional[Sequence[str]] = None, api: Any = None) -> int:
+    """``logoformer-hub export|verify|push``; ``api`` replaces ``HfApi`` for push (tests). User errors exit 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == 'push' and args.yes and args.dry_run:
+        parser.error('--yes and --dry-run contradict each other; pass one')
+    command = dict(export=_export, verify=_verify, push=_push)[args.command]
+    return run_cli(lambda: command(args, api))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -24,13 +25,15 @@ from einops import rearrange
 from .data.config import resolve_video_data_config
 from .data.transforms import ClipTransform
 from .data.faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
+from .inference import PRECISIONS, prepare_for_inference
 from .video import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .video import window_indices
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
-    'PREDICTION_SCHEMA', 'main']
+    'PREDICTION_SCHEMA', 'format_throughput', 'main']
 
+RANDOM_INIT_SEED = 0  # --random-init weights are seeded, so the same video always prints the same numbers
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
 
 _NUMBER = {'type': 'number'}
@@ -117,6 +120,9 @@ class VideoPrediction:
     frames_per_clip: int
     windows: List[WindowPrediction]
     warnings: List[str] = field(default_factory=list)
+    face_detection: bool = True  # False with detect=False (--no-detect): faces_found says nothing then
+    # seconds: total, decode, faces (detection and cropping), model (all batches), first_batch; not in to_dict()
+    timing: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict, the ``--json`` output."""
@@ -252,6 +258,7 @@ def predict_video(
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
     """
+    check_clip_model(model)
     info = probe_video(path)
     if window is None:
         if stride is not None:
@@ -269,20 +276,33 @@ def predict_video(
     model.eval()
 
     notes, faces_by_window, probs_by_window, pending = [], {}, {}, []
+    timing = dict(decode=0., faces=0., model=0.)
+    started = time.perf_counter()
 
     def run(batch):
+        tic = time.perf_counter()
         clips = torch.stack([c for _, c in batch]).to(device)
-        probs = model(clips).float().softmax(dim=-1).cpu()
+        probs = model(clips).float().softmax(dim=-1).cpu()  # .cpu() waits for the device
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p
+        timing.setdefault('first_batch', time.perf_counter() - tic)
+        timing['model'] += time.perf_counter() - tic
 
     try:
-        for number, frames in iter_clips(path, plans):
+        clips_iter = iter(iter_clips(path, plans))
+        while True:
+            tic = time.perf_counter()
+            number, frames = next(clips_iter, (None, None))
+            timing['decode'] += time.perf_counter() - tic
+            if number is None:
+                break
+            tic = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')  # the notes go into the result instead
                 faces = crop_faces(
                     frames, size, detector=detector, boxes=_per_frame_boxes(boxes, info, plans[number]),
                     margin=margin, allow_no_face=allow_no_face, detect=detect)
+            timing['faces'] += time.perf_counter() - tic
             where = f'window {spans[number][0]:.2f}-{spans[number][1]:.2f} s: ' if window is not None else ''
             notes.extend(where + note for note in faces.warnings)
             faces_by_window[number] = faces
@@ -296,6 +316,7 @@ def predict_video(
             run(pending)
     finally:
         model.train(was_training)
+    timing['total'] = time.perf_counter() - started
 
     results = []
     for number, ((start, end), indices) in enumerate(zip(spans, plans)):
@@ -310,7 +331,8 @@ def predict_video(
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-    return VideoPrediction(info, name, weights, labels, num_frames, results, notes)
+    return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
+                           timing=timing)
 
 
 def load_model(
@@ -319,11 +341,15 @@ def load_model(
         pretrained: bool = False,
         random_init: bool = False,
         device: str = 'cpu',
+        precision: str = 'fp32',
+        compile: bool = False,
 ) -> Tuple[nn.Module, str]:
     """Build a model for prediction and say where its weights came from (``'checkpoint:PATH'`` ...).
 
     ``checkpoint`` is a safetensors / ``.pth`` file (read with ``weights_only=True``) or a folder with
     ``config.json`` and weights (timm's ``local-dir:``); both go through the model's checkpoint filter.
+    ``precision`` ('fp32', 'bf16', 'fp16') and ``compile`` (``torch.compile``) give the fast path, see
+    :func:`logoformer_timm.inference.prepare_for_inference`.
     """
     if sum((checkpoint is not None, pretrained, random_init)) != 1:
         raise ValueError(
@@ -348,10 +374,24 @@ def load_model(
                 raise ValueError(f'Checkpoint not found: {checkpoint!r}.')
             overlay = dict(file=os.path.abspath(checkpoint))
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+        elif random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
+                model = timm.create_model(name)
         else:
             model = timm.create_model(name, pretrained=pretrained)
+    check_clip_model(model)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
-    return model.to(device).eval(), weights
+    return prepare_for_inference(model.to(device), precision, compile), weights
+
+
+def check_clip_model(model: nn.Module) -> None:
+    """Raise ``ValueError`` unless ``model`` takes clips (has ``num_frames``, ``img_size`` and ``input_layout``)."""
+    missing = [a for a in ('num_frames', 'img_size', 'input_layout') if not hasattr(model, a)]
+    if missing:
+        name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+        raise ValueError(f'{name} is not a clip model (it has no {", ".join(missing)}); use a LOGO-Former: '
+                         f'{", ".join(timm.list_models("logoformer_*"))}.')
 
 
 def _check_model_name(name: Optional[str]) -> None:
@@ -371,11 +411,24 @@ def format_table(result: VideoPrediction) -> str:
         f'{"start":>7} {"end":>7}  {"faces":>5}  top-{len(result.windows[0].top_k)}',
     ]
     for w in result.windows:
-        found = f'{sum(w.faces_found)}/{len(w.faces_found)}'
+        found = f'{sum(w.faces_found)}/{len(w.faces_found)}' if result.face_detection else '-'
         top = '  '.join(f'{label} {p:.2f}' for label, p in w.top_k)
         lines.append(f'{w.start:>6.2f}s {w.end:>6.2f}s  {found:>5}  {top}')
     lines += [f'warning: {note}' for note in result.warnings]
     return '\n'.join(lines)
+
+
+def format_throughput(result: VideoPrediction) -> str:
+    """One line: clips per second and the shares of time spent decoding, detecting faces and in the model."""
+    t = result.timing
+    total = t['total']
+    other = total - t['decode'] - t['faces'] - t['model']
+    shares = ', '.join(f'{label} {100 * seconds / total:.1f} %' for label, seconds in (
+        ('decoding', t['decode']), ('face detection and cropping', t['faces']), ('model', t['model']),
+        ('other', other)))
+    n = len(result.windows)
+    return (f'throughput: {n / total:.2f} clips/s ({n} clip{"s" * (n != 1)} in {total:.2f} s); {shares}; '
+            f'first model batch {t.get("first_batch", 0.):.2f} s')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
     parser.add_argument('--batch-size', type=int, default=8, help='windows per forward pass (default: 8)')
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
+                        help='bf16/fp16: autocast (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (the first batch compiles: tens of seconds on CPU)')
+    parser.add_argument('--verbose', action='store_true',
+                        help='print clips/s and the time shares of decoding, face detection and model to stderr')
     return parser
 
 
@@ -414,7 +473,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .models import PretrainedWeightsUnavailableError
     try:
         probe_video(args.video)  # fail on a bad video before building the model
-        model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device)
+        model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
+                                    args.precision, args.compile)
         result = predict_video(
             args.video, model, window=args.window, stride=args.stride, top_k=args.top_k, margin=args.margin,
             detect=not args.no_detect, allow_no_face=args.allow_no_face, save_crops=args.save_crops,
@@ -428,6 +488,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'logoformer-predict: error: could not load {args.checkpoint!r}: {e}', file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
+    if args.verbose:
+        compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''
+        print(format_throughput(result) + compiled, file=sys.stderr)
     return 0
 
 

@@ -37,6 +37,7 @@ from .eval import (
     USER_ERRORS, DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
     init_distributed, label_names_of)
 from .data import collate_clips
+from .data.dataset import default_num_workers
 from .loss import LOSSES, DferCriterion
 
 __all__ = ['main', 'build_parser', 'train_run']
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--crop-scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized crop area range')
     g.add_argument('--crop-ratio', type=float, nargs=2, default=(3 / 4, 4 / 3), help='random-resized crop aspect range')
     g.add_argument('--hflip', type=float, default=0.5, help='probability of flipping a clip')
-    g.add_argument('--workers', type=int, default=4)
+    g.add_argument('--workers', type=int, default=default_num_workers(),
+                   help='DataLoader worker processes (default: min(4, CPU count))')
     g.add_argument('--skip-bad-clips', action='store_true', help='warn about and count bad clips instead of failing')
     g = p.add_argument_group('optimisation')
     g.add_argument('--epochs', type=int, default=100)

@@ -5,6 +5,8 @@ import importlib.util
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,17 @@ def test_model_card_metadata_and_metrics_come_from_the_metrics_file(exported):
     assert 'a 75.00 | b 100.00 | c 100.00 | d 100.00 | e 50.00' in body
     assert "timm.create_model('hf-hub:logoformer-timm/logoformer_tiny.dfew_fold1', pretrained=True)" in body
     assert 'import logoformer_timm' in body and 'Trained on **DFEW** (as stated by the exporter).' in body
+    # no package index serves logoformer-timm: the card says how to really install it
+    assert 'pip install logoformer-timm' not in card and 'install it from a clone of its repository' in body
+
+
+def test_hub_module_is_the_logoformer_hub_command():
+    # `python -m logoformer_timm.hub` used to print nothing and exit 0
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.hub'], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'logoformer-hub' in proc.stderr and '{export,verify,push}' in proc.stderr
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.hub', 'push', '--help'], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and 'usage: logoformer-hub push' in proc.stdout and '--repo-id' in proc.stdout
 
 
 @pytest.mark.parametrize('train_dataset, statement', [

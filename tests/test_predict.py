@@ -100,6 +100,24 @@ def test_cli_json_and_table(capsys):
     assert code == 0 and '16/16' in out and 'meaningless' in out
 
 
+def test_random_init_is_seeded_and_leaves_the_global_rng_alone():
+    # the README prints --random-init output: it must come out the same on every run
+    state = torch.random.get_rng_state()
+    first, _ = load_model('logoformer_tiny', random_init=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(3)
+    second, _ = load_model('logoformer_tiny', random_init=True)
+    for (name, p), q in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_cli_no_detect_does_not_claim_faces(tmp_path, capsys):
+    path = grey_video(tmp_path / 'v.mp4', 20, size=(32, 32))
+    code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init', '--no-detect'], capsys)
+    row = out.splitlines()[4].split()
+    assert code == 0 and row[2] == '-' and '/16' not in out, out
+
+
 def test_cli_no_face(capsys):
     path = media('no_face.mp4')
     code, _, err = _run([path, '--model', 'logoformer_tiny', '--random-init'], capsys)
@@ -116,6 +134,7 @@ def test_cli_no_face(capsys):
     (['{video}'], 'Say where the weights come from'),
     (['{video}', '--pretrained', '--model', 'logoformer_tiny'], 'No pretrained weights are published'),
     (['{video}', '--model', 'resnet_nope', '--random-init'], "Unknown model 'resnet_nope'"),
+    (['{video}', '--model', 'resnet18', '--random-init'], 'resnet18 is not a clip model'),
     (['{video}', '--checkpoint', '{missing}', '--model', 'logoformer_tiny'], 'Checkpoint not found'),
     (['{video}', '--checkpoint', '{text}', '--model', 'logoformer_tiny'], 'could not load'),
     (['{video}', '--checkpoint', '{tmp}', '--model', 'logoformer_tiny'], 'without config.json'),
@@ -169,3 +188,42 @@ def test_load_clip_with_boxes_per_video_frame(tmp_path):
     assert clip.shape == (3, 16, 32, 32) and clip[:, :, 4:-4, 4:-4].min() > 0.9
     with pytest.raises(ValueError, match='one .* per video frame .20 frames.'):
         load_clip(path, boxes=[(30, 10, 70, 50)] * 16)
+
+
+def test_verbose_prints_throughput_and_time_shares(capsys):
+    import re
+    path = media('single_face.mp4')
+    code, out, err = _run([path, '--model', 'logoformer_tiny', '--random-init', '--json', '--verbose',
+                           '--window', '1', '--stride', '0.5'], capsys)
+    assert code == 0 and json.loads(out)['windows']  # stdout stays JSON; the line goes to stderr
+    (line,) = [x for x in err.splitlines() if x.startswith('throughput:')]
+    match = re.match(r'throughput: ([\d.]+) clips/s \((\d+) clips in ([\d.]+) s\)', line)
+    assert match and int(match[2]) == len(json.loads(out)['windows']) > 1
+    assert float(match[1]) == pytest.approx(int(match[2]) / float(match[3]), rel=0.02)
+    shares = dict((k, float(v)) for k, v in re.findall(r'(decoding|face detection and cropping|model|other) '
+                                                      r'(-?[\d.]+) %', line))
+    assert set(shares) == {'decoding', 'face detection and cropping', 'model', 'other'}
+    assert sum(shares.values()) == pytest.approx(100, abs=0.3)
+    assert all(v > 0 for k, v in shares.items() if k != 'other') and shares['other'] > -0.1
+
+
+def test_load_model_precision_bf16_predicts_like_fp32(model, single_face):
+    from logoformer_timm.inference import InferenceModel
+    fast, weights = load_model('logoformer_tiny', random_init=True, precision='bf16')
+    assert isinstance(fast, InferenceModel) and weights == 'random-init'
+    fast.model.load_state_dict(model.state_dict())
+    result = predict_video(media('single_face.mp4'), fast)
+    reference, _ = single_face
+    got = result.windows[0].probabilities
+    expected = reference.windows[0].probabilities
+    assert got.keys() == expected.keys()
+    assert max(abs(got[k] - expected[k]) for k in got) < 1e-2  # the bf16 tolerance of test_inference.py
+    assert result.model == 'logoformer_tiny'
+
+
+def test_cli_fp16_on_a_cpu_without_it_is_a_user_error(capsys):
+    if torch.cpu._is_amx_fp16_supported():
+        pytest.skip('this CPU runs fp16 natively')
+    code, _, err = _run([media('single_face.mp4'), '--model', 'logoformer_tiny', '--random-init', '--precision',
+                         'fp16'], capsys)
+    assert code == 1 and 'fp16 on this CPU would be emulated' in err and len(err.strip().splitlines()) == 1

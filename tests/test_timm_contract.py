@@ -177,6 +177,25 @@ def test_prune_intermediate_layers_contract(model_name):
     assert not unused, unused
 
 
+def test_features_only_backbone_keeps_the_fine_tuning_api(monkeypatch):
+    # timm's FeatureGetterNet hides set_grad_checkpointing and group_matcher: the README's way is backbone.model
+    from timm.optim import create_optimizer_v2
+    backbone = timm.create_model('logoformer_small', features_only=True, **SMALL)
+    optimizer = create_optimizer_v2(backbone.model, 'adamw', lr=1e-3, layer_decay=0.5)
+    scale_of = {id(p): g['lr_scale'] for g in optimizer.param_groups for p in g['params']}
+    assert set(scale_of) == {id(p) for p in backbone.parameters()}  # every backbone parameter, once
+    depth = len(backbone.model.blocks)
+    assert scale_of[id(backbone.model.stem.conv1.weight)] == 0.5 ** depth
+    for i, block in enumerate(backbone.model.blocks):  # block i learns at 0.5 ** (depth - 1 - i)
+        assert {scale_of[id(p)] for p in block.parameters()} == {0.5 ** (depth - 1 - i)}
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', lambda *a, **k: calls.append(1) or real(*a, **k))
+    backbone.model.set_grad_checkpointing()
+    sum(o.sum() for o in backbone(torch.randn(1, 3, 4, 64, 64))).backward()
+    assert len(calls) == depth
+
+
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_features_only(model_name):
     model = timm.create_model(model_name, features_only=True, **SMALL).eval()

