@@ -61,9 +61,9 @@ class FrameStem(nn.Module):
     """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``.
 
     :meth:`forward_clip` runs it on the frames of clips ``(B, T, C, H, W)``. At eager inference (eval mode, no
-    autograd, not compiling or tracing: :func:`~logoformer_timm.layers.eager_inference`) it runs a clip's frames in chunks of at most ``chunk_pixels`` input pixels per chunk (at least one frame), so
-    that the full-resolution ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would
-    otherwise be 2 x 103 MB, more than the whole transformer needs. Every frame is computed on its own (batch
+    autograd, not compiling or tracing: :func:`~logoformer_timm.layers.eager_inference`) it runs a clip's frames
+    in chunks of at most ``chunk_pixels`` input pixels per chunk (at least one frame), so that the full-resolution
+    ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would otherwise be 2 x 103 MB, more than the whole transformer needs. Every frame is computed on its own (batch
     norm uses its running statistics), so the output is that of the unchunked stem. ``chunk_pixels = None``
     turns chunking off. Training, autograd, torch.compile and traced graphs (FX, torch.export) run all frames at
     once.
