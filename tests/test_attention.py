@@ -209,7 +209,7 @@ def test_window_qkv_kernel_equals_landed_kernel(grid, fused):
                                    rtol=1e-12, atol=1e-12)
         # q/k/v windows hold the real tokens and zeros at padded positions
         qkv = window_qkv(module.qkv(x), (2, 4, 4), HEADS)
-        assert qkv.shape[:3] == (3, 2, HEADS * -(-grid[0] // 2) * -(-grid[1] // 4) * -(-grid[2] // 4))
+        assert qkv.shape == (2 * -(-grid[0] // 2) * -(-grid[1] // 4) * -(-grid[2] // 4), 32, 3, HEADS, DIM // HEADS)
 
 
 @pytest.fixture

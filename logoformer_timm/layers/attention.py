@@ -127,32 +127,32 @@ def window_merge(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) ->
 
 @register_notrace_function  # reason: pads depending on sizes
 def window_qkv(qkv: torch.Tensor, window: Sequence[int], num_heads: int) -> torch.Tensor:
-    """``(B, T, H, W, 3*heads*d)`` projections to q/k/v windows ``(3, B, nW*heads, wt*wh*ww, d)``.
+    """``(B, T, H, W, 3*heads*d)`` projections to windows ``(B*nW, wt*wh*ww, 3, heads, d)`` (zero-padded).
 
-    One permuting copy (plus the zero padding when the grid is not a window multiple), not a window copy then a
-    head copy: windows and heads share one batch-like dim, so a per-window key mask broadcasts over the batch.
+    One copy that moves whole token rows (a view when the window is the whole grid); q, k and v are then strided
+    views of it that ``scaled_dot_product_attention`` reads as they are, as timm's ViT attention does.
     """
     b, t, h, w, c = qkv.shape
     wt, wh, ww = window
     pads = ((-t) % wt, (-h) % wh, (-w) % ww)
     if sizes_are_symbolic() or any(pads):
         qkv = F.pad(qkv, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
-    # 'b (nt wt) (nh wh) (nw ww) (three heads d) -> three b (nt nh nw heads) (wt wh ww) d'
-    qkv = qkv.reshape(b, (t + pads[0]) // wt, wt, (h + pads[1]) // wh, wh, (w + pads[2]) // ww, ww, 3, num_heads, -1)
-    qkv = qkv.permute(7, 0, 1, 3, 5, 8, 2, 4, 6, 9)
-    return qkv.reshape(3, b, -1, wt * wh * ww, qkv.shape[-1])
+    nt, nh, nw = (t + pads[0]) // wt, (h + pads[1]) // wh, (w + pads[2]) // ww
+    # 'b (nt wt) (nh wh) (nw ww) (three heads d) -> (b nt nh nw) (wt wh ww) three heads d'
+    qkv = qkv.reshape(b, nt, wt, nh, wh, nw, ww, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return qkv.reshape(b * nt * nh * nw, wt * wh * ww, 3, num_heads, c // (3 * num_heads))
 
 
 @register_notrace_function  # reason: crops depending on sizes
-def merge_window_heads(x: torch.Tensor, window: Sequence[int], grid: Sequence[int], num_heads: int) -> torch.Tensor:
-    """Inverse of one of :func:`window_qkv`'s outputs: ``(B, nW*heads, wt*wh*ww, d)`` to the ``(B, T, H, W,
-    heads*d)`` grid in one permuting copy; padded positions are dropped (a view of the real ones)."""
+def merge_window_heads(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Attention outputs ``(B*nW, heads, wt*wh*ww, d)`` of :func:`window_qkv`'s windows back to the ``(B, T, H, W,
+    heads*d)`` grid: one copy (none for a single window); padded positions are dropped (a view of the real ones)."""
     t, h, w = grid
     wt, wh, ww = window
     nt, nh, nw = -(-t // wt), -(-h // wh), -(-w // ww)
-    # 'b (nt nh nw heads) (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (heads d)', then drop the padding
-    x = x.reshape(x.shape[0], nt, nh, nw, num_heads, wt, wh, ww, x.shape[-1]).permute(0, 1, 5, 2, 6, 3, 7, 4, 8)
-    x = x.reshape(x.shape[0], nt * wt, nh * wh, nw * ww, -1)
+    # '(b nt nh nw) heads (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (heads d)', then drop the padding
+    x = x.transpose(1, 2).reshape(-1, nt, nh, nw, wt, wh, ww, x.shape[1] * x.shape[3])
+    x = x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(x.shape[0], nt * wt, nh * wh, nw * ww, x.shape[-1])
     return x[:, :t, :h, :w]
 
 
@@ -226,14 +226,25 @@ class WindowAttention3d(nn.Module):
         window = self.window_for(x.shape[1:4])
         grid = x.shape[1:4]
         # project real tokens only; padded positions become zero q/k/v and are masked as keys
-        q, k, v = window_qkv(self.qkv(x), window, self.num_heads).unbind(0)
-        window_tokens = q.shape[-2]
+        qkv = window_qkv(self.qkv(x), window, self.num_heads)
+        num_windows, window_tokens = qkv.shape[0], qkv.shape[1]
+        # '(b n) j three heads d -> three (b n) heads j d': strided views, no copy
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         key_mask = None
         if sizes_are_symbolic() or any(-g % w for g, w in zip(grid, window)):
-            key_mask = padded_key_mask(grid, window, x.device).expand(-1, self.num_heads, -1, -1).reshape(
-                1, -1, 1, window_tokens)  # '(n) 1 1 j -> 1 (n heads) 1 j'
-        out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
-        out = merge_window_heads(out, window, grid, self.num_heads)  # padded outputs dropped before the projection
+            key_mask = padded_key_mask(grid, window, x.device)  # (n, 1, 1, j), the same for every clip
+        if self.fused_attn:
+            if key_mask is not None:
+                key_mask = key_mask.repeat(x.shape[0], 1, 1, 1)  # '(n) 1 1 j -> (b n) 1 1 j' (a small copy)
+            out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
+        else:
+            # the explicit path's maps (read by timm's AttentionExtract) are (B, windows*heads, j, j): per window, head
+            q, k, v = (z.reshape(x.shape[0], -1, window_tokens, self.head_dim) for z in (q, k, v))
+            if key_mask is not None:
+                key_mask = key_mask.expand(-1, self.num_heads, -1, -1).reshape(1, -1, 1, window_tokens)
+            out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
+            out = out.reshape(num_windows, self.num_heads, window_tokens, self.head_dim)
+        out = merge_window_heads(out, window, grid)  # padded outputs dropped before the projection
         return self.proj_drop(self.proj(out))
 
 
