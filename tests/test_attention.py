@@ -173,3 +173,109 @@ def test_bad_window_sizes():
         WindowAttention3d(DIM, HEADS, window_size=(2, 0, 4))
     with pytest.raises(ValueError, match='divisible'):
         GlobalAttention3d(10, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the one-copy window kernels and chunked eager inference give the landed kernels' outputs
+
+
+def landed_window_attention(module, x, window):
+    """The kernel as landed before window_qkv: pad, partition windows, then split heads (two copies), merge back."""
+    from logoformer_timm.layers import padded_key_mask, window_merge, window_partition
+    from logoformer_timm.layers.attention import attend
+    b, grid = x.shape[0], x.shape[1:4]
+    qkv = window_partition(module.qkv(x), window)
+    nw, j = qkv.shape[1], qkv.shape[2]
+    q, k, v = qkv.reshape(b, nw, j, 3, module.num_heads, -1).permute(3, 0, 1, 4, 2, 5).reshape(
+        3, b, -1, j, module.head_dim).unbind(0)
+    mask = None
+    if any(-g % w for g, w in zip(grid, window)):
+        mask = padded_key_mask(grid, window, x.device).expand(-1, module.num_heads, -1, -1).reshape(1, -1, 1, j)
+    out = attend(q, k, v, mask, module.attn_drop, module.fused_attn)
+    out = out.reshape(b, nw, module.num_heads, j, -1).transpose(2, 3).flatten(3)
+    return module.proj(window_merge(out, window, grid))
+
+
+@pytest.mark.parametrize('grid', [(4, 8, 8), (3, 7, 7), (5, 14, 14), (1, 5, 6)])
+@pytest.mark.parametrize('fused', [True, False])
+def test_window_qkv_kernel_equals_landed_kernel(grid, fused):
+    from logoformer_timm.layers import window_qkv
+    window = (2, 4, 4)
+    module = WindowAttention3d(DIM, HEADS, window_size=window).eval().double()
+    module.fused_attn = fused
+    x = torch.randn(2, *grid, DIM, dtype=torch.double)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), landed_window_attention(module, x, module.window_for(grid)),
+                                   rtol=1e-12, atol=1e-12)
+        # q/k/v windows hold the real tokens and zeros at padded positions
+        qkv = window_qkv(module.qkv(x), (2, 4, 4), HEADS)
+        assert qkv.shape == (2 * -(-grid[0] // 2) * -(-grid[1] // 4) * -(-grid[2] // 4), 32, 3, HEADS, DIM // HEADS)
+
+
+@pytest.fixture
+def chunk_tokens(monkeypatch):
+    """Set INFERENCE_CHUNK_TOKENS for one test (None: no chunking)."""
+    from logoformer_timm.layers import attention
+    return lambda value: monkeypatch.setattr(attention, 'INFERENCE_CHUNK_TOKENS', value)
+
+
+@pytest.mark.parametrize('kind', ['local', 'global', 'joint'])
+@pytest.mark.parametrize('grid', [(8, 8, 8), (7, 7, 7), (5, 14, 14), (3, 5, 6)])
+def test_chunked_sub_layer_equals_whole_grid(kind, grid, chunk_tokens):
+    """Chunks of whole windows (the last one short when T is not a window multiple) give the whole grid's output."""
+    from logoformer_timm.models.logoformer import SpaceTimeAttention
+    layer = SpaceTimeAttention(kind, DIM, HEADS, (2, 4, 4), (2, 4, 4), False, 0., 0., 0.).eval().double()
+    torch.nn.init.normal_(layer.attn.summary.bias) if kind == 'global' else None
+    x = torch.randn(2, *grid, DIM, dtype=torch.double)
+    calls = []
+    layer.attn.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        chunk_tokens(None)
+        whole = layer(x)
+        chunk_tokens(2 * grid[1] * grid[2] * 2)  # 2 frames of 2 clips: one window of frames per chunk
+        chunked = layer(x)
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+    # hooks of the attention module run once per chunk; joint attention has one window, so one chunk
+    assert calls[1:] == ([grid[0]] if kind == 'joint' else [2] * (grid[0] // 2) + [1] * (grid[0] % 2))
+
+
+def test_chunked_attention_equals_explicit_reference(chunk_tokens):
+    from logoformer_timm.models.logoformer import SpaceTimeAttention
+    layer = SpaceTimeAttention('local', DIM, HEADS, (2, 4, 4), (2, 4, 4), False, 0., 0., 0.).eval().double()
+    x = torch.randn(2, 5, 7, 7, DIM, dtype=torch.double)
+    chunk_tokens(2 * 49 * 2)
+    with torch.no_grad():
+        expected = x + window_reference(layer.attn, layer.norm(x), (2, 4, 4))
+        torch.testing.assert_close(layer(x), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('kwargs,shape', [
+    (dict(), (2, 3, 8, 64, 64)),
+    (dict(num_frames=7, img_size=(96, 80)), (1, 3, 7, 96, 80)),
+    (dict(block_types='joint'), (2, 3, 8, 64, 64)),
+])
+def test_chunked_inference_equals_unchunked_model(kwargs, shape, chunk_tokens, monkeypatch):
+    """Stem, attention and MLP chunks at eager inference: the model's outputs are those of one piece."""
+    import timm
+    from logoformer_timm.models.logoformer import FrameStem
+    model = timm.create_model('logoformer_tiny', **{'num_frames': shape[2], 'img_size': shape[3:], **kwargs})
+    model = model.eval().double()
+    x = torch.rand(*shape, dtype=torch.double)
+    with torch.no_grad():
+        chunk_tokens(None)
+        whole = model.forward_features(x)
+        chunk_tokens(16)
+        monkeypatch.setattr(FrameStem, 'chunk_pixels', shape[3] * shape[4])  # one frame a chunk
+        chunked = model.forward_features(x)
+    torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-10)
+
+
+def test_no_chunks_with_autograd_or_in_training(chunk_tokens):
+    from logoformer_timm.layers import eager_inference
+    chunk_tokens(16)
+    with torch.no_grad():
+        assert eager_inference()
+    assert not eager_inference()  # autograd on: training graphs keep one piece (and the same saved activations)
+    chunk_tokens(None)
+    with torch.no_grad():
+        assert not eager_inference()

@@ -19,3 +19,26 @@ python benchmarks/flops.py --model 'logoformer_*' 'logoformer_base[block_types=j
 python benchmarks/flops.py --model logoformer_base --sweep num_frames=8,16,32,64 --sweep img_size=112,160,224 \
     --bench inference --threads 1 -b 1 --num-warm-iter 1 --num-bench-iter 5 --plot $OUT/sweep.png \
     --results-file $OUT/sweep.md $OUT/sweep.json $OUT/sweep.csv
+
+# issue 11: LOGO-Former against joint attention at 16x112, 32x224 and 64x224, inference and training, batch 1
+python benchmarks/flops.py --model logoformer_base 'logoformer_base[block_types=joint]' --grid clip=16x112,32x224,64x224 \
+    --bench both --threads 1 -b 1 --num-warm-iter 1 --num-bench-iter 3 \
+    --results-file $OUT/logo_vs_joint_b1.md $OUT/logo_vs_joint_b1.json $OUT/logo_vs_joint_b1.csv
+# batch 8: inference at 16x112 and 32x224, training at 16x112 (64x224 and 32x224 training at batch 8: not run, time)
+python benchmarks/flops.py --model logoformer_base 'logoformer_base[block_types=joint]' --grid clip=16x112,32x224 \
+    --bench inference --threads 1 -b 8 --num-warm-iter 1 --num-bench-iter 3 \
+    --results-file $OUT/logo_vs_joint_b8_inference.md $OUT/logo_vs_joint_b8_inference.json $OUT/logo_vs_joint_b8_inference.csv
+python benchmarks/flops.py --model logoformer_base 'logoformer_base[block_types=joint]' --num-frames 16 --img-size 112 \
+    --bench train --threads 1 -b 8 --num-warm-iter 1 --num-bench-iter 3 \
+    --results-file $OUT/logo_vs_joint_b8_train_16x112.md $OUT/logo_vs_joint_b8_train_16x112.json $OUT/logo_vs_joint_b8_train_16x112.csv
+# per-part GMACs, time and peak memory of logoformer_base at 16x112 and 32x224
+python benchmarks/flops.py --model logoformer_base --detail --grid clip=16x112,32x224 \
+    --bench inference --threads 1 -b 1 --num-warm-iter 1 --num-bench-iter 3 \
+    --results-file $OUT/detail_logoformer_base.md $OUT/detail_logoformer_base.json $OUT/detail_logoformer_base.csv
+# eager against compiled (inductor) against bf16 autocast, the three variants at 16x112
+python benchmarks/flops.py --model 'logoformer_*' --grid precision=float32,amp_bfloat16 --grid torchcompile=none,inductor \
+    --num-frames 16 --img-size 112 --bench inference --threads 1 -b 1 --num-warm-iter 2 --num-bench-iter 5 \
+    --results-file $OUT/fast_path_16x112.md $OUT/fast_path_16x112.json $OUT/fast_path_16x112.csv
+# activations saved for backward, per part (exact bytes; explains the training memory difference)
+python benchmarks/saved_activations.py --model logoformer_base 'logoformer_base[block_types=joint]' --clip 16x112 32x224 \
+    > $OUT/saved_activations.md

@@ -17,9 +17,14 @@ and module that ``timm.utils.AttentionExtract`` reads attention maps from.
 Size-dependent steps (clamping, padding, window partition, the padded-key mask) are not-traced functions
 (``register_notrace_function``), so the kernels trace with torch.fx. Under FX or torch.export the traced graph
 must serve every size, so it pads and masks unconditionally; eagerly they happen only when the grid needs them.
+
+Eager inference (no autograd, not compiling or tracing) may run token-local work in chunks of whole frames
+(:func:`inference_chunk_frames`, :func:`map_frame_chunks`): windows never cross a chunk boundary that is a
+multiple of the window's frames, so each token sees exactly the same keys and the output equals the unchunked one
+(up to float rounding of matmuls of another row count), while the temporaries exist for one chunk at a time.
 """
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,9 +33,16 @@ from timm.layers import register_notrace_function, use_fused_attn
 
 __all__ = [
     'WindowAttention3d', 'GlobalAttention3d', 'WindowSummary', 'attend', 'clamp_window', 'window_partition',
-    'window_merge', 'padded_key_mask', 'sizes_are_symbolic', 'to_3tuple']
+    'window_merge', 'window_qkv', 'merge_window_heads', 'padded_key_mask', 'sizes_are_symbolic', 'to_3tuple',
+    'eager_inference', 'inference_chunk_frames', 'map_frame_chunks']
 
 Size3 = Tuple[int, int, int]
+
+# tokens (batch x frames x H x W) per chunk of eager inference; None runs every grid (and the stem) in one piece
+# (set it on this module: logoformer_timm.layers.attention.INFERENCE_CHUNK_TOKENS). At 224x224
+# (14x14 tokens a frame) this is 4 frames of one clip: a chunk's MLP hidden layer is 6 MB instead of 51 MB per
+# 32 frames, and its matmuls (M = 784 rows) still run at the machine's matmul peak
+INFERENCE_CHUNK_TOKENS: Optional[int] = 1024
 
 
 def to_3tuple(value: Union[int, Sequence[int]], name: str = 'size') -> Size3:
@@ -46,6 +58,38 @@ def to_3tuple(value: Union[int, Sequence[int]], name: str = 'size') -> Size3:
 def sizes_are_symbolic() -> bool:
     """True while torch.export or torch.fx traces: the graph then serves every size and may not branch on one."""
     return torch.compiler.is_exporting() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+
+
+def eager_inference() -> bool:
+    """True when chunked inference may run: no autograd, not compiling or tracing, and chunking is on."""
+    return (INFERENCE_CHUNK_TOKENS is not None and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and not sizes_are_symbolic())
+
+
+def inference_chunk_frames(x: torch.Tensor, multiple: int) -> int:
+    """Frames per chunk of a ``(B, T, H, W, C)`` grid: a multiple of ``multiple`` with at most about
+    ``INFERENCE_CHUNK_TOKENS`` tokens (at least ``multiple`` frames); ``T`` or more means one chunk."""
+    if INFERENCE_CHUNK_TOKENS is None:
+        return x.shape[1]
+    per_frame = x.shape[0] * x.shape[2] * x.shape[3]
+    return max(1, INFERENCE_CHUNK_TOKENS // (per_frame * multiple)) * multiple
+
+
+def map_frame_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int) -> torch.Tensor:
+    """``fn`` applied to chunks of ``frames`` frames of a ``(B, T, ...)`` tensor, written into one output.
+
+    ``fn`` must map frames to the same frames (``(B, t, ...) -> (B, t, ...)``); the output is allocated once, so
+    only one chunk's temporaries and the output are alive (no list of chunks and no ``cat`` copy).
+    """
+    if frames >= x.shape[1]:
+        return fn(x)
+    out = None
+    for start in range(0, x.shape[1], frames):
+        chunk = fn(x[:, start:start + frames])
+        if out is None:
+            out = chunk.new_empty((chunk.shape[0], x.shape[1], *chunk.shape[2:]))
+        out[:, start:start + chunk.shape[1]] = chunk
+    return out
 
 
 @register_notrace_function  # reason: compares sizes
@@ -78,6 +122,37 @@ def window_merge(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) ->
     # 'b (nt nh nw) (wt wh ww) c -> b (nt wt) (nh wh) (nw ww) c', then drop the padding
     x = x.reshape(x.shape[0], nt, nh, nw, wt, wh, ww, x.shape[-1]).permute(0, 1, 4, 2, 5, 3, 6, 7)
     x = x.reshape(x.shape[0], nt * wt, nh * wh, nw * ww, x.shape[-1])
+    return x[:, :t, :h, :w]
+
+
+@register_notrace_function  # reason: pads depending on sizes
+def window_qkv(qkv: torch.Tensor, window: Sequence[int], num_heads: int) -> torch.Tensor:
+    """``(B, T, H, W, 3*heads*d)`` projections to windows ``(B*nW, wt*wh*ww, 3, heads, d)`` (zero-padded).
+
+    One copy that moves whole token rows (a view when the window is the whole grid); q, k and v are then strided
+    views of it that ``scaled_dot_product_attention`` reads as they are, as timm's ViT attention does.
+    """
+    b, t, h, w, c = qkv.shape
+    wt, wh, ww = window
+    pads = ((-t) % wt, (-h) % wh, (-w) % ww)
+    if sizes_are_symbolic() or any(pads):
+        qkv = F.pad(qkv, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+    nt, nh, nw = (t + pads[0]) // wt, (h + pads[1]) // wh, (w + pads[2]) // ww
+    # 'b (nt wt) (nh wh) (nw ww) (three heads d) -> (b nt nh nw) (wt wh ww) three heads d'
+    qkv = qkv.reshape(b, nt, wt, nh, wh, nw, ww, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return qkv.reshape(b * nt * nh * nw, wt * wh * ww, 3, num_heads, c // (3 * num_heads))
+
+
+@register_notrace_function  # reason: crops depending on sizes
+def merge_window_heads(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Attention outputs ``(B*nW, heads, wt*wh*ww, d)`` of :func:`window_qkv`'s windows back to the ``(B, T, H, W,
+    heads*d)`` grid: one copy (none for a single window); padded positions are dropped (a view of the real ones)."""
+    t, h, w = grid
+    wt, wh, ww = window
+    nt, nh, nw = -(-t // wt), -(-h // wh), -(-w // ww)
+    # '(b nt nh nw) heads (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (heads d)', then drop the padding
+    x = x.transpose(1, 2).reshape(-1, nt, nh, nw, wt, wh, ww, x.shape[1] * x.shape[3])
+    x = x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(x.shape[0], nt * wt, nh * wh, nw * ww, x.shape[-1])
     return x[:, :t, :h, :w]
 
 
@@ -141,24 +216,35 @@ class WindowAttention3d(nn.Module):
     def extra_repr(self) -> str:
         return f'num_heads={self.num_heads}, window_size={self.window_size or "full grid"}'
 
+    def window_for(self, grid: Sequence[int]) -> Sequence[int]:
+        """The ``(t, h, w)`` window used on a ``(T, H, W)`` grid (the whole grid for joint attention)."""
+        return grid if self.window_size is None else clamp_window(self.window_size, grid)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, grid = x.shape[0], x.shape[1:4]
-        window = grid if self.window_size is None else clamp_window(self.window_size, grid)
+        """Attention inside the windows of ``x`` (B, T, H, W, C); a chunk of whole windows of a grid gives the same
+        outputs for its tokens as the grid (how chunked inference calls it)."""
+        window = self.window_for(x.shape[1:4])
+        grid = x.shape[1:4]
         # project real tokens only; padded positions become zero q/k/v and are masked as keys
-        qkv = window_partition(self.qkv(x), window)
-        num_windows, window_tokens = qkv.shape[1], qkv.shape[2]
-        # 'b n j (three heads d) -> three b (n heads) j d': windows and heads share one batch-like dim, so the
-        # per-window mask broadcasts over the batch
-        q, k, v = qkv.reshape(batch, num_windows, window_tokens, 3, self.num_heads, -1).permute(
-            3, 0, 1, 4, 2, 5).reshape(3, batch, -1, window_tokens, self.head_dim).unbind(0)
+        qkv = window_qkv(self.qkv(x), window, self.num_heads)
+        num_windows, window_tokens = qkv.shape[0], qkv.shape[1]
+        # '(b n) j three heads d -> three (b n) heads j d': strided views, no copy
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         key_mask = None
         if sizes_are_symbolic() or any(-g % w for g, w in zip(grid, window)):
-            key_mask = padded_key_mask(grid, window, x.device).expand(-1, self.num_heads, -1, -1).reshape(
-                1, -1, 1, window_tokens)  # '(n) 1 1 j -> 1 (n heads) 1 j'
-        out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
-        # 'b (n heads) j d -> b n j (heads d)'
-        out = out.reshape(batch, num_windows, self.num_heads, window_tokens, -1).transpose(2, 3).flatten(3)
-        out = window_merge(out, window, grid)  # padded outputs are dropped before the projection
+            key_mask = padded_key_mask(grid, window, x.device)  # (n, 1, 1, j), the same for every clip
+        if self.fused_attn:
+            if key_mask is not None:
+                key_mask = key_mask.repeat(x.shape[0], 1, 1, 1)  # '(n) 1 1 j -> (b n) 1 1 j' (a small copy)
+            out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
+        else:
+            # the explicit path's maps (read by timm's AttentionExtract) are (B, windows*heads, j, j): per window, head
+            q, k, v = (z.reshape(x.shape[0], -1, window_tokens, self.head_dim) for z in (q, k, v))
+            if key_mask is not None:
+                key_mask = key_mask.expand(-1, self.num_heads, -1, -1).reshape(1, -1, 1, window_tokens)
+            out = attend(q, k, v, key_mask, self.attn_drop, self.fused_attn)
+            out = out.reshape(num_windows, self.num_heads, window_tokens, self.head_dim)
+        out = merge_window_heads(out, window, grid)  # padded outputs dropped before the projection
         return self.proj_drop(self.proj(out))
 
 
@@ -227,11 +313,19 @@ class GlobalAttention3d(nn.Module):
         """One normalised summary token per window: ``(B, T, H, W, C) -> (B, num_windows, C)``."""
         return self.summary_norm(self.summary(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def keys_values(self, summaries: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``(B, heads, num_windows, d)`` of the summaries ``(B, num_windows, C)``."""
+        # 'b n (two heads d) -> two b heads n d'
+        k, v = self.kv(summaries).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        return k, v
+
+    def forward(
+            self, x: torch.Tensor, keys_values: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """Every token of ``x`` (B, T, H, W, C) queries one summary per window of ``x``, or the ``keys_values``
+        (from :meth:`keys_values`) of a whole grid that ``x`` is a chunk of (how chunked inference calls it)."""
+        k, v = self.keys_values(self.summarize(x)) if keys_values is None else keys_values
         # 'b t h w (heads d) -> b heads (t h w) d'
         q = self.q(x).flatten(1, 3).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-        # 'b n (two heads d) -> two b heads n d'
-        k, v = self.kv(self.summarize(x)).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         out = attend(q, k, v, None, self.attn_drop, self.fused_attn)
         # 'b heads (t h w) d -> b t h w (heads d)'
         out = out.transpose(1, 2).flatten(2).reshape(x.shape)

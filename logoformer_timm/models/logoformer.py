@@ -35,7 +35,7 @@ from timm.models._manipulate import checkpoint_seq, named_apply
 from timm.models.resnet import BasicBlock, ResNet
 
 from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
-from ..layers import sizes_are_symbolic, to_3tuple
+from ..layers import eager_inference, inference_chunk_frames, map_frame_chunks, sizes_are_symbolic, to_3tuple
 from ..weights import manifest
 
 __all__ = [
@@ -58,7 +58,18 @@ _STEM_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.', 'layer3.')
 
 
 class FrameStem(nn.Module):
-    """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``."""
+    """timm's ResNet-18 ``conv1 .. layer3`` applied to each frame: ``(N, C, H, W) -> (N, 256, H/16, W/16)``.
+
+    :meth:`forward_clip` runs it on the frames of clips ``(B, T, C, H, W)``. At eager inference (eval mode, no
+    autograd, not compiling or tracing: :func:`~logoformer_timm.layers.eager_inference`) it runs a clip's frames
+    in chunks of at most ``chunk_pixels`` input pixels per chunk (at least one frame), so that the full-resolution
+    ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would otherwise be 2 x 103 MB, more than the whole transformer needs. Every frame is computed on its own (batch
+    norm uses its running statistics), so the output is that of the unchunked stem. ``chunk_pixels = None``
+    turns chunking off. Training, autograd, torch.compile and traced graphs (FX, torch.export) run all frames at
+    once.
+    """
+
+    chunk_pixels: Optional[int] = 4 * 224 * 224  # 4 frames at 224x224, 16 at 112x112 (one chunk per such clip)
 
     def __init__(self, in_chans: int = 3, device=None, dtype=None):
         super().__init__()
@@ -70,6 +81,16 @@ class FrameStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_clip(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames of clips ``(B, T, C, H, W)`` (any strides) to maps ``(B, T, 256, H/16, W/16)``."""
+        if self.training or self.chunk_pixels is None or not eager_inference():
+            # 'b t c h w -> (b t) c h w' and back
+            return self(x.flatten(0, 1)).unflatten(0, (x.shape[0], x.shape[1]))
+        frames = max(1, self.chunk_pixels // (x.shape[-2] * x.shape[-1]))
+        # each chunk is a view of one clip's frames: no copy of the whole clip in (b t) order
+        chunks = [self(clip[start:start + frames]) for clip in x.unbind(0) for start in range(0, x.shape[1], frames)]
+        return torch.cat(chunks).unflatten(0, (x.shape[0], x.shape[1]))
 
     def load_resnet_weights(self, source: Union[str, os.PathLike]) -> None:
         """Initialise from ResNet-18 weights: a local checkpoint file or a timm model name (downloads)."""
@@ -136,7 +157,26 @@ class SpaceTimeAttention(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and eager_inference():
+            attn = self.attn
+            # chunks of whole windows (summary windows for global attention); joint attention has one window
+            multiple = attn.pool_size[0] if isinstance(attn, GlobalAttention3d) else attn.window_for(x.shape[1:4])[0]
+            frames = inference_chunk_frames(x, multiple)
+            if frames < x.shape[1]:
+                return self.forward_chunks(x, frames)
         return x + self.drop_path(self.attn(self.norm(x)))
+
+    def forward_chunks(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Eager inference in chunks of ``frames`` frames (whole windows): the same outputs, one chunk's temporaries.
+
+        Each chunk goes through ``self.attn``, so its hooks run once per chunk.
+        """
+        if isinstance(self.attn, GlobalAttention3d):
+            # summaries of whole windows chunk by chunk, then every chunk's tokens query all of them
+            summaries = torch.cat([self.attn.summarize(self.norm(c)) for c in x.split(frames, dim=1)], dim=1)
+            keys_values = self.attn.keys_values(summaries)
+            return map_frame_chunks(lambda c: c + self.attn(self.norm(c), keys_values), x, frames)
+        return map_frame_chunks(lambda c: c + self.attn(self.norm(c)), x, frames)
 
 
 class LogoBlock(nn.Module):
@@ -171,7 +211,10 @@ class LogoBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.attn_names:
             x = getattr(self, name)(x)
-        return x + self.drop_path(self.mlp(self.norm(x)))
+        if self.training or not eager_inference():
+            return x + self.drop_path(self.mlp(self.norm(x)))
+        # eager inference: the MLP is per token, so chunks of frames give the same outputs with a chunk-sized hidden
+        return map_frame_chunks(lambda c: c + self.mlp(self.norm(c)), x, inference_chunk_frames(x, 1))
 
 
 def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> int:
@@ -450,10 +493,10 @@ class LogoFormer(nn.Module):
         """Clip to position-embedded token grid ``(B, T, H/16, W/16, C)``."""
         self.check_input(x)
         self._warn_on_pixel_range(x)
-        # 'b c t h w -> (b t) c h w' (or 'b t c h w -> (b t) c h w')
-        frames = self.stem((x.transpose(1, 2) if self.input_layout == 'BCTHW' else x).flatten(0, 1))
-        # '(b t) c h w -> b t h w c'
-        x = self.token_embed(frames.permute(0, 2, 3, 1).unflatten(0, (x.shape[0], -1)))
+        # 'b c t h w -> b t c h w' (a view; BTCHW clips already are)
+        frames = self.stem.forward_clip(x.transpose(1, 2) if self.input_layout == 'BCTHW' else x)
+        # 'b t c h w -> b t h w c'
+        x = self.token_embed(frames.permute(0, 1, 3, 4, 2))
         return self.pos_drop(x + self._pos_embed(x.shape[1:4]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
