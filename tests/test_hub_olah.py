@@ -86,6 +86,7 @@ def test_create_model_downloads_published_weights_over_http(tmp_path):
     source = timm.create_model('logoformer_tiny', **ARGS).eval()
     save_file(source.state_dict(), tmp_path / 'checkpoint.safetensors')
     folder = tmp_path / 'mirrors' / 'models' / 'logoformer-timm' / 'logoformer_tiny.olah_test'
+    folder.parent.mkdir(parents=True)  # export writes into an existing folder's new child, never guesses parents
     export_folder('logoformer_tiny', tmp_path / 'checkpoint.safetensors', folder, tag='olah_test', model_kwargs={})
     for args in (['init', '-q', '-b', 'main'], ['add', '.'], ['commit', '-q', '-m', 'export']):
         subprocess.run([git, '-c', 'user.name=test', '-c', 'user.email=test@localhost', *args], cwd=folder, check=True)
