@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import sys
-from typing import Callable, NoReturn, Optional, Tuple, Type
+from typing import Any, Callable, NoReturn, Optional, Tuple, Type
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
@@ -23,8 +23,19 @@ class UsageError(ValueError):
     """A command-line argument with a value the command cannot use; the message names the flag and the fix."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' except where the default is None: those helps say in words what None means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are one ``error: ...`` line (exit 2), like every other user error."""
+    """``argparse`` whose usage errors are one ``error: ...`` line (exit 2), like every other user error, and whose
+    help states each non-None default once."""
+
+    def __init__(self, *args: Any, formatter_class: type = HelpFormatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print one line naming the problem and exit 2."""

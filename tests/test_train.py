@@ -435,3 +435,10 @@ def test_eval_precision_flags(tiny_data, tmp_path, capsys):
         assert eval_cli.main(args + ['--output', str(tmp_path / 'x'), '--precision', 'fp16', '--device', 'cpu']) == 2
         err = capsys.readouterr().err
         assert err.startswith('error: fp16 on this CPU would be emulated') and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('cli', [train_cli, eval_cli])
+def test_help_never_prints_default_none(cli):
+    # cli.HelpFormatter: a None default is said in words, not printed as "(default: None)"
+    text = cli.build_parser().format_help()
+    assert '(default: None)' not in text and '(default:' in text, text

@@ -13,7 +13,7 @@ from .runner import benchmark, environment, load_avg
 from .models import PEER_NAMES, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
 from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from ..cli import resolve_device, run_cli
+from ..cli import ArgumentParser, resolve_device, run_cli
 from .timing import gemm_peak, set_peak_fractions
 
 __all__ = ['build_parser', 'run', 'main']
@@ -21,17 +21,9 @@ __all__ = ['build_parser', 'run', 'main']
 _DESCRIPTION = 'Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.'
 
 
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends '(default: X)' except where the default is None: those helps say in words what None means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     """timm benchmark.py's flags, for 5-D clips."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=_DESCRIPTION, formatter_class=_DefaultsFormatter)
+    parser = ArgumentParser(prog=prog, description=_DESCRIPTION)
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
     parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V',

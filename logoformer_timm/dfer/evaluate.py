@@ -267,9 +267,7 @@ def atomic_write_json(path: str, data: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog='logoformer-eval', description=__doc__.split('\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog='logoformer-eval', description=__doc__.split('\n')[0])
     parser.add_argument('--model', help='model name, e.g. logoformer_small (not needed for a folder with config.json)')
     parser.add_argument('--checkpoint', help='weights: a .safetensors file, a training checkpoint folder or a hub/ folder')
     parser.add_argument('--pretrained', action='store_true', help='load the published weights of --model (NAME.TAG)')

@@ -86,8 +86,7 @@ _FLAG_OF_KWARG = dict(num_classes='--num-classes', num_frames='--num-segments x 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog='logoformer-train', description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog='logoformer-train', description=__doc__.split('\n')[0])
     g = p.add_argument_group('model')
     g.add_argument('--model', default='logoformer_small', help='timm model name')
     g.add_argument('--pretrained', action='store_true', help='start from the published weights of --model (NAME.TAG)')
