@@ -107,7 +107,8 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
     from .video.decode import VideoError
     from .weights.hub import HubFolderError, MetricsFileError
-    from .weights.manifest import WeightsChecksumError, WeightsFileError
+    from .weights.files import WeightsFileError
+    from .weights.manifest import WeightsChecksumError
     return (
         AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
         WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,

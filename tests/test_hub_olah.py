@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from logoformer_timm.weights.hub import export_folder
-from logoformer_timm.weights.manifest import file_sha256
+from logoformer_timm.weights.files import file_sha256
 
 OLAH_ENV = 'LOGOFORMER_OLAH_CLI'
 REPO_ROOT = Path(__file__).resolve().parents[1]

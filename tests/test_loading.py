@@ -257,9 +257,9 @@ def test_sha256_check_holds_for_any_revision_and_letter_case(
     ('head.weight', 'int', r'integer tensors where the model has floating point ones: head.weight \(torch.int64\)'),
 ])
 def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_path, key, value, problem):
-    from logoformer_timm.dfer.evaluate import create_model
-    from logoformer_timm.weights.hub import read_checkpoint
-    from logoformer_timm.weights.manifest import WeightsFileError
+    from logoformer_timm.weights.loading import create_model
+    from logoformer_timm.weights.files import read_checkpoint
+    from logoformer_timm.weights.files import WeightsFileError
     weights = dict(source.state_dict())
     if value == 'int':
         weights[key] = weights[key].round().long()
@@ -282,7 +282,7 @@ def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_pa
 
 
 def test_published_weights_with_nan_are_refused(source, tmp_path, publish):
-    from logoformer_timm.weights.manifest import WeightsFileError
+    from logoformer_timm.weights.files import WeightsFileError
     weights = dict(source.state_dict())
     weights['norm.weight'] = torch.full_like(weights['norm.weight'], float('nan'))
     save_for_hf(tiny(), tmp_path / 'repo', safe_serialization=True)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from logoformer_timm.dfer import evaluate as eval_cli
 from logoformer_timm.dfer import train as train_cli
 from logoformer_timm.dfer.synthetic import make_motion_dataset
+from logoformer_timm.weights.loading import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 # a tiny model and clip: 4 frames (2 segments x 2) of 16x16, 4 classes
@@ -273,8 +274,8 @@ def test_eval_refuses_an_untrained_model(tiny_data, tmp_path, capsys):
 
 
 def test_fine_tuning_makes_a_new_head_and_says_so(four_class_weights, caplog):
-    model = eval_cli.create_model('logoformer_tiny', str(four_class_weights / 'four.safetensors'), num_classes=3,
-                                  new_head=True, num_frames=4, img_size=16)
+    model = create_model('logoformer_tiny', str(four_class_weights / 'four.safetensors'), num_classes=3,
+                         new_head=True, num_frames=4, img_size=16)
     assert model.num_classes == 3
     assert 'classifier for 4 classes is replaced by a new, untrained one for 3 classes' in caplog.text
 

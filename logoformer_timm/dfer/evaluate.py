@@ -25,15 +25,13 @@ from torch.utils.data import DataLoader, Sampler
 from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, resolve_device
 from ..cli import run_cli
 from ..data import ClipTransform, resolve_video_data_config
-from ..models import DFER_LABELS, checkpoint_filter_fn
-from ..models.logoformer import unwrap_checkpoint
-from ..weights.hub import read_checkpoint
 from ..weights.inference import PRECISIONS, prepare_for_inference
+from ..weights.loading import create_model, label_names
 from .datasets import ClipFolderDataset, collate_clips, default_num_workers
 from .metrics import confusion_matrix, summarize
 
 __all__ = [
-    'DistInfo', 'init_distributed', 'ShardSampler', 'create_model', 'load_weights', 'build_dataset', 'evaluate',
+    'DistInfo', 'init_distributed', 'ShardSampler', 'build_dataset', 'evaluate',
     'format_metrics_table', 'main',
 ]
 
@@ -91,81 +89,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
-
-
-def load_weights(model: nn.Module, path: str, weights: Optional[Dict[str, Any]] = None) -> None:
-    """Load a safetensors (or weights-only torch) file or checkpoint folder (or ``weights`` read from it) strictly."""
-    state_dict = checkpoint_filter_fn(_read_weights(path) if weights is None else weights, model)
-    head = state_dict.get('head.weight')
-    if head is not None and head.shape[0] != model.num_classes:
-        raise ValueError(
-            f'{path} holds a classifier for {head.shape[0]} classes, the model has {model.num_classes}; '
-            f'build the model with num_classes={head.shape[0]}.')
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f'{path} does not fit this model: {len(missing)} missing keys ({", ".join(missing[:4])}), '
-            f'{len(unexpected)} unexpected keys ({", ".join(unexpected[:4])}). Pass the --model it was trained as.')
-
-
-def _read_weights(path: str) -> Dict[str, Any]:
-    if os.path.isdir(path):
-        path = os.path.join(path, 'model.safetensors')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'Checkpoint not found: {path}. Pass a .safetensors file, or a training run\'s last/ or best/ folder.')
-    # the project's one safe reader: safetensors, or torch.load(weights_only=True), with clear errors
-    return read_checkpoint(path)
-
-
-def create_model(
-        model_name: Optional[str] = None,
-        checkpoint: Optional[str] = None,
-        pretrained: bool = False,
-        num_classes: Optional[int] = None,
-        new_head: bool = False,
-        **kwargs: Any,
-) -> nn.Module:
-    """A LOGO-Former from a name (``pretrained`` for its published weights), a weights file, or a folder.
-
-    A folder with ``config.json`` (a training checkpoint or a ``hub/`` export) is loaded with timm's ``local-dir:``;
-    a file needs ``model_name``. ``kwargs`` go to ``timm.create_model``. Trained weights keep their own classifier:
-    a ``num_classes`` that differs from it raises, unless ``new_head`` (fine-tuning) asks for a fresh classifier.
-    """
-    import timm
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if checkpoint and not os.path.exists(checkpoint):
-        raise FileNotFoundError(
-            f'--checkpoint {checkpoint}: no such file or folder. Pass a .safetensors file, or a training run\'s '
-            f'last/ or best/ folder.')
-    if not checkpoint and not pretrained:  # random init: the head is new anyway
-        if not model_name:
-            raise ValueError('Pass --model NAME (e.g. logoformer_small), --checkpoint or --pretrained.')
-        return timm.create_model(model_name, num_classes=num_classes, **kwargs) if num_classes is not None \
-            else timm.create_model(model_name, **kwargs)
-    if checkpoint and os.path.isdir(checkpoint) and os.path.isfile(os.path.join(checkpoint, 'config.json')):
-        model, source = timm.create_model(f'local-dir:{checkpoint}', pretrained=True, **kwargs), checkpoint
-    elif not model_name:
-        raise ValueError(
-            'Pass --model NAME (e.g. logoformer_small), or a --checkpoint folder that holds config.json.')
-    elif checkpoint:
-        weights = _read_weights(checkpoint)
-        head = unwrap_checkpoint(weights).get('head.weight')
-        model = timm.create_model(model_name, num_classes=head.shape[0] if torch.is_tensor(head) else 0, **kwargs)
-        load_weights(model, checkpoint, weights)
-        source = checkpoint
-    else:
-        model, source = timm.create_model(model_name, pretrained=True, **kwargs), f'{model_name} (pretrained)'
-    if num_classes is not None and num_classes != model.num_classes:
-        if not new_head:
-            raise ValueError(
-                f'{source} was trained for {model.num_classes} classes but --num-classes {num_classes} was given. '
-                f'Evaluation never replaces a trained classifier: drop --num-classes, or pass weights trained for '
-                f'{num_classes} classes.')
-        _logger.warning('%s: its classifier for %d classes is replaced by a new, untrained one for %d classes '
-                        '(fine-tuning)', source, model.num_classes, num_classes)
-        model.reset_classifier(num_classes)
-    return model
 
 
 def build_dataset(
@@ -249,14 +172,6 @@ def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) ->
     return '\n'.join(rows)
 
 
-def label_names_of(model: nn.Module) -> List[str]:
-    """The model's label names, or the DFER names for 7 classes, or class indices."""
-    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or ())
-    if len(names) == model.num_classes:
-        return names
-    return list(DFER_LABELS) if model.num_classes == len(DFER_LABELS) else [str(i) for i in range(model.num_classes)]
-
-
 def atomic_write_json(path: str, data: Any) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     tmp = f'{path}.tmp'
@@ -337,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
 def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
     """The metrics.json content, in the schema of ``logoformer_timm/weights/hub.py`` (fractions, label -> recall)."""
     cfg = resolve_video_data_config(model)
-    names = label_names_of(model)
+    names = label_names(model)
     height, width = cfg['input_size'][2:]
     resize = f'{cfg["interpolation"]} resize to {height}x{width}'
     if cfg['crop_pct'] != 1 or cfg['crop_mode'] != 'squash':

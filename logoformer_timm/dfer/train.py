@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
 from .datasets import collate_clips, default_num_workers
+from ..weights.loading import create_model, label_names
 from .evaluate import (
-    DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, create_model, evaluate,
-    init_distributed, label_names_of)
+    DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, evaluate, init_distributed)
 from .loss import LOSSES, DferCriterion
 
 __all__ = ['main', 'build_parser', 'train_run', 'output_lock', 'OutputLockedError']
@@ -511,7 +511,7 @@ class Trainer:
         summary = dict(
             last=dict(epoch=last['epoch'], uar=last['val_uar'], war=last['val_war']),
             best=dict(self.best),  # the epoch best/ holds
-            epochs=self.args.epochs, note=OPTIMISM_NOTE, label_names=label_names_of(self.model),
+            epochs=self.args.epochs, note=OPTIMISM_NOTE, label_names=label_names(self.model),
             last_per_class=last['val_per_class'], last_confusion_matrix=last['val_confusion_matrix'])
         if self.info.is_main:
             atomic_write_json(os.path.join(self.run_dir, 'summary.json'), summary)

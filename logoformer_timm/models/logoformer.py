@@ -37,9 +37,10 @@ from timm.models.resnet import BasicBlock, ResNet
 from ..layers import GlobalAttention3d, WindowAttention3d, resample_spatial_pos_embed, resample_temporal_pos_embed
 from ..layers import eager_inference, inference_chunk_frames, map_frame_chunks, sizes_are_symbolic, to_3tuple
 from ..weights import manifest
+from ..weights.files import check_weights, read_state_dict, unwrap_checkpoint
 
 __all__ = [
-    'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'unwrap_checkpoint', 'refresh_pretrained_cfgs',
+    'LogoFormer', 'LogoBlock', 'FrameStem', 'checkpoint_filter_fn', 'refresh_pretrained_cfgs',
     'check_clip', 'DFER_LABELS', 'OUTPUT_FMTS', 'MAX_NUM_FRAMES', 'MAX_IMG_SIZE', 'CheckpointMismatchError',
     'PretrainedWeightsError', 'PretrainedWeightsUnavailableError']
 
@@ -113,16 +114,9 @@ class FrameStem(nn.Module):
 
 
 def _read_resnet_state_dict(source: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """ResNet-18 weights from a checkpoint file (the project's one reader) or a timm model name (downloads)."""
     if os.path.isfile(source):
-        if str(source).endswith('.safetensors'):
-            from safetensors.torch import load_file
-            state_dict = load_file(source)
-        else:
-            state_dict = torch.load(source, map_location='cpu', weights_only=True)
-        for container in ('state_dict', 'model'):
-            if isinstance(state_dict, dict) and isinstance(state_dict.get(container), dict):
-                state_dict = state_dict[container]
-        return {k.removeprefix('module.').removeprefix('stem.'): v for k, v in state_dict.items()}
+        return {k.removeprefix('stem.'): v for k, v in read_state_dict(source).items()}
     if os.sep in str(source) or str(source).endswith(('.pth', '.pt', '.bin', '.safetensors')):
         raise FileNotFoundError(f'stem_weights file not found: {source}')
     import timm  # a timm model name, e.g. 'resnet18.a1_in1k'
@@ -623,16 +617,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LogoFormer) -> Dict[
                 value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value
     _check_same_architecture(out, target)
-    manifest.check_weights(out, 'the weights', target)
+    check_weights(out, 'the weights', target)
     return out
-
-
-def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The weights inside a training checkpoint (EMA first, as timm does), without DDP / compile prefixes."""
-    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(container), dict):
-            return clean_state_dict(checkpoint[container])
-    return clean_state_dict(checkpoint)
 
 
 def _shape(value: Any) -> Union[Tuple[int, ...], str]:

@@ -67,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if (args.checkpoint is None) == (not args.random_init):
         parser.error('pass --checkpoint PATH, or --random-init to export random weights')
     from ..cli import run_cli
-    from .predict import load_model
+    from ..weights.loading import load_model
 
     def run() -> None:
         for out in filter(None, (args.onnx, args.torch_export)):  # before the model is built

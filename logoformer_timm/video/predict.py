@@ -17,24 +17,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 from einops import rearrange
 
-from ..cli import ArgumentParser, positive_float, resolve_device, run_cli
+from ..cli import ArgumentParser, positive_float, run_cli
 from ..data import ClipTransform, resolve_video_data_config
-from ..weights.inference import PRECISIONS, prepare_for_inference
-from .decode import PathLike, VideoError, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
+from ..weights.inference import PRECISIONS
+from ..weights.loading import check_clip_model, label_names, load_model
+from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .decode import window_indices
-from .faces import Box, FaceDetector, NoFaceError, _import_cv2, crop_faces
+from .faces import Box, FaceDetector, _import_cv2, crop_faces
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
     'PREDICTION_SCHEMA', 'format_throughput', 'main']
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
-RANDOM_INIT_SEED = 0  # --random-init weights are seeded, so the same video always prints the same numbers
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
 
 _NUMBER = {'type': 'number'}
@@ -215,11 +214,6 @@ def load_clip(
     return _clip_tensor(faces.crops)
 
 
-def _label_names(model: nn.Module) -> List[str]:
-    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or ())
-    return names if len(names) == model.num_classes else [f'class_{i}' for i in range(model.num_classes)]
-
-
 def _save_crops(directory: str, window: int, indices: Sequence[int], crops: np.ndarray) -> None:
     cv2 = _import_cv2()
     folder = os.path.join(directory, f'window_{window:03d}')
@@ -273,7 +267,7 @@ def predict_video(
     num_frames, size = model.num_frames, tuple(model.img_size)
     plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
     transform = ClipTransform(**resolve_video_data_config(model))  # the crops are already at the model's size
-    labels = _label_names(model)
+    labels = label_names(model)
     top_k = max(1, min(top_k, len(labels)))
     device = next(model.parameters()).device
     was_training = model.training
@@ -337,72 +331,6 @@ def predict_video(
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
     return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
                            timing=timing)
-
-
-def load_model(
-        name: Optional[str] = None,
-        checkpoint: Optional[str] = None,
-        pretrained: bool = False,
-        random_init: bool = False,
-        device: str = 'cpu',
-        precision: str = 'fp32',
-        compile: bool = False,
-) -> Tuple[nn.Module, str]:
-    """Build a model for prediction and say where its weights came from (``'checkpoint:PATH'`` ...).
-
-    ``checkpoint`` is a safetensors / ``.pth`` file (read with ``weights_only=True``) or a folder with
-    ``config.json`` and weights (timm's ``local-dir:``); both go through the model's checkpoint filter.
-    ``precision`` ('fp32', 'bf16', 'fp16') and ``compile`` (``torch.compile``) give the fast path, see
-    :func:`logoformer_timm.weights.inference.prepare_for_inference`.
-    """
-    if sum((checkpoint is not None, pretrained, random_init)) != 1:
-        raise ValueError(
-            'Say where the weights come from: --checkpoint PATH (a .safetensors/.pth file or a model folder), '
-            '--pretrained (published weights), or --random-init (meaningless predictions, for testing the '
-            'pipeline only). No weights are published yet, so you need a checkpoint of your own.')
-    if checkpoint is not None and os.path.isdir(checkpoint):
-        config = os.path.join(checkpoint, 'config.json')
-        if not os.path.isfile(config):
-            raise ValueError(f'{checkpoint!r} is a folder without config.json; pass a weights file or a model folder.')
-        with open(config) as f:
-            arch = json.load(f).get('architecture')
-        if name is not None and arch != name:
-            raise ValueError(f'--model {name} does not match the folder {checkpoint!r}, which holds {arch!r}.')
-        _check_model_name(arch)
-        model = timm.create_model(f'local-dir:{checkpoint}', pretrained=True)
-    else:
-        name = name or 'logoformer_base'
-        _check_model_name(name)
-        if checkpoint is not None:
-            if not os.path.isfile(checkpoint):
-                raise ValueError(f'Checkpoint not found: {checkpoint!r}.')
-            overlay = dict(file=os.path.abspath(checkpoint))
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
-        elif random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
-                model = timm.create_model(name)
-        else:
-            model = timm.create_model(name, pretrained=pretrained)
-    check_clip_model(model)
-    weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
-    return prepare_for_inference(model.to(resolve_device(device)), precision, compile), weights
-
-
-def check_clip_model(model: nn.Module) -> None:
-    """Raise ``ValueError`` unless ``model`` takes clips (has ``num_frames``, ``img_size`` and ``input_layout``)."""
-    missing = [a for a in ('num_frames', 'img_size', 'input_layout') if not hasattr(model, a)]
-    if missing:
-        name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-        raise ValueError(f'{name} is not a clip model (it has no {", ".join(missing)}); use a LOGO-Former: '
-                         f'{", ".join(timm.list_models("logoformer_*"))}.')
-
-
-def _check_model_name(name: Optional[str]) -> None:
-    import logoformer_timm  # noqa: F401  (registers the models)
-    if not name or not timm.is_model(name):
-        known = ', '.join(timm.list_models('logoformer_*'))
-        raise ValueError(f'Unknown model {name!r}; LOGO-Former models: {known}.')
 
 
 def format_table(result: VideoPrediction) -> str:

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -45,13 +44,13 @@ from timm.models._hub import save_config_for_hf
 
 from .. import __version__
 from ..cli import ArgumentParser, run_cli
-from .manifest import HUB_ORG, WEIGHTS_FILENAME, check_weights, file_sha256, read_safetensors
-from .manifest import WeightsFileError
-from ..models.logoformer import DFER_LABELS, PretrainedWeightsError, unwrap_checkpoint
+from .files import file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from .manifest import HUB_ORG, WEIGHTS_FILENAME
+from ..models import DFER_LABELS, PretrainedWeightsError
 
 __all__ = [
     'EVAL_METRICS_KEYS', 'REPO_FILES', 'MetricsFileError', 'HubFolderError', 'ExportResult', 'load_eval_metrics',
-    'validate_eval_metrics', 'read_checkpoint', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
+    'validate_eval_metrics', 'export_folder', 'model_card', 'seed_hf_cache', 'verify_folder',
     'push_folder', 'build_parser', 'main']
 
 PathLike = Union[str, os.PathLike]
@@ -131,27 +130,6 @@ def validate_eval_metrics(metrics: Any, source: str = 'metrics') -> Dict[str, An
 
 class HubFolderError(RuntimeError):
     """A checkpoint, export folder or upload request that cannot be used; the message names the file."""
-
-
-def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a training checkpoint safely: safetensors, or a torch file through ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise HubFolderError(f'Checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
-        checkpoint = read_safetensors(path.read_bytes(), path)
-        check_weights(checkpoint, path)
-        return checkpoint
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise HubFolderError(
-            f'{path} cannot be read as a weights-only torch checkpoint (corrupt, truncated, or it pickles objects '
-            f'other than tensors and plain containers, which are never unpickled): {e}') from None
-    if not isinstance(checkpoint, dict):
-        raise HubFolderError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
-    check_weights(unwrap_checkpoint(checkpoint), path)
-    return checkpoint
 
 
 def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:

@@ -11,15 +11,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 
-__all__ = [
-    'HUB_ORG', 'WEIGHTS_FILENAME', 'PublishedWeights', 'PUBLISHED', 'WeightsChecksumError', 'WeightsFileError',
-    'find_published', 'file_sha256', 'load_published', 'read_safetensors', 'check_weights']
+from .files import check_weights, read_safetensors
+
+__all__ = ['HUB_ORG', 'WEIGHTS_FILENAME', 'PublishedWeights', 'PUBLISHED', 'WeightsChecksumError', 'find_published',
+           'load_published']
 
 HUB_ORG = 'logoformer-timm'
 WEIGHTS_FILENAME = 'model.safetensors'
@@ -73,53 +72,6 @@ def find_published(hf_hub_id: Optional[str]) -> Optional[PublishedWeights]:
 
 class WeightsChecksumError(RuntimeError):
     """A downloaded weight file whose sha256 differs from the manifest's."""
-
-
-class WeightsFileError(RuntimeError):
-    """A weight file that cannot be used: not readable (truncated, corrupt, not safetensors) or with unusable values."""
-
-
-def file_sha256(path: Union[str, os.PathLike]) -> str:
-    """Lowercase hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_safetensors(data: bytes, name: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
-    """Deserialize safetensors bytes; a corrupt or truncated file raises :class:`WeightsFileError` naming it."""
-    try:
-        return load_safetensors_bytes(data)
-    except SafetensorError as e:
-        raise WeightsFileError(f'{name} is not a readable safetensors file (truncated or corrupt?): {e}') from None
-
-
-def check_weights(
-        weights: Mapping[str, Any], source: Union[str, os.PathLike],
-        reference: Optional[Mapping[str, torch.Tensor]] = None) -> None:
-    """Refuse NaN / Inf values, and integer tensors where ``reference`` (the model's state dict) has floating point.
-
-    Every loading route calls it: the project's checkpoint reader, the manifest loader and ``checkpoint_filter_fn``.
-    Integer buffers of the model itself (BatchNorm ``num_batches_tracked``) load as they are.
-    """
-    def listing(keys):
-        return ', '.join(keys[:6]) + (f', ... ({len(keys)} in all)' if len(keys) > 6 else '')
-
-    tensors = {k: v for k, v in weights.items() if torch.is_tensor(v)}
-    non_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if non_finite:
-        raise WeightsFileError(
-            f'{source} holds NaN or Inf values in {listing(non_finite)}; such weights give meaningless outputs. '
-            f'Use a checkpoint saved before training diverged.')
-    integer = [f'{k} ({v.dtype})' for k, v in tensors.items()
-               if reference is not None and k in reference and reference[k].is_floating_point()
-               and not (v.is_floating_point() or v.is_complex())]
-    if integer:
-        raise WeightsFileError(
-            f'{source} holds integer tensors where the model has floating point ones: {listing(integer)}; '
-            f'weights are never cast from integers, so these are not the trained values.')
 
 
 def load_published(
