@@ -77,6 +77,18 @@ def check_output_dir(path: str, flag: str) -> None:
         raise UsageError(f'{flag} {path}: {existing} is not writable; pass another {flag}.')
 
 
+def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:
+    """Check, before any work is done, that the file ``path`` can be written: its folder exists (it is not made)
+    and is writable, and unless ``overwrite`` the file does not exist yet."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f'{flag} {path}: the folder {folder!r} does not exist; create it first.')
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f'{flag} {path}: {folder} is not writable; pass another {flag}.')
+    if not overwrite and os.path.exists(path):
+        raise UsageError(f'{flag} {path}: {path} already exists; pass a new path (nothing is ever overwritten).')
+
+
 def resolve_device(name: str) -> 'torch.device':
     """The torch device for ``--device``; a one-line error when this machine does not have it."""
     import torch

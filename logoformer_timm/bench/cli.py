@@ -13,7 +13,7 @@ from .runner import benchmark, environment, load_avg
 from .models import PEER_NAMES, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
 from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from ..cli import ArgumentParser, resolve_device, run_cli
+from ..cli import ArgumentParser, check_output_file, resolve_device, run_cli
 from .timing import gemm_peak, set_peak_fractions
 
 __all__ = ['build_parser', 'run', 'main']
@@ -73,9 +73,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchmarkError(f'--num-warm-iter must be >= 0, got {args.num_warm_iter}.')
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError(f'--threads must be >= 1, got {args.threads}.')
-    for path in [*args.results_file, *filter(None, [args.plot])]:  # before the run, not after it
-        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise BenchmarkError(f'{path}: the folder {os.path.dirname(path)!r} does not exist; create it first.')
+    for flag, paths in (('--results-file', args.results_file), ('--plot', filter(None, [args.plot]))):
+        for path in paths:  # before the run, not after it
+            check_output_file(path, flag, overwrite=True)
     if args.grid and args.sweep:
         raise BenchmarkError('--grid and --sweep are separate runs: give one of them.')
     if args.plot and not args.sweep:

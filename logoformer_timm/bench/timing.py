@@ -104,7 +104,8 @@ def set_peak_fractions(rows: Sequence[Dict[str, Any]], gemm_gflops: Optional[flo
             notes = [n for n in (row.get(f'{prefix}_warning') or '').split('; ') if n and 'matmul peak' not in n]
             if fraction is not None and fraction > 1:
                 notes.append(f'{achieved:.1f} GFLOP/s is {fraction:.0%} of the measured matmul peak: a measurement '
-                             f'problem (machine load or a low peak), not a result')
+                             f'problem, not a result (machine load, or kernels such as oneDNN or compiled '
+                             f'convolutions that outrun the measured matmul)')
                 fraction = None
             row[f'{prefix}_peak_fraction'] = fraction
             row[f'{prefix}_warning'] = '; '.join(notes)

@@ -6,7 +6,6 @@ extra) at opset :data:`ONNX_OPSET`. Input ``clip``: ``(batch, C, T, H, W)`` floa
 resolution are fixed at the model's ``num_frames`` and ``img_size``.
 """
 import argparse
-import os
 import sys
 from typing import List, Optional
 
@@ -66,15 +65,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('say what to write: --onnx OUT.onnx and/or --torch-export OUT.pt2')
     if (args.checkpoint is None) == (not args.random_init):
         parser.error('pass --checkpoint PATH, or --random-init to export random weights')
-    from ..cli import run_cli
+    from ..cli import check_output_file, run_cli
     from ..weights.loading import load_model
 
     def run() -> None:
-        for out in filter(None, (args.onnx, args.torch_export)):  # before the model is built
-            if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-                raise ValueError(f'Output folder does not exist: {os.path.dirname(out)!r}.')
-            if os.path.exists(out):
-                raise ValueError(f'{out} already exists; pass a new path (an export never overwrites a file).')
+        for flag, out in (('--onnx', args.onnx), ('--torch-export', args.torch_export)):  # before the model is built
+            if out:
+                check_output_file(out, flag)
         model, weights = load_model(args.model, args.checkpoint, random_init=args.random_init)
         shape = tuple(example_input(model, 1).shape[1:])
         if args.torch_export:
