@@ -7,8 +7,9 @@ shape compiles, which takes tens of seconds on a CPU).
 
 Float16 on a CPU is refused unless the CPU has AMX-FP16: elsewhere PyTorch emulates it and it runs many times
 slower than float32 (13x for ``logoformer_tiny`` on the project's 2-core AVX-512 test machine). Bfloat16 runs on
-any CPU but is not always faster (it was 2x slower than float32 for ``logoformer_tiny`` on that machine, which has
-AVX512-BF16 but no AMX); measure with ``benchmarks/flops.py --grid precision=float32,amp_bfloat16``.
+any CPU but is not always faster: on that machine (AVX512-BF16, no AMX, one thread, 16x112x112) it ran
+``logoformer_tiny`` 1.2x and ``logoformer_small`` 1.4x faster than float32, ``logoformer_base`` 3 % slower
+(``benchmarks/results/fast_path_16x112.md``); measure with ``benchmarks/flops.py --grid precision=float32,amp_bfloat16``.
 """
 import os
 import shutil
