@@ -12,7 +12,10 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple, Type
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
@@ -118,9 +121,10 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     from .dfer.train import OutputLockedError
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
     from .video.decode import VideoError
-    from .weights.hub import HubFolderError, MetricsFileError
+    from .weights.card import MetricsFileError
     from .weights.files import WeightsFileError
     from .weights.manifest import WeightsChecksumError
+    from .weights.publish import HubFolderError
     return (
         AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
         WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,

@@ -16,8 +16,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from logoformer_timm.weights import manifest
-from logoformer_timm.weights.hub import (
-    REPO_FILES, HubFolderError, MetricsFileError, export_folder, model_card, validate_eval_metrics, verify_folder)
+from logoformer_timm.weights.card import MetricsFileError, model_card, validate_eval_metrics
+from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder, verify_folder
 
 
 

@@ -18,7 +18,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from logoformer_timm.weights.hub import export_folder
+from logoformer_timm.weights.publish import export_folder
 from logoformer_timm.weights.files import file_sha256
 
 OLAH_ENV = 'LOGOFORMER_OLAH_CLI'

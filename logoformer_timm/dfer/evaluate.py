@@ -250,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def metrics_record(metrics: Dict[str, Any], model: nn.Module, args: argparse.Namespace) -> Dict[str, Any]:
-    """The metrics.json content, in the schema of ``logoformer_timm/weights/hub.py`` (fractions, label -> recall)."""
+    """The metrics.json content, in the schema of ``logoformer_timm/weights/card.py`` (fractions, label -> recall)."""
     cfg = resolve_video_data_config(model)
     names = label_names(model)
     height, width = cfg['input_size'][2:]

@@ -1,0 +1,366 @@
+"""Export a training checkpoint to a Hugging Face Hub repo folder, verify such a folder against its checkpoint, and
+push it with ``HfApi``; the folder's model card and metrics schema are in :mod:`.card`.
+"""
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from timm.layers import to_2tuple
+from timm.models import create_model, is_model, save_for_hf
+from timm.models._hub import save_config_for_hf
+
+from .. import __version__
+from .card import card_problem, load_eval_metrics, model_card
+from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from .manifest import HUB_ORG, WEIGHTS_FILENAME
+from ..models import DFER_LABELS, PretrainedWeightsError
+
+__all__ = [
+    'REPO_FILES', 'HubFolderError', 'ExportResult', 'export_folder', 'seed_hf_cache', 'verify_folder', 'push_folder']
+
+REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
+
+
+class HubFolderError(RuntimeError):
+    """A checkpoint, export folder or upload request that cannot be used; the message names the file."""
+
+
+def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """Model arguments that the weights themselves fix: frames, resolution, channels, classes."""
+    weights = unwrap_checkpoint(checkpoint)
+    args = {}
+    if 'pos_embed_temporal' in weights:
+        args['num_frames'] = weights['pos_embed_temporal'].shape[1]
+    if 'pos_embed_spatial' in weights:
+        args['img_size'] = [weights['pos_embed_spatial'].shape[1] * 16, weights['pos_embed_spatial'].shape[2] * 16]
+    if 'stem.conv1.weight' in weights:
+        args['in_chans'] = weights['stem.conv1.weight'].shape[1]
+    args['num_classes'] = weights['head.weight'].shape[0] if 'head.weight' in weights else 0
+    return args
+
+
+def _build_from_checkpoint(
+        model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
+) -> torch.nn.Module:
+    """The model the checkpoint was trained as, with exactly its weights (nothing resampled or adapted)."""
+    from_weights = _args_from_weights(checkpoint)
+    for key, value in model_kwargs.items():
+        if key in from_weights and _as_list(value) != _as_list(from_weights[key]):
+            raise HubFolderError(
+                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
+                f'{key}={from_weights[key]!r}; an export never resamples or adapts weights. Drop the argument.')
+    kwargs = {**model_kwargs, **from_weights}
+    # the cfg describes the source weights, so timm keeps their classifier instead of resetting it
+    source_cfg = dict(
+        file=str(checkpoint_path), num_classes=from_weights['num_classes'],
+        input_size=(kwargs.get('in_chans', 3), *to_2tuple(kwargs.get('img_size', 112))))
+    if from_weights['num_classes'] != len(DFER_LABELS):
+        source_cfg['label_names'] = None
+    try:
+        model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=source_cfg, **kwargs)
+    except PretrainedWeightsError as e:
+        raise HubFolderError(str(e)) from None
+    return model.eval()
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class ExportResult:
+    """What ``export_folder`` wrote and what to add to the manifest."""
+    folder: Path
+    sha256: str
+    hf_hub_id: Optional[str]
+    manifest_entry: Optional[str]
+    manifest_note: str
+
+
+def export_folder(
+        model_name: str,
+        checkpoint: PathLike,
+        out: PathLike,
+        tag: Optional[str] = None,
+        metrics: Optional[PathLike] = None,
+        dtype: str = 'float32',
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        train_dataset: Optional[str] = None,
+        recipe: Optional[str] = None,
+        license: str = 'mit',
+        hub_org: str = HUB_ORG,
+) -> ExportResult:
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
+    arch = model_name.split('.', 1)[0]
+    if not arch.startswith('logoformer_') or not is_model(arch):
+        raise HubFolderError(
+            f'--model must be a registered LOGO-Former architecture such as logoformer_base, got {model_name!r}.')
+    if tag is not None and (not tag or not all(c.isalnum() or c == '_' for c in tag)):
+        raise HubFolderError(f'--tag must be letters, digits and "_" (e.g. dfew_fold1), got {tag!r}.')
+    if dtype not in ('float32', 'float16'):
+        raise HubFolderError(f'--dtype must be float32 or float16, got {dtype!r}.')
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise HubFolderError(f'--out {out} is a file; pass a new (or empty) folder to write the repo into.')
+    if out.exists() and any(out.iterdir()):
+        raise HubFolderError(f'{out} already exists and is not empty; pass a new --out folder.')
+    if not out.parent.is_dir():
+        raise HubFolderError(f'--out {out}: the folder {out.parent} does not exist; create it first.')
+    eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
+    for flag, text in (('--train-dataset', train_dataset), ('--recipe', recipe), ('--license', license)):
+        _check_free_text(flag, text)
+    model = _source_model(checkpoint, model_kwargs, arch)
+    if dtype == 'float16':
+        model = model.half()
+
+    name = f'{arch}.{tag}' if tag else arch
+    hf_hub_id = f'{hub_org}/{name}' if tag else None
+    tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_for_hf(model, tmp, **_export_config(model, tag, license), safe_serialization=True)
+        (tmp / 'README.md').write_text(model_card(
+            model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
+            license=license, dtype=dtype), encoding='utf-8')
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sha256 = file_sha256(out / WEIGHTS_FILENAME)
+    entry, note = _manifest_entry(arch, tag, sha256, eval_metrics, train_dataset, recipe, license, model.num_classes)
+    return ExportResult(out, sha256, hf_hub_id, entry, note)
+
+
+def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> Dict[str, Any]:
+    """The ``model_config`` and ``model_args`` of timm's ``save_for_hf`` for an export (and for verifying one)."""
+    arch_args = dict(  # what the weights do not fix but their meaning depends on
+        local_window=list(model.local_window), global_pool_size=list(model.global_pool_size),
+        block_types=list(model.block_types), input_layout=model.input_layout)
+    return dict(model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args)
+
+
+def _source_model(
+        checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None) -> torch.nn.Module:
+    """The model a training checkpoint was trained as, its architecture from a source that knows it.
+
+    A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
+    under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
+    (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture.
+    """
+    path = Path(checkpoint)
+    known: Dict[str, Any] = {}
+    if path.is_dir():
+        config_path = path / 'config.json'
+        if not config_path.is_file() or not (path / WEIGHTS_FILENAME).is_file():
+            raise HubFolderError(
+                f'{path} is not a checkpoint folder: it needs config.json and {WEIGHTS_FILENAME} (a training run\'s '
+                f'last/ or best/ folder).')
+        config = _read_json(config_path)
+        folder_arch = config.get('architecture')
+        if arch is not None and folder_arch != arch:
+            raise HubFolderError(f'--model {arch} does not match {config_path}, which records {folder_arch!r}.')
+        arch, known = folder_arch, dict(config.get('model_args') or {})
+        path = path / WEIGHTS_FILENAME
+        ckpt = read_checkpoint(path)
+    else:
+        ckpt = read_checkpoint(path)
+        if isinstance(ckpt.get('model_args'), dict):
+            known = dict(ckpt['model_args'])
+        elif model_kwargs is None:
+            raise HubFolderError(
+                f'{path} is a bare weights file: it does not record the architecture arguments the weights cannot '
+                f'reveal (num_heads, local_window, block_types, ...). Pass the training run\'s checkpoint folder '
+                f'(e.g. runs/NAME/last), or --model-kwargs with every argument it was trained with '
+                f'(--model-kwargs with no values states the defaults).')
+    for key, value in (model_kwargs or {}).items():
+        if key in known and _as_list(value) != _as_list(known[key]):
+            raise HubFolderError(
+                f'{checkpoint}: {key}={value!r} was requested but the checkpoint was trained with '
+                f'{key}={known[key]!r}. Drop the argument.')
+    if arch is None:
+        raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
+    return _build_from_checkpoint(arch, path, ckpt, {**known, **(model_kwargs or {})})
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise HubFolderError(f'{path} is not valid JSON: {e}') from None
+
+
+def _manifest_entry(arch, tag, sha256, metrics, train_dataset, recipe, license, num_classes):
+    missing = [flag for flag, value in (('--tag', tag), ('--train-dataset', train_dataset), ('--recipe', recipe))
+               if not value]
+    if missing:
+        return None, f'No manifest entry: a published tag needs {", ".join(missing)}.'
+    fold = metrics.get('fold') if metrics else None
+    uar, war = (metrics['uar'], metrics['war']) if metrics else (None, None)
+    entry = (
+        f"PUBLISHED['{arch}.{tag}'] = PublishedWeights(\n"
+        f"    arch={arch!r}, tag={tag!r},\n"
+        f"    sha256={sha256!r},\n"
+        f"    dataset={train_dataset!r}, fold={fold!r}, uar={uar!r}, war={war!r},\n"
+        f"    license={license!r}, recipe={recipe!r}, num_classes={num_classes!r})")
+    note = 'Add to logoformer_timm/weights/manifest.py after the repo is pushed:' + (
+        '' if metrics else ' (no --metrics: uar/war stay None, nothing is claimed)')
+    return entry, note
+
+
+def _check_free_text(flag: str, text: Optional[str]) -> None:
+    """A free-text export option is one line without control characters or a YAML document marker."""
+    if text is not None and (any(ord(c) < 32 or ord(c) == 127 for c in text) or '---' in text):
+        raise HubFolderError(
+            f'{flag} must be one line of text without control characters (newlines, tabs) or "---", got {text!r}.')
+
+
+def seed_hf_cache(cache_dir: PathLike, repo_id: str, folder: PathLike, commit: str = '0' * 40) -> Path:
+    """Place a repo folder's files in a Hugging Face cache as revision ``commit`` (also ``main``); return the snapshot."""
+    root = Path(cache_dir) / f'models--{repo_id.replace("/", "--")}'
+    (root / 'refs').mkdir(parents=True, exist_ok=True)
+    (root / 'refs' / 'main').write_text(commit)
+    snapshot = root / 'snapshots' / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        if (Path(folder) / name).is_file():
+            shutil.copy(Path(folder) / name, snapshot / name)
+    return snapshot
+
+
+def _check_folder(folder: Path) -> Dict[str, Any]:
+    if not folder.is_dir():
+        raise HubFolderError(f'Not a folder: {folder}')
+    missing = [name for name in REPO_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HubFolderError(f'{folder} is missing {", ".join(missing)}; export it again with hub/export.py.')
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in REPO_FILES and not p.name.startswith('.'))
+    if extra:
+        raise HubFolderError(f'{folder} holds files a repo must not publish: {", ".join(extra)}. Remove them.')
+    try:
+        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
+    except json.JSONDecodeError as e:
+        raise HubFolderError(f'{folder / "config.json"} is not valid JSON: {e}') from None
+    if not is_model(str(config.get('architecture'))):
+        raise HubFolderError(
+            f'{folder / "config.json"}: architecture {config.get("architecture")!r} is not a registered model.')
+    problem = card_problem(folder / 'README.md')
+    if problem:
+        raise HubFolderError(problem)
+    return config
+
+
+def _differences(expected: Any, actual: Any, prefix: str = '') -> List[str]:
+    """Dotted paths where two JSON values differ."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return [d for key in sorted(set(expected) | set(actual), key=str)
+                for d in _differences(expected.get(key), actual.get(key), f'{prefix}{key}.')]
+    return [] if expected == actual else [prefix.rstrip('.') or 'the whole file']
+
+
+def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
+    shape = (model.in_chans, model.num_frames, *model.img_size)
+    if model.input_layout == 'BTCHW':
+        shape = (model.num_frames, model.in_chans, *model.img_size)
+    return torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+
+
+def verify_folder(
+        folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+    """Reload a repo folder through ``local-dir:`` and a seeded offline ``hf-hub:`` cache; logits must equal the source.
+
+    The source is the training checkpoint built from its own architecture record (a checkpoint folder's
+    ``config.json``, or ``model_kwargs`` for a bare file), never from the folder's, and the folder's
+    ``config.json`` must be exactly what an export of that source writes. The source is rounded to the folder's
+    weight dtype, so a float16 export is compared exactly with the float16-rounded source. Returns the max
+    |difference| per route (all 0.0); raises on any mismatch.
+    """
+    folder = Path(folder)
+    config = _check_folder(folder)
+    exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
+    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else config['architecture'])
+    dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
+    if len(dtypes) != 1:
+        raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
+    dtype = dtypes.pop()
+    pretrained_cfg = config.get('pretrained_cfg') or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_config_for_hf(source, Path(tmp) / 'config.json', **_export_config(
+            source, pretrained_cfg.get('tag'), pretrained_cfg.get('license', 'mit')))
+        expected = json.loads((Path(tmp) / 'config.json').read_text(encoding='utf-8'))
+    differ = _differences(expected, config)
+    if differ:
+        raise HubFolderError(
+            f'{folder / "config.json"} is not what {checkpoint} exports to: {", ".join(differ[:8])} differ. '
+            f'Export the folder again with hub/export.py.')
+    source.load_state_dict({
+        k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()})
+    clip = _fixed_clip(source)
+    with torch.no_grad():
+        reference = source(clip)
+
+    routes = {}
+    with tempfile.TemporaryDirectory() as cache:
+        commit = file_sha256(folder / WEIGHTS_FILENAME)[:40]  # a commit hash revision is served from the cache
+        repo_id = f'{HUB_ORG}/verify-export'  # never a manifest name, so only this check reads it
+        seed_hf_cache(cache, repo_id, folder, commit)
+        for route, kwargs in ((f'local-dir:{folder}', {}), (f'hf-hub:{repo_id}@{commit}', dict(cache_dir=cache))):
+            try:
+                model = create_model(route, pretrained=True, **kwargs).eval()
+            except Exception as e:
+                raise HubFolderError(f'{route} does not load: {e}') from e
+            with torch.no_grad():
+                logits = model(clip)
+            same_shape = logits.shape == reference.shape
+            diff = (logits.float() - reference.float()).abs().max().item() if same_shape else math.inf
+            routes[route.split(':', 1)[0]] = diff
+            if diff != 0.:
+                raise HubFolderError(
+                    f'{route}: logits differ from the checkpoint {checkpoint} on the fixed clip '
+                    f'(max |diff| {diff:.3g}, shapes {tuple(logits.shape)} vs {tuple(reference.shape)}).')
+    return routes
+
+
+def push_folder(
+        folder: PathLike,
+        repo_id: str,
+        checkpoint: PathLike,
+        dry_run: bool = True,
+        private: bool = False,
+        commit_message: Optional[str] = None,
+        api: Any = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
+
+    With ``dry_run`` nothing is uploaded and the result lists exactly the files that would be. ``api`` replaces
+    the ``HfApi`` object (tests); the token comes from the environment (``HF_TOKEN`` or ``hf auth login``).
+    """
+    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise HubFolderError(f'--repo-id must be ORG/NAME, got {repo_id!r}.')
+    if not dry_run and api is None:
+        import huggingface_hub
+        if huggingface_hub.get_token() is None:  # before any network call
+            raise HubFolderError(
+                'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
+    folder = Path(folder)
+    verified = verify_folder(folder, checkpoint, model_kwargs)
+    files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
+    result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
+                  commit_url=None)
+    if dry_run:
+        return result
+    if api is None:
+        from huggingface_hub import HfApi
+        api = HfApi(library_name='logoformer-timm', library_version=__version__)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), allow_patterns=list(REPO_FILES),
+        commit_message=commit_message or f'Upload {repo_id.split("/")[1]} (logoformer-timm {__version__})')
+    result['commit_url'] = info.commit_url
+    return result
