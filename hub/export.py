@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""`logoformer-hub export` (checkpoint -> Hub repo folder) from a clone; the code is in logoformer_timm/weights/hub.py."""
+"""`logoformer-hub export` (checkpoint -> Hub repo folder) from a clone.
+
+The command line is logoformer_timm/weights/hub.py; the work is done in logoformer_timm/weights/publish.py.
+"""
 import sys
 
 from logoformer_timm.weights.hub import main as hub_main
