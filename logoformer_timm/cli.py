@@ -12,7 +12,10 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple, Type
+
+if TYPE_CHECKING:  # only for annotations: torch is imported where a command needs it
+    import torch
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
@@ -103,7 +106,7 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     """The exception types every command reports as one line (imported here, so no module imports the CLI's)."""
     from .bench.config import BenchmarkError
     from .dfer.datasets import AnnotationError, ClipLoadError
-    from .dfer.train import OutputLockedError
+    from .dfer.run_folder import OutputLockedError
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
     from .video.decode import VideoError
     from .weights.hub import HubFolderError, MetricsFileError
