@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple, Type
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for annotations: torch is imported where a command needs it
     import torch
 
 __all__ = [
@@ -118,7 +118,7 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     """The exception types every command reports as one line (imported here, so no module imports the CLI's)."""
     from .bench.config import BenchmarkError
     from .dfer.datasets import AnnotationError, ClipLoadError
-    from .dfer.train import OutputLockedError
+    from .dfer.run_folder import OutputLockedError
     from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
     from .video.decode import VideoError
     from .weights.card import MetricsFileError

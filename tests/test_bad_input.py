@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from logoformer_timm import bench as benchmark
 from logoformer_timm.dfer import evaluate as eval_cli, train as train_cli
 from logoformer_timm.video import export as onnx_cli, predict
-from logoformer_timm.dfer import lists as lists_cli, synthetic as synthetic_cli
+from logoformer_timm.dfer import lists as lists_cli, run_folder, synthetic as synthetic_cli
 from logoformer_timm.dfer.synthetic import make_motion_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def data(tmp_path_factory):
     (root / 'broken.txt').write_text(f'{broken.parent.relative_to(root)} 5 0\n')
     # a checkpoint folder whose config.json is right and whose weights file is not: PretrainedWeightsError
     (root / 'corrupt').mkdir()
-    train_cli._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
+    run_folder._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
     (root / 'corrupt' / 'model.safetensors').write_bytes(b'not safetensors')
     (root / 'exists.onnx').write_text('an earlier export')
     (root / 'crops').mkdir()

@@ -253,7 +253,7 @@ def test_export_refuses_a_bare_file_without_its_architecture(exported, tmp_path)
 @pytest.fixture(scope='module')
 def run_folder(exported, tmp_path_factory):
     """A training run's checkpoint folder (config.json records local_window) and an export of it."""
-    from logoformer_timm.dfer.train import _write_model_folder
+    from logoformer_timm.dfer.run_folder import _write_model_folder
     root = tmp_path_factory.mktemp('run')
     source = exported[0]
     (root / 'last').mkdir()

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from logoformer_timm.dfer import evaluate as eval_cli
+from logoformer_timm.dfer import run_folder
 from logoformer_timm.dfer import train as train_cli
 from logoformer_timm.dfer.synthetic import make_motion_dataset
 from logoformer_timm.weights.loading import create_model
@@ -83,7 +84,7 @@ def test_checkpoints_summary_and_eval_agree(tiny_data, tmp_path, capsys):
 def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, tmp_path):
     """--loss asl is timm's AsymmetricLossSingleLabel(1, 2, 0.1); --model-kwargs reach the constructor."""
     from timm.loss import AsymmetricLossSingleLabel
-    from logoformer_timm.dfer.evaluate import DistInfo
+    from logoformer_timm.dfer.distributed import DistInfo
     args = train_cli._parse_args(_train_args(
         tiny_data, tmp_path / 'asl', '--epochs', '1', '--loss', 'asl', '--compact-weight', '0', '--drop', '0.2',
         '--model-kwargs', 'attn_drop_rate=0.2', 'proj_drop_rate=0.2', 'global_pool_size=(2,1,1)', 'input_layout=BTCHW'))
@@ -239,7 +240,7 @@ def four_class_weights(tmp_path_factory):
     model = timm.create_model('logoformer_tiny', num_classes=4, num_frames=4, img_size=16)
     save_file(model.state_dict(), root / 'four.safetensors')
     (root / 'folder').mkdir()
-    train_cli._write_model_folder(str(root / 'folder'), model, model.state_dict())
+    run_folder._write_model_folder(str(root / 'folder'), model, model.state_dict())
     return root
 
 
@@ -388,7 +389,7 @@ def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, ca
 
 def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
     out = tmp_path / 'run'
-    with train_cli.output_lock(str(out)):  # a live run holds the folder
+    with run_folder.output_lock(str(out)):  # a live run holds the folder
         assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 2
         err = capsys.readouterr().err
         assert err.startswith(f'error: {out} is in use by a running logoformer-train (pid {os.getpid()} on ')
@@ -398,11 +399,11 @@ def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys)
 
 def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
     out = tmp_path / 'run'
-    code = ('import os, signal, sys; from logoformer_timm.dfer.train import output_lock; '
+    code = ('import os, signal, sys; from logoformer_timm.dfer.run_folder import output_lock; '
             'output_lock(sys.argv[1]).__enter__(); os.kill(os.getpid(), signal.SIGKILL)')
     proc = subprocess.run([sys.executable, '-c', code, str(out)], env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == -signal.SIGKILL and (out / '.lock').read_text().startswith('pid ')
-    with train_cli.output_lock(str(out)):
+    with run_folder.output_lock(str(out)):
         assert (out / '.lock').read_text().startswith(f'pid {os.getpid()} ')
 
 

@@ -1,4 +1,5 @@
-"""Annotation lists of frame folders (or video files) as clip datasets for the DFER protocol.
+"""Annotation lists of frame folders (or video files) as clip datasets for the DFER protocol; :func:`build_dataset`
+makes a model's (its resolution, class count and mean/std) for training and evaluation.
 
 A list has one clip per line, ``<frame_dir> <num_frames> <label>``, paths relative to ``data_root``. A frame dir
 holds numbered images (``00001.jpg``, ``frame_2.png``, ...), ordered by the last number in the name. A path
@@ -13,14 +14,15 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn as nn
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..data.sampling import sample_frame_indices
+from ..data import ClipTransform, resolve_video_data_config, sample_frame_indices
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
-    'collate_clips', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
+    'collate_clips', 'build_dataset', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -234,6 +236,29 @@ class ClipFolderDataset(Dataset):
             _logger.warning('skipping clip: %s', e)
             return None  # dropped (and counted) by collate_clips
         return clip, record.label
+
+
+def build_dataset(
+        model: nn.Module,
+        list_file: str,
+        data_root: str,
+        train: bool,
+        num_segments: int,
+        frames_per_segment: int,
+        num_views: int = 1,
+        seed: int = 0,
+        skip_bad_clips: bool = False,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+) -> ClipFolderDataset:
+    """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
+    transform = ClipTransform(
+        **resolve_video_data_config(model), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
+    return ClipFolderDataset(
+        list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
+        num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
+        skip_bad_clips=skip_bad_clips)
 
 
 def collate_clips(batch: List[Optional[Tuple[torch.Tensor, int]]]) -> Tuple[torch.Tensor, torch.Tensor, int]:

@@ -9,109 +9,29 @@ confusion matrix, number of clips, protocol) and prints a table. Runs under ``to
 matrix is summed over ranks; every clip is counted once).
 """
 import argparse
-import json
 import logging
 import os
 import sys
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, resolve_device
-from ..cli import run_cli
-from ..data import ClipTransform, resolve_video_data_config
+from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, run_cli
+from ..data import resolve_video_data_config
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from ..weights.loading import create_model, label_names
-from .datasets import ClipFolderDataset, collate_clips, default_num_workers
+from .datasets import build_dataset, collate_clips, default_num_workers
+from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
 from .metrics import confusion_matrix, summarize
+from .run_folder import atomic_write_json
 
-__all__ = [
-    'DistInfo', 'init_distributed', 'ShardSampler', 'build_dataset', 'evaluate',
-    'format_metrics_table', 'main',
-]
+__all__ = ['evaluate', 'format_metrics_table', 'main']
 
 _logger = logging.getLogger(__name__)
-
-@dataclass
-class DistInfo:
-    """Process group facts: ``enabled`` under torchrun with more than one process."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device('cpu')
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: Optional[str] = None) -> DistInfo:
-    """Join the torchrun process group when ``WORLD_SIZE > 1`` (NCCL on GPU, gloo on CPU)."""
-    world_size = int(os.environ.get('WORLD_SIZE', 1))
-    rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
-    if device is None:
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = resolve_device(device)
-    if dev.type == 'cuda' and dev.index is None:
-        dev = torch.device('cuda', local_rank if world_size > 1 else 0)
-    if dev.type == 'cuda':
-        torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
-    return DistInfo(rank, world_size, local_rank, dev)
-
-
-def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum a tensor over all ranks (no-op in a single process)."""
-    if info.enabled:
-        tensor = tensor.clone()
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-class ShardSampler(Sampler[int]):
-    """Rank ``r`` of ``n`` takes indices ``r, r + n, ...``: every clip exactly once, no padding (evaluation)."""
-
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
-
-
-def build_dataset(
-        model: nn.Module,
-        list_file: str,
-        data_root: str,
-        train: bool,
-        num_segments: int,
-        frames_per_segment: int,
-        num_views: int = 1,
-        seed: int = 0,
-        skip_bad_clips: bool = False,
-        scale: Sequence[float] = (0.08, 1.0),
-        ratio: Sequence[float] = (3 / 4, 4 / 3),
-        hflip: float = 0.5,
-) -> ClipFolderDataset:
-    """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
-    transform = ClipTransform(
-        **resolve_video_data_config(model), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
-    return ClipFolderDataset(
-        list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
-        num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
-        skip_bad_clips=skip_bad_clips)
 
 
 @torch.no_grad()
@@ -170,15 +90,6 @@ def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) ->
     rows.append(f'{"UAR":<12} {100 * metrics["uar"]:>9.2f}')
     rows.append(f'{"WAR":<12} {100 * metrics["war"]:>9.2f} {metrics["num_clips"]:>6}')
     return '\n'.join(rows)
-
-
-def atomic_write_json(path: str, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=2)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,27 +20,28 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
-from .datasets import collate_clips, default_num_workers
 from ..weights.loading import create_model, label_names
-from .evaluate import (
-    DistInfo, ShardSampler, all_reduce_sum, atomic_write_json, build_dataset, evaluate, init_distributed)
+from .datasets import build_dataset, collate_clips, default_num_workers
+from .distributed import DistInfo, ShardSampler, all_ranks_have_data, all_reduce_sum, init_distributed
+from .evaluate import evaluate
 from .loss import LOSSES, DferCriterion
+from .run_folder import (
+    TrainingState, append_log, atomic_write_json, last_checkpoint, output_lock, read_log, recover_best, recover_last,
+    rewrite_log)
 
-__all__ = ['main', 'build_parser', 'train_run', 'output_lock', 'OutputLockedError']
+__all__ = ['main', 'build_parser', 'train_run']
 
 _logger = logging.getLogger(__name__)
 
@@ -146,137 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-def _flatten_optimizer(state: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Optimizer state_dict -> tensors (for safetensors) and JSON (everything else); no pickle."""
-    tensors, scalars = {}, {}
-    for pid, pstate in state['state'].items():
-        for key, value in pstate.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f'optimizer.{pid}.{key}'] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, dict(param_groups=state['param_groups'], scalars=scalars)
-
-
-def _unflatten_optimizer(tensors: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> Dict[str, Any]:
-    state: Dict[int, Dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith('optimizer.'):
-            _, pid, key = name.split('.', 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta['scalars'].items():
-        state.setdefault(int(pid), {}).update(values)
-    return dict(state=state, param_groups=meta['param_groups'])
-
-
-def _cpu(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-
-
-def _swap_in(tmp_dir: str, final_dir: str) -> None:
-    """Replace ``final_dir`` by ``tmp_dir``; at every instant a complete folder exists (``final``, ``.old`` or tmp)."""
-    old = f'{final_dir}.old'
-    if os.path.isdir(final_dir):
-        if os.path.isdir(old):  # a stale copy: final is complete
-            shutil.rmtree(old)
-        os.rename(final_dir, old)
-    os.rename(tmp_dir, final_dir)
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-
-
-def _fresh_dir(path: str) -> str:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.makedirs(path)
-    return path
-
-
-def _write_model_folder(folder: str, model: nn.Module, weights: Dict[str, torch.Tensor]) -> None:
-    from timm.models._hub import save_config_for_hf
-    save_file(_cpu(weights), os.path.join(folder, 'model.safetensors'))
-    save_config_for_hf(model, os.path.join(folder, 'config.json'))
-
-
-CHECKPOINT_FILES = ('model.safetensors', 'config.json', 'train_state.safetensors', 'train_state.json')
-BEST_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # metrics.json / train_state.json: written last
-
-
-def _complete_epoch(folder: str, files: Tuple[str, ...]) -> Optional[int]:
-    """The epoch of a checkpoint folder that holds all ``files`` (the last one written last, with the epoch)."""
-    if not all(os.path.isfile(os.path.join(folder, name)) for name in files):
-        return None
-    try:
-        with open(os.path.join(folder, files[-1]), encoding='utf-8') as f:
-            return int(json.load(f)['epoch'])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _recover(run_dir: str, name: str, files: Tuple[str, ...], upto: Optional[int] = None) -> Optional[str]:
-    """Make ``run_dir/name`` the newest complete copy a kill may have left (``name``, ``name.old``, ``.name.tmp``).
-
-    Copies newer than epoch ``upto`` are ignored. Returns the folder, or None when there is no complete copy.
-    """
-    final = os.path.join(run_dir, name)
-    copies = [(epoch, folder) for folder in (final, f'{final}.old', os.path.join(run_dir, f'.{name}.tmp'))
-              for epoch in [_complete_epoch(folder, files)] if epoch is not None and (upto is None or epoch <= upto)]
-    if not copies:
-        return None
-    epoch, newest = max(copies, key=lambda c: c[0])  # the first of equals: final
-    if newest.endswith('.old'):
-        if os.path.isdir(final):
-            shutil.rmtree(final)
-        os.rename(newest, final)
-    elif newest != final:
-        _swap_in(newest, final)
-    if newest != final:
-        _logger.warning('%s: recovered the epoch %d checkpoint from %s (a run was killed while saving)', final, epoch,
-                        os.path.basename(newest))
-    for stale in (f'{final}.old', os.path.join(run_dir, f'.{name}.tmp')):  # older or incomplete copies
-        if os.path.isdir(stale):
-            shutil.rmtree(stale)
-    return final
-
-
-class OutputLockedError(RuntimeError):
-    """Another live run writes to the same ``--output`` folder."""
-
-
-@contextmanager
-def output_lock(folder: str) -> Iterator[None]:
-    """Hold an exclusive lock on a run folder (``.lock``) while the block runs; a second run on it fails at once.
-
-    ``flock``: the kernel releases the lock when its process dies, so a killed run never leaves it stuck.
-    """
-    import fcntl
-    import socket
-    os.makedirs(folder, exist_ok=True)
-    f = open(os.path.join(folder, '.lock'), 'a+', encoding='utf-8')
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or 'another process'
-            raise OutputLockedError(
-                f'{folder} is in use by a running logoformer-train ({holder}); wait for it to finish, or pass '
-                f'another --output.') from None
-        f.seek(0)
-        f.truncate()
-        f.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
-        f.flush()
-        yield
-    finally:
-        f.close()
-
-
 # ------------------------------------------------------------------------------------------------- training
 
 class Trainer:
-    """One training run (one fold): model, optimiser, scheduler, EMA, loaders, checkpoints and logs."""
+    """One training run (one fold): builds the model, optimiser, scheduler, EMA and loaders and runs the epochs;
+    ``state`` (:class:`TrainingState`) is what its checkpoints save and a resumed run restores."""
 
     def __init__(self, args: argparse.Namespace, run_dir: str, train_list: str, val_list: str, info: DistInfo):
         from timm.optim import create_optimizer_v2
@@ -331,83 +206,22 @@ class Trainer:
 
         self.ddp = DistributedDataParallel(self.step_module, device_ids=[device] if device.type == 'cuda' else None) \
             if info.enabled else self.step_module
-        self.start_epoch, self.num_updates = 0, 0
-        self.best = dict(epoch=None, uar=-1.0, war=None)
+        self.state = TrainingState(self.model, self.criterion, self.optimizer, self.scheduler, self.ema, self.scaler)
         self.history: List[Dict[str, Any]] = []
-        last = None
         if args.resume:
             if info.is_main:
-                _recover(run_dir, 'last', CHECKPOINT_FILES)
+                recover_last(run_dir)
             if info.enabled:
                 dist.barrier()
-            last = os.path.join(run_dir, 'last') if _complete_epoch(os.path.join(run_dir, 'last'), CHECKPOINT_FILES) \
-                else None
+        last = last_checkpoint(run_dir) if args.resume else None
         if last:
-            self._load_state(last)
+            self.state.load(last)
+            self.history = read_log(run_dir, upto=self.state.epoch)
             if info.is_main:
-                _recover(run_dir, 'best', BEST_FILES, upto=self.start_epoch)
+                _logger.info('resumed %s after epoch %d', run_dir, self.state.epoch)
+                recover_best(run_dir, upto=self.state.epoch)
         else:  # dropout / drop-path draws differ per rank; a resumed run restored them above
             torch.manual_seed(args.seed + info.rank)
-
-    # -- checkpoint state
-    def _eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
-    def _save(self, epoch: int, metrics: Dict[str, Any], is_best: bool) -> None:
-        tensors = {f'criterion.{k}': v for k, v in self.criterion.state_dict().items()}
-        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
-        tensors.update(opt_tensors)
-        if self.ema is not None:  # model.safetensors holds the evaluated (EMA) weights; keep the raw ones too
-            tensors.update({f'raw_model.{k}': v for k, v in self.model.state_dict().items()})
-        tensors['rng.torch'] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors.update({f'rng.cuda.{i}': s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        state = dict(
-            epoch=epoch, num_updates=self.num_updates, optimizer=opt_meta, scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler is not None else None, best=self.best, metrics=metrics)
-        tmp = _fresh_dir(os.path.join(self.run_dir, '.last.tmp'))
-        _write_model_folder(tmp, self._eval_model(), self._eval_model().state_dict())
-        save_file(_cpu(tensors), os.path.join(tmp, 'train_state.safetensors'))
-        if is_best:
-            best_tmp = _fresh_dir(os.path.join(self.run_dir, '.best.tmp'))
-            for name in ('model.safetensors', 'config.json'):
-                shutil.copy2(os.path.join(tmp, name), best_tmp)
-            atomic_write_json(os.path.join(best_tmp, 'metrics.json'), dict(epoch=epoch, **metrics))
-        # written last: a complete .last.tmp implies a complete .best.tmp, so resume can recover both
-        atomic_write_json(os.path.join(tmp, 'train_state.json'), state)
-        if is_best:
-            _swap_in(best_tmp, os.path.join(self.run_dir, 'best'))
-        _swap_in(tmp, os.path.join(self.run_dir, 'last'))
-
-    def _load_state(self, folder: str) -> None:
-        with open(os.path.join(folder, 'train_state.json'), encoding='utf-8') as f:
-            state = json.load(f)
-        tensors = load_file(os.path.join(folder, 'train_state.safetensors'))
-        weights = load_file(os.path.join(folder, 'model.safetensors'))
-        if self.ema is not None:
-            self.ema.module.load_state_dict(weights)
-            weights = {k.removeprefix('raw_model.'): v for k, v in tensors.items() if k.startswith('raw_model.')}
-        self.model.load_state_dict(weights)
-        self.criterion.load_state_dict({k.removeprefix('criterion.'): v for k, v in tensors.items()
-                                        if k.startswith('criterion.')})
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state['optimizer']))
-        self.scheduler.load_state_dict(state['scheduler'])
-        if self.scaler is not None and state.get('scaler'):
-            self.scaler.load_state_dict(state['scaler'])
-        torch.set_rng_state(tensors['rng.torch'])
-        cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith('rng.cuda.'))]
-        if cuda_states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_states)
-        self.start_epoch, self.num_updates, self.best = state['epoch'], state['num_updates'], state['best']
-        log_path = os.path.join(self.run_dir, 'log.jsonl')
-        self.history = _read_log(log_path, upto=self.start_epoch)
-        logged = [r['epoch'] for r in self.history]
-        if logged != list(range(1, self.start_epoch + 1)):  # the summary would disagree with best/ and last/
-            raise ValueError(
-                f'{log_path} holds epochs {logged or "none"} but the checkpoint is after epoch {self.start_epoch}: '
-                f'the log was deleted or edited. Restore it, or start a new --output.')
-        if self.info.is_main:
-            _logger.info('resumed %s after epoch %d', self.run_dir, self.start_epoch)
 
     # -- epochs
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
@@ -424,7 +238,7 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{args.epochs}', disable=not info.is_main, leave=False)
         for i, (clips, labels, num_skipped) in enumerate(bar):
             skipped += num_skipped
-            if not _all_ranks_have_data(len(labels), info):
+            if not all_ranks_have_data(len(labels), info):
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             step_now = (i + 1) % args.grad_accum == 0 or i + 1 == batches
@@ -467,36 +281,35 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.num_updates += 1
+        self.state.num_updates += 1
         if self.ema is not None:
-            self.ema.update(self.model, step=self.num_updates)
-        self.scheduler.step_update(num_updates=self.num_updates)
+            self.ema.update(self.model, step=self.state.num_updates)
+        self.scheduler.step_update(num_updates=self.state.num_updates)
 
     def run(self) -> Dict[str, Any]:
         """Train from the start (or resumed) epoch to ``--epochs``; return the run summary."""
-        args, info = self.args, self.info
-        log_path = os.path.join(self.run_dir, 'log.jsonl')
+        args, info, state = self.args, self.info, self.state
         if info.is_main:
-            _truncate_log(log_path, self.history)
-        if self.start_epoch == 0:
+            rewrite_log(self.run_dir, self.history)
+        if state.epoch == 0:
             self.scheduler.step(0)
-        for epoch in range(self.start_epoch, args.epochs):
+        for epoch in range(state.epoch, args.epochs):
             start = time.time()
             lr = self.optimizer.param_groups[0]['lr']
             record = dict(epoch=epoch + 1, lr=lr, **self.train_epoch(epoch))
-            val = evaluate(self._eval_model(), self.val_loader, args.num_classes, info, self.amp_dtype)
+            val = evaluate(state.eval_model, self.val_loader, args.num_classes, info, self.amp_dtype)
             val['skipped_clips'] += len(self.val_set.problems)
             record.update({f'val_{k}': v for k, v in val.items()})
             self.scheduler.step(epoch + 1, val['uar'])
-            is_best = val['uar'] > self.best['uar']
+            is_best = val['uar'] > state.best['uar']
             if is_best:
-                self.best = dict(epoch=epoch + 1, uar=val['uar'], war=val['war'])
-            record.update(best_epoch=self.best['epoch'], best_uar=self.best['uar'], time=round(time.time() - start, 3))
+                state.best = dict(epoch=epoch + 1, uar=val['uar'], war=val['war'])
+            record.update(best_epoch=state.best['epoch'], best_uar=state.best['uar'], time=round(time.time() - start, 3))
             self.history.append(record)
+            state.epoch = epoch + 1
             if info.is_main:
-                with open(log_path, 'a', encoding='utf-8') as f:
-                    f.write(json.dumps(record) + '\n')
-                self._save(epoch + 1, {f'val_{k}': v for k, v in val.items()}, is_best)
+                append_log(self.run_dir, record)
+                state.save(self.run_dir, {f'val_{k}': v for k, v in val.items()}, is_best)
                 print(f'epoch {epoch + 1}/{args.epochs}  loss {record["train_loss"]:.4f}  train acc '
                       f'{100 * record["train_acc"]:.2f}  val UAR {100 * val["uar"]:.2f}  WAR {100 * val["war"]:.2f}  '
                       f'({record["time"]:.1f}s)', flush=True)
@@ -510,48 +323,12 @@ class Trainer:
         last = self.history[-1]
         summary = dict(
             last=dict(epoch=last['epoch'], uar=last['val_uar'], war=last['val_war']),
-            best=dict(self.best),  # the epoch best/ holds
+            best=dict(self.state.best),  # the epoch best/ holds
             epochs=self.args.epochs, note=OPTIMISM_NOTE, label_names=label_names(self.model),
             last_per_class=last['val_per_class'], last_confusion_matrix=last['val_confusion_matrix'])
         if self.info.is_main:
             atomic_write_json(os.path.join(self.run_dir, 'summary.json'), summary)
         return summary
-
-
-def _all_ranks_have_data(n: int, info: DistInfo) -> bool:
-    """True when every rank has clips in this batch (a batch of only bad clips is skipped by all ranks)."""
-    if not info.enabled:
-        return n > 0
-    flag = torch.tensor([0 if n > 0 else 1], device=info.device)
-    dist.all_reduce(flag)
-    return flag.item() == 0
-
-
-def _read_log(path: str, upto: int) -> List[Dict[str, Any]]:
-    """The log records up to epoch ``upto``; a torn last line (a kill or a full disk mid-write) is dropped."""
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding='utf-8', errors='replace') as f:
-        lines = [line for line in f.read().split('\n') if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise ValueError(f'{path}: line {number} is not JSON, so the log is damaged; restore it or start a '
-                                 f'new --output.') from None
-            _logger.warning('%s: dropped its torn last line (written when the run was killed): %.60s', path, line)
-    return [r for r in records if r['epoch'] <= upto]
-
-
-def _truncate_log(path: str, history: List[Dict[str, Any]]) -> None:
-    """Drop log lines of epochs after the checkpoint (written before a kill interrupted the checkpoint)."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        for record in history:
-            f.write(json.dumps(record) + '\n')
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- entry point
