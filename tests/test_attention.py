@@ -223,7 +223,7 @@ def chunk_tokens(monkeypatch):
 @pytest.mark.parametrize('grid', [(8, 8, 8), (7, 7, 7), (5, 14, 14), (3, 5, 6)])
 def test_chunked_sub_layer_equals_whole_grid(kind, grid, chunk_tokens):
     """Chunks of whole windows (the last one short when T is not a window multiple) give the whole grid's output."""
-    from logoformer_timm.models.logoformer import SpaceTimeAttention
+    from logoformer_timm.layers import SpaceTimeAttention
     layer = SpaceTimeAttention(kind, DIM, HEADS, (2, 4, 4), (2, 4, 4), False, 0., 0., 0.).eval().double()
     torch.nn.init.normal_(layer.attn.summary.bias) if kind == 'global' else None
     x = torch.randn(2, *grid, DIM, dtype=torch.double)
@@ -240,7 +240,7 @@ def test_chunked_sub_layer_equals_whole_grid(kind, grid, chunk_tokens):
 
 
 def test_chunked_attention_equals_explicit_reference(chunk_tokens):
-    from logoformer_timm.models.logoformer import SpaceTimeAttention
+    from logoformer_timm.layers import SpaceTimeAttention
     layer = SpaceTimeAttention('local', DIM, HEADS, (2, 4, 4), (2, 4, 4), False, 0., 0., 0.).eval().double()
     x = torch.randn(2, 5, 7, 7, DIM, dtype=torch.double)
     chunk_tokens(2 * 49 * 2)
@@ -257,7 +257,7 @@ def test_chunked_attention_equals_explicit_reference(chunk_tokens):
 def test_chunked_inference_equals_unchunked_model(kwargs, shape, chunk_tokens, monkeypatch):
     """Stem, attention and MLP chunks at eager inference: the model's outputs are those of one piece."""
     import timm
-    from logoformer_timm.models.logoformer import FrameStem
+    from logoformer_timm.layers import FrameStem
     model = timm.create_model('logoformer_tiny', **{'num_frames': shape[2], 'img_size': shape[3:], **kwargs})
     model = model.eval().double()
     x = torch.rand(*shape, dtype=torch.double)

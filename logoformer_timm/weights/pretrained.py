@@ -1,0 +1,92 @@
+"""Pretrained weights a model is built with: ``pretrained=True`` (published weights checked against the manifest
+before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem).
+"""
+import os
+import pickle
+from functools import partial
+from typing import Callable, Dict, Union
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from timm.models import PretrainedCfg, build_model_with_cfg
+from timm.models._builder import resolve_pretrained_cfg
+
+from . import manifest
+from .files import read_state_dict
+from .filtering import CheckpointMismatchError
+
+__all__ = [
+    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_model_with_pretrained_weights',
+    'read_resnet_state_dict']
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """``pretrained=True`` for a LOGO-Former name that has no published weights."""
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights that could not be read or do not fit the model; the message names the source."""
+
+
+def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
+    if not cfg.has_weights and not cfg.state_dict:
+        name = variant if not cfg.tag else f'{variant}.{cfg.tag}'
+        raise PretrainedWeightsUnavailableError(
+            f'No pretrained weights are published for {name!r} yet, so pretrained=True cannot load any '
+            f'(random weights are never returned silently). To load a local checkpoint use '
+            f"timm.create_model({variant!r}, pretrained=True, pretrained_cfg_overlay=dict(file='path/to/model.safetensors')) "
+            f"or timm.create_model('local-dir:path/to/folder', pretrained=True); for random init use pretrained=False.")
+
+
+def _describe_source(cfg: PretrainedCfg) -> str:
+    if cfg.state_dict:
+        return 'the state_dict given in the pretrained cfg'
+    if cfg.source == 'local-dir':
+        return f'local-dir:{cfg.file}'
+    if cfg.file:
+        return f'file {cfg.file}'
+    if cfg.hf_hub_id:
+        return f'hf-hub:{cfg.hf_hub_id} ({cfg.hf_hub_filename or "model.safetensors or pytorch_model.bin"})'
+    return f'url {cfg.url}'
+
+
+def _for_loading(model_cls: Callable[..., nn.Module], **kwargs) -> nn.Module:
+    model = model_cls(**kwargs)
+    # timm's documented switch that turns off its own stem adaptation: checkpoint_filter_fn does it instead
+    model._traits = {'first_conv': None}
+    return model
+
+
+def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], variant: str, **kwargs) -> nn.Module:
+    """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source."""
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+    _check_weights_exist(variant, cfg)
+    source = _describe_source(cfg)
+    published = None if cfg.state_dict or cfg.file else manifest.find_published(cfg.hf_hub_id)
+    if published is not None:
+        # verified before timm sees a single tensor; timm then filters, adapts the head and loads strictly
+        state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'), hf_hub_id=cfg.hf_hub_id)
+        kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
+    try:
+        model = build_model_with_cfg(partial(_for_loading, model_cls), variant, True, **kwargs)
+    except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
+        if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):
+            raise
+        raise PretrainedWeightsError(f'{variant} with pretrained weights from {source}: {e}') from e
+    for module in (model, getattr(model, 'model', None)):  # the model, and the one inside a features wrapper
+        if module is not None:
+            module.pretrained_cfg.pop('state_dict', None)  # do not keep a second copy of the weights alive
+            module._traits['first_conv'] = cfg.first_conv
+    return model
+
+
+def read_resnet_state_dict(source: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """ResNet-18 weights from a checkpoint file (the project's one reader) or a timm model name (downloads)."""
+    if os.path.isfile(source):
+        return {k.removeprefix('stem.'): v for k, v in read_state_dict(source).items()}
+    if os.sep in str(source) or str(source).endswith(('.pth', '.pt', '.bin', '.safetensors')):
+        raise FileNotFoundError(f'stem_weights file not found: {source}')
+    import timm  # a timm model name, e.g. 'resnet18.a1_in1k'
+    return timm.create_model(str(source), pretrained=True, num_classes=0).state_dict()
