@@ -19,6 +19,7 @@ from logoformer_timm.dfer import evaluate as eval_cli
 from logoformer_timm.dfer import run_folder
 from logoformer_timm.dfer import train as train_cli
 from logoformer_timm.dfer.synthetic import make_motion_dataset
+from logoformer_timm.dfer.trainer import Trainer
 from logoformer_timm.weights.loading import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def test_authors_code_recipe_asl_dropouts_and_pool_size_train_a_step(tiny_data, 
     args = train_cli._parse_args(_train_args(
         tiny_data, tmp_path / 'asl', '--epochs', '1', '--loss', 'asl', '--compact-weight', '0', '--drop', '0.2',
         '--model-kwargs', 'attn_drop_rate=0.2', 'proj_drop_rate=0.2', 'global_pool_size=(2,1,1)', 'input_layout=BTCHW'))
-    trainer = train_cli.Trainer(args, str(tmp_path / 'asl'), args.train_list, args.val_list, DistInfo())
+    trainer = Trainer(args, str(tmp_path / 'asl'), args.train_list, args.val_list, DistInfo())
     asl = trainer.criterion.classification
     assert type(asl) is AsymmetricLossSingleLabel and (asl.gamma_pos, asl.gamma_neg, asl.eps) == (1, 2, 0.1)
     assert trainer.criterion.compact is None
@@ -328,7 +329,7 @@ def _assert_same_run(a, b):
 ])
 def test_resume_finds_the_newest_complete_checkpoint_in_every_kill_window(
         tiny_data, full_run, tmp_path, monkeypatch, caplog, kill, resumed_after):
-    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer.train')
+    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer')
     out = tmp_path / 'run'
     _kill_at(monkeypatch, *kill)
     with pytest.raises(Killed):
@@ -341,7 +342,7 @@ def test_resume_finds_the_newest_complete_checkpoint_in_every_kill_window(
 
 
 def test_a_second_kill_while_resuming_loses_nothing(tiny_data, full_run, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer.train')
+    caplog.set_level(logging.INFO, logger='logoformer_timm.dfer')
     out = tmp_path / 'run'
     _kill_at(monkeypatch, 'rename', '.last.tmp', 2)  # epoch 2 between the renames
     with pytest.raises(Killed):
