@@ -31,8 +31,6 @@ from .run_folder import atomic_write_json
 
 __all__ = ['evaluate', 'format_metrics_table', 'main']
 
-_logger = logging.getLogger(__name__)
-
 
 @torch.no_grad()
 def evaluate(

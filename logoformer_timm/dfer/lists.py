@@ -19,6 +19,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..models import DFER_LABELS
 from .datasets import ClipLoadError, list_frames
+from .run_folder import atomic_write
 
 __all__ = ['build_dfew_lists', 'build_ferv39k_lists', 'write_annotation_list']
 
@@ -28,16 +29,11 @@ DFEW_FOLDS = (1, 2, 3, 4, 5)
 def write_annotation_list(path: str, entries: Iterable[Tuple[str, int, int]]) -> int:
     """Write ``<frame_dir> <num_frames> <label>`` lines atomically (all or nothing); return the number written."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    count, tmp = 0, f'{path}.tmp'
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            for rel_dir, num_frames, label in entries:
-                f.write(f'{rel_dir} {num_frames} {label}\n')
-                count += 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    count = 0
+    with atomic_write(path) as f:
+        for rel_dir, num_frames, label in entries:
+            f.write(f'{rel_dir} {num_frames} {label}\n')
+            count += 1
     return count
 
 

@@ -6,14 +6,14 @@ import logging
 import os
 import shutil
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, TextIO, Tuple
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 __all__ = [
-    'atomic_write_json', 'OutputLockedError', 'output_lock', 'CHECKPOINT_FILES', 'BEST_FILES', 'TrainingState',
+    'atomic_write', 'atomic_write_json', 'OutputLockedError', 'output_lock', 'CHECKPOINT_FILES', 'BEST_FILES', 'TrainingState',
     'recover_last', 'last_checkpoint', 'recover_best', 'read_log', 'rewrite_log', 'append_log',
 ]
 
@@ -23,13 +23,24 @@ CHECKPOINT_FILES = ('model.safetensors', 'config.json', 'train_state.safetensors
 BEST_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # metrics.json / train_state.json: written last
 
 
-def atomic_write_json(path: str, data: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+@contextmanager
+def atomic_write(path: str) -> Iterator[TextIO]:
+    """A text file written whole or not at all: through ``PATH.tmp`` and a rename; a failure leaves no temporary."""
     tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    try:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path: str, data: Any) -> None:
+    """Write JSON with :func:`atomic_write`, so readers never see half a file."""
+    with atomic_write(path) as f:
         json.dump(data, f, indent=2)
         f.write('\n')
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- lock
@@ -244,12 +255,16 @@ class TrainingState:
 
 # ----------------------------------------------------------------------------------------------------- log
 
+def _log_path(run_dir: str) -> str:
+    return os.path.join(run_dir, 'log.jsonl')
+
+
 def read_log(run_dir: str, upto: int) -> List[Dict[str, Any]]:
     """The log records of a run resumed after epoch ``upto``: epochs 1 to ``upto``, a torn last line dropped.
 
     A kill or a full disk mid-write tears the last line; a log that lost epochs is a ``ValueError``.
     """
-    path = os.path.join(run_dir, 'log.jsonl')
+    path = _log_path(run_dir)
     lines = []
     if os.path.isfile(path):
         with open(path, encoding='utf-8', errors='replace') as f:
@@ -274,15 +289,12 @@ def read_log(run_dir: str, upto: int) -> List[Dict[str, Any]]:
 
 def rewrite_log(run_dir: str, history: List[Dict[str, Any]]) -> None:
     """Make the log exactly ``history``: drops the lines of epochs after the checkpoint (a kill interrupted it)."""
-    path = os.path.join(run_dir, 'log.jsonl')
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(_log_path(run_dir)) as f:
         for record in history:
             f.write(json.dumps(record) + '\n')
-    os.replace(tmp, path)
 
 
 def append_log(run_dir: str, record: Dict[str, Any]) -> None:
     """Add one epoch's record to the log."""
-    with open(os.path.join(run_dir, 'log.jsonl'), 'a', encoding='utf-8') as f:
+    with open(_log_path(run_dir), 'a', encoding='utf-8') as f:
         f.write(json.dumps(record) + '\n')

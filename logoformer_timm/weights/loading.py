@@ -155,7 +155,6 @@ def load_model(
     if checkpoint is None or not os.path.isdir(checkpoint):
         name = name or 'logoformer_base'
     if random_init:
-        _check_model_name(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
             model = create_model(name)
