@@ -83,6 +83,48 @@ def test_pth_is_never_unpickled_beyond_tensors(tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+class RecorderMeter:  # the shape of a training script's helper class, pickled under its '__main__' name
+    def __init__(self):
+        import numpy as np
+        self.total_epoch, self.current_epoch = 2, 2
+        self.epoch_losses = np.ones((2, 2), dtype=np.float32)
+
+
+def test_released_checkpoint_objects_load_as_inert_stand_ins(source, tmp_path, monkeypatch):
+    import argparse
+    from logoformer_timm.weights.files import PickledObject, read_checkpoint
+    path = tmp_path / 'released.pth'
+    recorder = RecorderMeter()
+    monkeypatch.setattr(RecorderMeter, '__module__', '__main__')
+    monkeypatch.setattr(__import__('sys').modules['__main__'], 'RecorderMeter', RecorderMeter, raising=False)
+    torch.save({'state_dict': {f'module.{k}': v for k, v in source.state_dict().items()}, 'recorder': recorder,
+                'args': argparse.Namespace(model='vit', lg_region_size=(2, 5, 10)), 'best_acc': torch.tensor(65.7)},
+               path)
+    checkpoint = read_checkpoint(path)
+    assert isinstance(checkpoint['recorder'], PickledObject) and not isinstance(checkpoint['recorder'], RecorderMeter)
+    assert checkpoint['recorder'].pickled_name == '__main__.RecorderMeter'
+    assert isinstance(checkpoint['recorder'].state['epoch_losses'], PickledObject)  # numpy never runs
+    assert checkpoint['args'].state == {'model': 'vit', 'lg_region_size': (2, 5, 10)}
+    model = tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_same_weights(model, source)
+
+
+@pytest.mark.parametrize('entry', ['recorder', 'args', 'optimizer'])
+def test_a_payload_in_any_entry_never_runs_and_is_named(tmp_path, monkeypatch, entry):
+    from logoformer_timm.weights.files import WeightsFileError, read_checkpoint
+    marker = tmp_path / 'pwned'
+    monkeypatch.setenv('PWNED_PATH', str(marker))
+    path = tmp_path / 'evil.pth'
+    checkpoint = {'state_dict': {'x': torch.zeros(1)}, 'recorder': None, 'args': None, 'optimizer': {}}
+    checkpoint[entry] = {'state': _Payload()} if entry == 'optimizer' else _Payload()
+    torch.save(checkpoint, path)
+    with pytest.raises(WeightsFileError) as info:
+        read_checkpoint(path)
+    message = str(info.value)
+    assert '\n' not in message and 'builtins.exec' in message and 'allow-list' in message and 'evil.pth' in message
+    assert not marker.exists()
+
+
 def test_pos_embeds_resampled_for_other_frames_and_size(source, weights_file):
     model = tiny(pretrained=True, num_frames=2, img_size=64, pretrained_cfg_overlay=dict(file=str(weights_file)))
     # linear, align_corners=False, 4 -> 2 frames: each new frame sits halfway between two old ones

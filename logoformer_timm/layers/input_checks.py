@@ -48,13 +48,16 @@ def check_clip(
         img_size: Tuple[int, int],
         dynamic_img_size: bool,
         param_dtype: torch.dtype,
+        model_name: str = 'LogoFormer',
+        value_range: str = 'RGB values in [0, 1]',
 ) -> None:
-    """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip."""
+    """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip
+    for ``model_name`` (which expects ``value_range``)."""
     layout = input_layout
     if x.ndim != 5:
         hint = ' For a single clip add the batch dim: x.unsqueeze(0).' if x.ndim == 4 else ''
         raise ValueError(
-            f'LogoFormer expects a 5-D clip tensor in layout {layout} (input_layout={layout!r}), '
+            f'{model_name} expects a 5-D clip tensor in layout {layout} (input_layout={layout!r}), '
             f'got {x.ndim}-D shape {tuple(x.shape)}.{hint}')
     c_dim, t_dim = (1, 2) if layout == 'BCTHW' else (2, 1)
     batch, chans, frames, height, width = x.shape[0], x.shape[c_dim], x.shape[t_dim], x.shape[3], x.shape[4]
@@ -82,8 +85,8 @@ def check_clip(
             f'on the fly.')
     if not x.is_floating_point():
         raise TypeError(
-            f'LogoFormer expects a float clip with RGB values in [0, 1], got dtype {x.dtype}. '
-            f'Convert it with clip.float() / 255.')
+            f'{model_name} expects a float clip with {value_range}, got dtype {x.dtype}. '
+            f'Convert it with clip.float() / 255' + ('.' if value_range.endswith('[0, 1]') else ', then normalise it.'))
     if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f'The clip is {x.dtype} but the model is {param_dtype}. Convert the clip with clip.to({param_dtype}), '

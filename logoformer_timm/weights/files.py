@@ -1,5 +1,10 @@
 """The project's one reader of weight files: safetensors, or a torch file through ``torch.load(weights_only=True)``.
 
+Torch files may hold, beside tensors and plain containers, the few objects that released training scripts pickled
+next to their weights (``RELEASED_CHECKPOINT_GLOBALS``: a metrics recorder with numpy arrays, an
+``argparse.Namespace``). torch's weights-only unpickler builds each of them as an inert :class:`PickledObject`
+stand-in that keeps the decoded state and runs nothing; any other global in a file is refused, naming it.
+
 Every route that reads weights goes through here: the model loader (``logoformer-eval``, ``-predict``, ``-train
 --checkpoint``), ``stem_weights=``, ``logoformer-hub export``, and the manifest's checked download. Nothing here
 imports model code, so the model may import it.
@@ -7,8 +12,9 @@ imports model code, so the model may import it.
 import hashlib
 import os
 import pickle
+import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -16,7 +22,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
 __all__ = [
-    'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
+    'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
 PathLike = Union[str, os.PathLike]
@@ -24,6 +30,70 @@ PathLike = Union[str, os.PathLike]
 
 class WeightsFileError(RuntimeError):
     """A weight file that cannot be used: not readable (truncated, corrupt, not safetensors) or with unusable values."""
+
+
+class PickledObject:
+    """Inert stand-in for an object a training script pickled beside its weights: it keeps the state the weights-only
+    unpickler decoded (tensors, numbers, strings, containers, other stand-ins) and runs no code of the original class."""
+
+    pickled_name: str = ''
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> 'PickledObject':
+        obj = super().__new__(cls)
+        obj.args, obj.state = args, None
+        return obj
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f'<stand-in for {self.pickled_name}>'
+
+
+def _stand_in(pickled_name: str) -> type:
+    return type(pickled_name.rsplit('.', 1)[-1], (PickledObject,), {'pickled_name': pickled_name})
+
+
+def _reconstruct(cls: type, *args: Any) -> PickledObject:
+    """numpy's ``_reconstruct(ndarray, shape, dtype)``: an inert array stand-in, no numpy code runs."""
+    return cls(*args)
+
+
+# The globals, beyond tensors and containers, that released DFER checkpoints pickle, each mapped to an inert
+# stand-in: Former-DFER's training script saves its ``__main__.RecorderMeter`` (numpy loss / accuracy arrays,
+# pickled under numpy 1 or 2 module names); MAE-DFER saves its ``argparse.Namespace`` of arguments.
+RELEASED_CHECKPOINT_GLOBALS = (
+    [(_stand_in(name), name) for name in (
+        '__main__.RecorderMeter', 'argparse.Namespace', 'numpy.ndarray', 'numpy.dtype')]
+    + [(_reconstruct, f'{module}.multiarray._reconstruct') for module in ('numpy.core', 'numpy._core')])
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with the released checkpoints' stand-ins; anything else is refused by name."""
+    try:
+        with torch.serialization.safe_globals(RELEASED_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        unsafe = _globals_outside_allow_list(path, str(e))
+        if unsafe:
+            raise WeightsFileError(
+                f'{path} pickles {", ".join(unsafe)}, which is not on the allow-list of weight files (tensors, '
+                f'containers and {", ".join(name for _, name in RELEASED_CHECKPOINT_GLOBALS)}): it is never '
+                f'unpickled; re-save the weights with safetensors or as a plain state dict.') from None
+        # torch's message explains weights_only at length; its last clause is the actual reason
+        reason = ' '.join(str(e).split()).rsplit('WeightsUnpickler error:', 1)[-1].split(' Check the documentation')[0].strip()[:200]
+        raise WeightsFileError(
+            f'{path} cannot be read as a weights-only torch checkpoint (corrupt or truncated?): {reason}') from None
+
+
+def _globals_outside_allow_list(path: Path, load_error: str) -> List[str]:
+    """The globals of ``path`` that are not allowed: all of them for a zip checkpoint, else the one torch named."""
+    allowed = {name for _, name in RELEASED_CHECKPOINT_GLOBALS}
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) pickle: torch's error names the first refused global
+        names = re.findall(r'GLOBAL (\S+) was not an allowed global', load_error)[:1]
+    return [name for name in names if name not in allowed]
 
 
 def file_sha256(path: PathLike) -> str:
@@ -85,12 +155,7 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
         checkpoint = read_safetensors(path.read_bytes(), path)
         check_weights(checkpoint, path)
         return checkpoint
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise WeightsFileError(
-            f'{path} cannot be read as a weights-only torch checkpoint (corrupt, truncated, or it pickles objects '
-            f'other than tensors and plain containers, which are never unpickled): {e}') from None
+    checkpoint = _torch_load(path)
     if not isinstance(checkpoint, dict):
         raise WeightsFileError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
     check_weights(unwrap_checkpoint(checkpoint), path)

@@ -13,7 +13,7 @@ from timm.models import PretrainedCfg, build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
 from . import manifest
-from .files import read_state_dict
+from .files import read_checkpoint, read_state_dict
 from .filtering import CheckpointMismatchError
 
 __all__ = [
@@ -30,8 +30,14 @@ class PretrainedWeightsError(RuntimeError):
 
 
 def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
+    name = variant if not cfg.tag else f'{variant}.{cfg.tag}'
+    if cfg.origin_url and not (cfg.file or cfg.state_dict or cfg.hf_hub_id or cfg.url):
+        # weights released by other authors, outside the Hub: the user downloads the file, we read it as distributed
+        raise PretrainedWeightsUnavailableError(
+            f'The weights of {name!r} are the authors\' own release and are not on the Hub: download the file '
+            f'({cfg.description}) from {cfg.origin_url} and pass it as timm.create_model({name!r}, pretrained=True, '
+            f"pretrained_cfg_overlay=dict(file='path/to/the/downloaded/file')).")
     if not cfg.has_weights and not cfg.state_dict:
-        name = variant if not cfg.tag else f'{variant}.{cfg.tag}'
         raise PretrainedWeightsUnavailableError(
             f'No pretrained weights are published for {name!r} yet, so pretrained=True cannot load any '
             f'(random weights are never returned silently). To load a local checkpoint use '
@@ -70,6 +76,10 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
         state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'), hf_hub_id=cfg.hf_hub_id)
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
+        if cfg.file and not cfg.state_dict and cfg.source != 'local-dir':
+            # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load
+            kwargs['pretrained_cfg_overlay'] = dict(
+                kwargs.get('pretrained_cfg_overlay') or {}, state_dict=read_checkpoint(cfg.file))
         model = build_model_with_cfg(partial(_for_loading, model_cls), variant, True, **kwargs)
     except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
         if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):
