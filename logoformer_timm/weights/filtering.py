@@ -10,7 +10,7 @@ from timm.models import adapt_input_conv
 from ..layers import resample_spatial_pos_embed, resample_temporal_pos_embed
 from .files import check_weights, unwrap_checkpoint
 
-__all__ = ['CheckpointMismatchError', 'checkpoint_filter_fn']
+__all__ = ['CheckpointMismatchError', 'check_same_architecture', 'checkpoint_filter_fn']
 
 _CLASSIFIER_PREFIX = 'head.'
 
@@ -46,7 +46,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
                 # timm's loader adapts from the cfg's declared channels; the weight's own count is the truth
                 value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value
-    _check_same_architecture(out, target)
+    check_same_architecture(out, target)
     check_weights(out, 'the weights', target)
     return out
 
@@ -55,13 +55,21 @@ def _shape(value: Any) -> Union[Tuple[int, ...], str]:
     return tuple(value.shape) if torch.is_tensor(value) else f'a {type(value).__name__}, not a tensor'
 
 
-def _check_same_architecture(state_dict: Dict[str, Any], target: Dict[str, torch.Tensor]) -> None:
+def check_same_architecture(
+        state_dict: Dict[str, Any],
+        target: Dict[str, torch.Tensor],
+        model_name: str = 'LOGO-Former',
+        hint: str = 'variant, embed_dim, depth, block_types, qkv_bias, mlp_ratio',
+        classifier_prefix: str = _CLASSIFIER_PREFIX,
+) -> None:
+    """Raise :class:`CheckpointMismatchError` listing missing, unexpected and misshapen keys (the classifier aside:
+    timm's loader handles another class count); ``hint`` names the constructor arguments that decide the keys."""
     def listing(keys: List[str]) -> str:
         return ', '.join(keys[:8]) + (f', ... ({len(keys)} in all)' if len(keys) > 8 else '')
 
-    body = [k for k in target if not k.startswith(_CLASSIFIER_PREFIX)]
+    body = [k for k in target if not k.startswith(classifier_prefix)]
     missing = [k for k in body if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in target and not k.startswith(_CLASSIFIER_PREFIX)]
+    unexpected = [k for k in state_dict if k not in target and not k.startswith(classifier_prefix)]
     wrong_shape = [
         f'{k} {_shape(state_dict[k])} != {tuple(target[k].shape)}' for k in body
         if k in state_dict and _shape(state_dict[k]) != tuple(target[k].shape)]
@@ -69,6 +77,5 @@ def _check_same_architecture(state_dict: Dict[str, Any], target: Dict[str, torch
         problems = [f'{name}: {listing(keys)}' for name, keys in (
             ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', wrong_shape)) if keys]
         raise CheckpointMismatchError(
-            'the weights do not fit this LOGO-Former: ' + '; '.join(problems) + '. They belong to another '
-            'architecture or configuration: build the model they were trained as (variant, embed_dim, depth, '
-            'block_types, qkv_bias, mlp_ratio).')
+            f'the weights do not fit this {model_name}: ' + '; '.join(problems) + '. They belong to another '
+            f'architecture or configuration: build the model they were trained as ({hint}).')
