@@ -152,7 +152,7 @@ def test_export_refuses_bad_requests(exported, tmp_path):
         export_folder('logoformer_tiny', checkpoint, tmp_path / 'a', model_kwargs=dict(num_frames=8))
     with pytest.raises(HubFolderError, match='already exists and is not empty'):
         export_folder('logoformer_tiny', checkpoint, folder)
-    with pytest.raises(HubFolderError, match='registered LOGO-Former architecture'):
+    with pytest.raises(HubFolderError, match='registered clip model'):
         export_folder('resnet18', checkpoint, tmp_path / 'b')
 
 

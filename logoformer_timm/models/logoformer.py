@@ -35,7 +35,14 @@ from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
 
-__all__ = ['LogoFormer', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
+__all__ = ['LogoFormer', 'CITATION', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
+
+CITATION = """@inproceedings{ma2023logoformer,
+  title={LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition},
+  author={Ma, Fuyan and Sun, Bin and Li, Shutao},
+  booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year={2023}
+}"""
 
 DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
 OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
@@ -168,6 +175,11 @@ class LogoFormer(nn.Module):
         trunc_normal_(self.pos_embed_temporal, std=.02)
         for name in ('token_embed', 'blocks', 'head'):
             named_apply(_init_transformer_weights, getattr(self, name))
+
+    def architecture_args(self) -> Dict[str, Any]:
+        """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
+        return dict(local_window=self.local_window, global_pool_size=self.global_pool_size,
+                    block_types=self.block_types, input_layout=self.input_layout)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:

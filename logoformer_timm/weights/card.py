@@ -109,6 +109,8 @@ def validate_eval_metrics(metrics: Any, source: str = 'metrics') -> Dict[str, An
 
 CARD_SECTIONS = ['## Training', '## Results', '## Usage', '## Limitations', '## Citation']
 NO_RESULTS = 'No evaluation results were supplied for these weights, so none are reported.'
+NOT_MEASURED = 'No result was measured by this project (no DFER data is reachable where it is built).'
+REPORTED_PREFIX = 'Reported by the authors (not measured by this project):'
 
 
 def _results_table(uar: float, war: float) -> str:
@@ -139,8 +141,18 @@ def model_card(
         license: str = 'mit',
         dtype: str = 'float32',
 ) -> str:
-    """The README.md of a Hub repo: YAML front matter, then what, how trained, measured metrics, usage, limits."""
+    """The README.md of a Hub repo: YAML front matter, then what, how trained, measured metrics, usage, limits.
+
+    Weights of an official release (a tag with a reported result in ``models.REPORTED_RESULTS``) are said to be
+    the authors', with their download page, and carry the authors' reported numbers labelled as theirs, never in
+    the front matter's (measured) results.
+    """
     from huggingface_hub import EvalResult, ModelCardData
+    from ..models import REPORTED_RESULTS, citation_of
+
+    cfg = model.pretrained_cfg
+    arch = cfg.get('architecture', name.split('.', 1)[0])
+    reported = REPORTED_RESULTS.get(f'{arch}.{cfg.get("tag")}') if cfg.get('tag') else None
 
     datasets = [d for d in dict.fromkeys([train_dataset, (metrics or {}).get('dataset')]) if d]
     eval_results = None
@@ -153,7 +165,7 @@ def model_card(
             for key, metric_type, metric_name in (('uar', 'recall', 'UAR'), ('war', 'accuracy', 'WAR'))]
     card_data = ModelCardData(
         library_name='timm', pipeline_tag='video-classification', license=license,
-        tags=['timm', 'video-classification', 'facial-expression-recognition', 'logoformer'],
+        tags=['timm', 'video-classification', 'facial-expression-recognition', arch.split('_')[0]],
         datasets=datasets or None, metrics=['recall', 'accuracy'] if metrics else None,
         model_name=name if metrics else None, eval_results=eval_results)
     c, t, (h, w) = model.in_chans, model.num_frames, model.img_size
@@ -165,7 +177,11 @@ def model_card(
     labels = [_md_text(label) for label in labels]
     labels_comment = f": {', '.join(labels)}" if labels else ''
 
-    if train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):
+    if reported is not None:
+        training = (f'These are the **authors\' own weights**, released at {_md_text(cfg.get("origin_url"))} '
+                    f'({_md_text(cfg.get("description"))}); `logoformer-hub export` read the file as distributed and '
+                    f'stored the same values under this package\'s key names. This project did not train them.')
+    elif train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):
         training = f'Trained on **{_md_text(train_dataset)}** (as stated by the exporter).'
     elif train_dataset:
         training = (f'Trained on **{_md_text(train_dataset)}** (as stated by the exporter). These weights were **not trained on '
@@ -184,20 +200,23 @@ def model_card(
             f'Protocol: {_md_text(metrics["protocol"])}\n\n'
             f'{_results_table(metrics["uar"], metrics["war"])}\n\n'
             f'Per-class recall (%): {per_class}')
+    elif reported is not None:
+        results = f'{_md_text(reported.describe())}\n\n{NOT_MEASURED}'
     else:
         results = NO_RESULTS
+    mean, std = tuple(cfg.get('mean') or (0.,) * c), tuple(cfg.get('std') or (1.,) * c)
+    values = ('values in [0, 1] (no mean/std normalisation)' if set(mean) == {0.} and set(std) == {1.} else
+              f'RGB in [0, 1], then normalised with mean {mean} and std {std}')
 
     body = f"""
 # {name}
 
-LOGO-Former (Ma, Sun, Li, ICASSP 2023, [arXiv:2305.03343](https://arxiv.org/abs/2305.03343)) for dynamic facial
-expression recognition, as a [timm](https://github.com/huggingface/pytorch-image-models) model from the
-`logoformer-timm` package (not on PyPI: install it from a clone of its repository with `pip install .`): a
-per-frame ResNet-18 stem, then
-Transformer blocks of local window and global attention over the space-time tokens.
+{_md_text(cfg.get('paper_name') or arch)} ({_md_text(cfg.get('paper_ids') or '')}) for dynamic facial expression
+recognition, as a [timm](https://github.com/huggingface/pytorch-image-models) model from the `logoformer-timm`
+package (not on PyPI: install it from a clone of its repository with `pip install .`).
 
-- Architecture: `{model.pretrained_cfg.get('architecture', name)}`, {params:.2f} M parameters, weights stored as {dtype}
-- Input: {t} frames of {h}x{w}, {c} channels, layout `{model.input_layout}`, values in [0, 1] (no mean/std normalisation)
+- Architecture: `{arch}`, {params:.2f} M parameters, weights stored as {dtype}
+- Input: {t} frames of {h}x{w}, {c} channels, layout `{model.input_layout}`, {values}
 - Output: {model.num_classes} logits{': ' + ', '.join(labels) if labels else ''}
 
 ## Training
@@ -213,10 +232,10 @@ Transformer blocks of local window and global attention over the space-time toke
 ```python
 import timm
 import torch
-import logoformer_timm  # registers the LOGO-Former architectures with timm (timm has no plugin discovery)
+import logoformer_timm  # registers the package's architectures with timm (timm has no plugin discovery)
 
 model = timm.create_model('{load_name}', pretrained=True).eval()
-clip = torch.rand{shape}  # face crops, RGB in [0, 1]
+clip = torch.rand{shape}  # face crops: {values}
 probs = model(clip).softmax(dim=-1)  # {model.num_classes} classes{labels_comment}
 ```
 
@@ -231,12 +250,7 @@ probs = model(clip).softmax(dim=-1)  # {model.num_classes} classes{labels_commen
 ## Citation
 
 ```bibtex
-@inproceedings{{ma2023logoformer,
-  title={{LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition}},
-  author={{Ma, Fuyan and Sun, Bin and Li, Shutao}},
-  booktitle={{IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)}},
-  year={{2023}}
-}}
+{citation_of(model)}
 ```
 """
     return f'---\n{card_data.to_yaml()}\n---\n{body}'
@@ -261,7 +275,9 @@ def card_problem(path: Path) -> Optional[str]:
     results = body[body.index('## Results') + 1:body.index('## Usage')]
     table = [line for line in body if line.startswith('|')]
     if 'model-index' not in meta:
-        if table or [line for line in results if line.strip()] != [NO_RESULTS]:
+        lines = [line for line in results if line.strip()]
+        reported = len(lines) == 2 and lines[0].startswith(_md_text(REPORTED_PREFIX)) and lines[1] == NOT_MEASURED
+        if table or (lines != [NO_RESULTS] and not reported):
             return (f'{path}: the card shows results but its front matter has none; a card\'s numbers come only from '
                     f'hub/export.py --metrics.')
         return None

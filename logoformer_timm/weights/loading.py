@@ -7,18 +7,19 @@ source, a clip-model check, precision and ``torch.compile``. :func:`label_names`
 import json
 import logging
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import timm
 import torch
 import torch.nn as nn
 
 from ..cli import resolve_device
-from ..models import DFER_LABELS, PretrainedWeightsError
+from ..models import PretrainedWeightsError, checkpoint_filter_of, list_clip_models
+from .filtering import CheckpointMismatchError
 from .files import WeightsFileError, read_state_dict
 from .inference import prepare_for_inference
 
-__all__ = ['create_model', 'load_model', 'label_names', 'check_clip_model', 'RANDOM_INIT_SEED']
+__all__ = ['create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights', 'RANDOM_INIT_SEED']
 
 _logger = logging.getLogger(__name__)
 
@@ -36,15 +37,15 @@ def check_clip_model(model: nn.Module) -> None:
     missing = [a for a in ('num_frames', 'img_size', 'input_layout') if not hasattr(model, a)]
     if missing:
         name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
-        raise ValueError(f'{name} is not a clip model (it has no {", ".join(missing)}); use a LOGO-Former: '
-                         f'{", ".join(timm.list_models("logoformer_*"))}.')
+        raise ValueError(f'{name} is not a clip model (it has no {", ".join(missing)}); use one of '
+                         f'{", ".join(list_clip_models())}.')
 
 
 def _check_model_name(name: Optional[str]) -> None:
     if name and name.startswith('hf-hub:'):
         return  # timm resolves (and reports) Hub ids itself
     if not name or not timm.is_model(name):
-        raise ValueError(f'Unknown model {name!r}; LOGO-Former models: {", ".join(timm.list_models("logoformer_*"))}.')
+        raise ValueError(f'Unknown model {name!r}; clip models: {", ".join(list_clip_models())}.')
 
 
 def _from_folder(model_name: Optional[str], folder: str, **kwargs: Any) -> nn.Module:
@@ -69,11 +70,13 @@ def _from_file(model_name: Optional[str], path: str, **kwargs: Any) -> nn.Module
                          'holds config.json.')
     _check_model_name(model_name)
     weights = read_state_dict(path)
-    head = weights.get('head.weight')
-    num_classes = head.shape[0] if torch.is_tensor(head) else 0
+    try:
+        num_classes, cfg_classes = classes_of_weights(model_name, weights, **kwargs)
+    except CheckpointMismatchError as e:
+        raise PretrainedWeightsError(f'{model_name} with the weights of {path}: {e}') from None
     # timm's own loader (filter, strict load) on the weights this reader read; the cfg keeps the file's classifier
     overlay = dict(state_dict=weights, num_classes=num_classes)
-    if num_classes != len(DFER_LABELS):
+    if num_classes != cfg_classes:  # the cfg's label names belong to another label set
         overlay['label_names'] = None
     try:
         return timm.create_model(
@@ -83,6 +86,16 @@ def _from_file(model_name: Optional[str], path: str, **kwargs: Any) -> nn.Module
         if isinstance(cause, WeightsFileError):
             raise WeightsFileError(f'{path}: {cause}') from None
         raise PretrainedWeightsError(f'{model_name} with the weights of {path}: {cause}') from None
+
+
+def classes_of_weights(model_name: str, weights: Dict[str, Any], **kwargs: Any) -> Tuple[int, int]:
+    """(classes of ``weights``' classifier, classes of ``model_name``'s cfg): ``weights`` may be in any format the
+    architecture's checkpoint filter reads (an official release's keys too); it runs on a meta-device build."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in ('device', 'pretrained_cfg_overlay')}
+    model = timm.create_model(model_name, device='meta', **kwargs)
+    cfg = model.pretrained_cfg
+    head = checkpoint_filter_of(model)(weights, model).get(f'{cfg.get("classifier") or "head"}.weight')
+    return (head.shape[0] if torch.is_tensor(head) else 0), cfg.get('num_classes', model.num_classes)
 
 
 def create_model(

@@ -11,14 +11,16 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from timm.layers import to_2tuple
-from timm.models import create_model, is_model, save_for_hf
+from timm.models import create_model, get_pretrained_cfg, is_model, save_for_hf
 from timm.models._hub import save_config_for_hf
 
 from .. import __version__
 from .card import card_problem, load_eval_metrics, model_card
 from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
-from ..models import DFER_LABELS, PretrainedWeightsError
+from ..models import REPORTED_RESULTS, PretrainedWeightsError, list_clip_models
+from .filtering import CheckpointMismatchError
+from .loading import classes_of_weights
 
 __all__ = [
     'REPO_FILES', 'HubFolderError', 'ExportResult', 'export_folder', 'seed_hf_cache', 'verify_folder', 'push_folder']
@@ -30,8 +32,12 @@ class HubFolderError(RuntimeError):
     """A checkpoint, export folder or upload request that cannot be used; the message names the file."""
 
 
-def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """Model arguments that the weights themselves fix: frames, resolution, channels, classes."""
+def _args_from_weights(
+        model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
+) -> Dict[str, Any]:
+    """Model arguments that the weights themselves fix: frames, resolution and channels (LOGO-Former's learned
+    embeddings and stem), and the classes (read through the architecture's own checkpoint filter, the model
+    built with ``model_kwargs``); a requested value that contradicts them is an error."""
     weights = unwrap_checkpoint(checkpoint)
     args = {}
     if 'pos_embed_temporal' in weights:
@@ -40,7 +46,21 @@ def _args_from_weights(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
         args['img_size'] = [weights['pos_embed_spatial'].shape[1] * 16, weights['pos_embed_spatial'].shape[2] * 16]
     if 'stem.conv1.weight' in weights:
         args['in_chans'] = weights['stem.conv1.weight'].shape[1]
-    args['num_classes'] = weights['head.weight'].shape[0] if 'head.weight' in weights else 0
+    for key, value in model_kwargs.items():
+        if key in args and _as_list(value) != _as_list(args[key]):
+            raise HubFolderError(
+                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
+                f'{key}={args[key]!r}; an export never resamples or adapts weights. Drop the argument.')
+    try:
+        others = {k: v for k, v in model_kwargs.items() if k != 'num_classes'}
+        args['num_classes'], _ = classes_of_weights(model_name, weights, **{**others, **args})
+    except CheckpointMismatchError as e:
+        raise HubFolderError(f'{checkpoint_path}: {e}') from None
+    if 'num_classes' in model_kwargs and model_kwargs['num_classes'] != args['num_classes']:
+        raise HubFolderError(
+            f'{checkpoint_path}: num_classes={model_kwargs["num_classes"]!r} was requested but the weights were '
+            f'trained with num_classes={args["num_classes"]!r}; an export never resamples or adapts weights. '
+            f'Drop the argument.')
     return args
 
 
@@ -48,18 +68,15 @@ def _build_from_checkpoint(
         model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
 ) -> torch.nn.Module:
     """The model the checkpoint was trained as, with exactly its weights (nothing resampled or adapted)."""
-    from_weights = _args_from_weights(checkpoint)
-    for key, value in model_kwargs.items():
-        if key in from_weights and _as_list(value) != _as_list(from_weights[key]):
-            raise HubFolderError(
-                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
-                f'{key}={from_weights[key]!r}; an export never resamples or adapts weights. Drop the argument.')
+    from_weights = _args_from_weights(model_name, checkpoint_path, checkpoint, model_kwargs)
     kwargs = {**model_kwargs, **from_weights}
     # the cfg describes the source weights, so timm keeps their classifier instead of resetting it
-    source_cfg = dict(
-        file=str(checkpoint_path), num_classes=from_weights['num_classes'],
-        input_size=(kwargs.get('in_chans', 3), *to_2tuple(kwargs.get('img_size', 112))))
-    if from_weights['num_classes'] != len(DFER_LABELS):
+    cfg = get_pretrained_cfg(model_name)
+    source_cfg = dict(file=str(checkpoint_path), num_classes=from_weights['num_classes'])
+    if 'img_size' in kwargs or 'in_chans' in kwargs:
+        source_cfg['input_size'] = (kwargs.get('in_chans', cfg.input_size[0]),
+                                    *to_2tuple(kwargs.get('img_size', cfg.input_size[1:])))
+    if from_weights['num_classes'] != cfg.num_classes:  # the cfg's label names belong to another label set
         source_cfg['label_names'] = None
     try:
         model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=source_cfg, **kwargs)
@@ -96,10 +113,13 @@ def export_folder(
         hub_org: str = HUB_ORG,
 ) -> ExportResult:
     """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
-    arch = model_name.split('.', 1)[0]
-    if not arch.startswith('logoformer_') or not is_model(arch):
+    arch, _, name_tag = model_name.partition('.')
+    if arch not in list_clip_models():
         raise HubFolderError(
-            f'--model must be a registered LOGO-Former architecture such as logoformer_base, got {model_name!r}.')
+            f'--model must be a registered clip model ({", ".join(list_clip_models())}), got {model_name!r}.')
+    if name_tag and tag is not None and tag != name_tag:
+        raise HubFolderError(f'--model {model_name} names the tag {name_tag!r} but --tag is {tag!r}; pass one.')
+    tag = tag or name_tag or None
     if tag is not None and (not tag or not all(c.isalnum() or c == '_' for c in tag)):
         raise HubFolderError(f'--tag must be letters, digits and "_" (e.g. dfew_fold1), got {tag!r}.')
     if dtype not in ('float32', 'float16'):
@@ -114,7 +134,8 @@ def export_folder(
     eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
     for flag, text in (('--train-dataset', train_dataset), ('--recipe', recipe), ('--license', license)):
         _check_free_text(flag, text)
-    model = _source_model(checkpoint, model_kwargs, arch)
+    released = f'{arch}.{tag}' in REPORTED_RESULTS  # an official release: its architecture is the tag's own
+    model = _source_model(checkpoint, {} if released and model_kwargs is None else model_kwargs, arch, tag)
     if dtype == 'float16':
         model = model.half()
 
@@ -139,19 +160,21 @@ def export_folder(
 
 def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> Dict[str, Any]:
     """The ``model_config`` and ``model_args`` of timm's ``save_for_hf`` for an export (and for verifying one)."""
-    arch_args = dict(  # what the weights do not fix but their meaning depends on
-        local_window=list(model.local_window), global_pool_size=list(model.global_pool_size),
-        block_types=list(model.block_types), input_layout=model.input_layout)
+    # what the weights do not fix but their meaning depends on (windows, block types, layout)
+    arch_args = model.architecture_args() if hasattr(model, 'architecture_args') else {}
+    arch_args = {k: list(v) if isinstance(v, tuple) else v for k, v in arch_args.items()}
     return dict(model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args)
 
 
 def _source_model(
-        checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None) -> torch.nn.Module:
+        checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None,
+        tag: Optional[str] = None) -> torch.nn.Module:
     """The model a training checkpoint was trained as, its architecture from a source that knows it.
 
     A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
     under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
-    (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture.
+    (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture; a registered
+    ``tag`` (an official release) gives its pretrained cfg: protocol, label names, the authors' reported results.
     """
     path = Path(checkpoint)
     known: Dict[str, Any] = {}
@@ -185,7 +208,8 @@ def _source_model(
                 f'{key}={known[key]!r}. Drop the argument.')
     if arch is None:
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
-    return _build_from_checkpoint(arch, path, ckpt, {**known, **(model_kwargs or {})})
+    name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
+    return _build_from_checkpoint(name, path, ckpt, {**known, **(model_kwargs or {})})
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -283,7 +307,10 @@ def verify_folder(
     folder = Path(folder)
     config = _check_folder(folder)
     exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
-    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else config['architecture'])
+    arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
+    if f'{arch}.{tag}' in REPORTED_RESULTS and model_kwargs is None:
+        model_kwargs = {}  # an official release: its architecture is the tag's own
+    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag)
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
     if len(dtypes) != 1:
         raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
