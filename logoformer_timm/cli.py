@@ -27,10 +27,13 @@ class UsageError(ValueError):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends '(default: X)' except where the default is None: those helps say in words what None means."""
+    """Appends '(default: X)' once: not where the help already states its default, nor for None (those helps say
+    in words what None means) or an on/off flag."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or isinstance(action.default, bool) or '(default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):

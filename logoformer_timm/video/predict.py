@@ -366,7 +366,7 @@ def format_throughput(result: VideoPrediction) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``logoformer-predict``."""
     parser = ArgumentParser(
-        prog='logoformer-predict', description='Facial expression of the face in a video, with LOGO-Former.')
+        prog='logoformer-predict', description='Facial expression of the face in a video, with LOGO-Former or a DFER-zoo model.')
     parser.add_argument('video', help='video file (anything FFmpeg reads: mp4, mov, avi, mkv, ...)')
     parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
     weights = parser.add_mutually_exclusive_group()
