@@ -269,7 +269,7 @@ def test_missing_peer_package_is_reported_not_fatal(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, '__import__', no_transformers)
-    specs, missing = bench.peer_specs()
+    specs, missing = bench.peer_specs('video')
     assert [s.name for s in specs] == ['torchvision/r3d_18', 'torchvision/r2plus1d_18', 'torchvision/swin3d_t']
     assert len(missing) == 3 and all('transformers is not installed' in m and '[bench]' in m for m in missing)
 

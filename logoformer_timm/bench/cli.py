@@ -10,9 +10,9 @@ import torch
 from .config import BENCH_MODES, PRECISIONS, BenchConfig, BenchmarkError
 from .counting import COUNTER_NAME
 from .runner import benchmark, environment, load_avg
-from .models import PEER_NAMES, parse_model_kwargs, peer_specs, resolve_models
+from .models import DFER_PEERS, PEER_NAMES, PEER_SETS, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
-from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
+from .sweeps import PROTOCOL_CLIP, grid_configs, parse_grid, parse_sweep, sweep, sweep_table
 from ..cli import ArgumentParser, check_output_file, resolve_device, run_cli
 from .timing import gemm_peak, set_peak_fractions
 
@@ -28,8 +28,10 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
     parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V',
                         help='model kwargs, e.g. block_types=joint local_window=2,4,4')
-    parser.add_argument('--peers', action='store_true',
-                        help=f'add the installed peers ({", ".join(PEER_NAMES)}), random weights')
+    parser.add_argument('--peers', nargs='?', const='all', default=None, choices=PEER_SETS,
+                        help=f'add peers, random weights: dfer (the DFER zoo, {", ".join(DFER_PEERS)}: each model at '
+                             f'its own protocol clip and at the common --num-frames x --img-size, unless --grid '
+                             f'clip= says otherwise), video (installed {", ".join(PEER_NAMES)}), all (the default)')
     parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference')
     parser.add_argument('--detail', action='store_true',
                         help='per part (stem, attention, MLP, head): GMACs, and time and peak memory of an inference '
@@ -104,12 +106,16 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     modes = BENCH_MODES if args.bench == 'both' else (args.bench,)
     specs = resolve_models(args.model, parse_model_kwargs(args.model_kwargs))
     sweeps = [parse_sweep(s) for s in args.sweep]
-    grid = grid_configs(cfg, [parse_grid(g) for g in args.grid]) if args.grid else []
+    grids = [parse_grid(g) for g in args.grid]
     if args.peers:
-        peers, missing = peer_specs()
+        peers, missing = peer_specs(args.peers)
         specs += [p for p in peers if p.name not in {s.name for s in specs}]
         for message in missing:
             log(f'peer skipped: {message}')
+        if args.peers in ('all', 'dfer') and not sweeps and all(key != 'clip' for key, _ in grids):
+            # the DFER comparison: each model at its own protocol clip, and all at one common clip
+            grids.insert(0, ('clip', [PROTOCOL_CLIP, (args.num_frames, args.img_size)]))
+    grid = grid_configs(cfg, grids) if grids else []
 
     command = f'{prog} ' + ' '.join(sys.argv[1:] if argv is None else argv)
     gemm = gemm_peak(device, cfg.precision, cfg.gemm_size)

@@ -20,6 +20,7 @@ class BenchConfig:
     """Everything that defines one measurement except the model."""
     num_frames: int = 16
     img_size: int = 112
+    protocol_clip: bool = False  # each timm model at its own protocol clip instead of num_frames x img_size
     batch_size: int = 2
     device: str = 'cpu'
     precision: str = 'float32'

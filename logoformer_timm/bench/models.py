@@ -11,8 +11,8 @@ import torch.nn as nn
 
 from .config import NUM_CLASSES, BenchmarkError
 
-__all__ = ['ModelSpec', 'parse_model_kwargs', 'PEER_NAMES', 'peer_specs', 'resolve_models', 'build_model',
-           'joint_twin']
+__all__ = ['ModelSpec', 'parse_model_kwargs', 'PEER_NAMES', 'PEER_SETS', 'DFER_PEERS', 'peer_specs', 'resolve_models',
+           'build_model', 'joint_twin', 'protocol_clip']
 
 
 @dataclass
@@ -21,6 +21,7 @@ class ModelSpec:
     name: str
     kwargs: Dict[str, Any] = field(default_factory=dict)
     source: str = 'timm'
+    peer: bool = False  # added by --peers: a clip it cannot take is reported and skipped, not an error
 
     @property
     def label(self) -> str:
@@ -85,19 +86,28 @@ TORCHVISION_PEERS = ('r3d_18', 'r2plus1d_18', 'swin3d_t')
 TRANSFORMERS_PEERS = ('vivit', 'videomae', 'timesformer')
 PEER_NAMES = tuple(f'torchvision/{n}' for n in TORCHVISION_PEERS) + tuple(
     f'transformers/{n}' for n in TRANSFORMERS_PEERS)
+DFER_PEERS = ('former_dfer', 'mae_dfer')  # the DFER zoo: LOGO-Former's peers with released weights (timm models)
+PEER_SETS = ('all', 'dfer', 'video')
 
 
-def peer_specs() -> Tuple[List[ModelSpec], List[str]]:
-    """The installed peers (random weights) and a message per peer that is missing."""
+def peer_specs(peer_set: str = 'all') -> Tuple[List[ModelSpec], List[str]]:
+    """The peers of ``peer_set`` ('dfer': the DFER zoo; 'video': torchvision / transformers video models; 'all'),
+    random weights, and a message per peer that is missing."""
     specs, missing = [], []
-    for name in PEER_NAMES:
+    if peer_set in ('all', 'dfer'):
+        for name in DFER_PEERS:
+            if timm.is_model(name):
+                specs.append(ModelSpec(name, peer=True))
+            else:
+                missing.append(f'{name}: not registered with timm (import logoformer_timm)')
+    for name in PEER_NAMES if peer_set in ('all', 'video') else ():
         package = name.split('/')[0]
         try:
             __import__(package)
         except ImportError:
             missing.append(f'{name}: {package} is not installed (pip install "logoformer-timm[bench]")')
             continue
-        specs.append(ModelSpec(name, source=package))
+        specs.append(ModelSpec(name, source=package, peer=True))
     return specs, missing
 
 
@@ -158,6 +168,21 @@ def build_model(spec: ModelSpec, num_frames: int, img_size: int, device: Any = '
         with torch.device(device):
             return _hf_builders()[spec.name](num_frames, img_size)
     raise BenchmarkError(f'unknown model source {spec.source!r}')
+
+
+def protocol_clip(spec: ModelSpec) -> Optional[Tuple[int, int]]:
+    """(frames, size) of the clip a timm model's own protocol takes (its defaults with ``spec.kwargs``); None for a
+    peer from another library, which has no protocol of its own here."""
+    if spec.source != 'timm':
+        return None
+    model = timm.create_model(spec.name, device='meta', **spec.kwargs)  # nothing is allocated
+    frames, size = getattr(model, 'num_frames', None), getattr(model, 'img_size', None)
+    if frames is None or size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height != width:
+        raise BenchmarkError(f'{spec.label} takes {height}x{width} clips; the benchmark measures square ones.')
+    return frames, height
 
 
 def joint_twin(spec: ModelSpec) -> Optional[ModelSpec]:

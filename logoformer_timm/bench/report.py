@@ -15,12 +15,14 @@ _MODE_COLUMNS = (
     'samples_per_sec', 'step_time', 'step_time_p10', 'step_time_p90', 'batch_size', 'img_size', 'frames',
     'peak_mem_mb', 'achieved_gflops_per_sec', 'peak_fraction', 'warm_steps', 'warning', 'batch_note', 'load_avg_1m')
 COLUMNS = (
-    'model', 'source', 'model_kwargs', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs',
+    'model', 'source', 'model_kwargs', 'clip', 'skipped', 'param_count', 'infer_gmacs', 'infer_gflops', 'train_gmacs',
     *[f'infer_{c}' for c in _MODE_COLUMNS], *[f'train_{c}' for c in _MODE_COLUMNS],
     'sweep', 'flop_counter', 'mem_method', 'gemm_gflops_per_sec', 'device', 'device_name', 'threads', 'precision',
     'channels_last', 'torchcompile', 'torch_version', 'timm_version',
 )
 COLUMN_DOCS = {
+    'clip': 'frames x height x width of the row\'s clips (each model\'s own with --grid clip=protocol)',
+    'skipped': 'why a peer was not measured at this clip (e.g. its architecture cannot tile it)',
     'param_count': 'parameters in millions',
     'infer_gmacs': 'multiply-adds of one clip forward, 1e9 (what DFER papers print as "GFLOPs")',
     'infer_gflops': 'FLOPs of one clip forward, 1e9 (= 2 x GMACs)',
@@ -104,7 +106,7 @@ def _render(headers: Sequence[str], cells: Sequence[Sequence[str]], markdown: bo
 
 
 _STDOUT_COLUMNS = (
-    ('model', 'model', 's'), ('grid', 'grid point', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
+    ('model', 'model', 's'), ('grid', 'grid point', 's'), ('clip', 'clip', 's'), ('param_count', 'params (M)', '.2f'), ('infer_gmacs', 'GMACs', '.2f'),
     ('infer_gflops', 'GFLOPs', '.2f'), ('infer_step_time', 'infer ms', '.1f'), ('infer_step_time_p10', 'p10', '.1f'),
     ('infer_step_time_p90', 'p90', '.1f'), ('infer_samples_per_sec', 'infer clips/s', '.2f'),
     ('infer_peak_mem_mb', 'infer MB', '.0f'), ('infer_achieved_gflops_per_sec', 'GFLOP/s', '.1f'),
@@ -112,6 +114,7 @@ _STDOUT_COLUMNS = (
     ('train_samples_per_sec', 'train clips/s', '.2f'), ('train_peak_mem_mb', 'train MB', '.0f'),
     ('train_peak_fraction', 'train % peak', '.1%'), ('infer_batch_note', 'note', 's'),
     ('train_batch_note', 'train note', 's'), ('infer_warning', 'warning', 's'), ('train_warning', 'train warning', 's'),
+    ('skipped', 'skipped', 's'),
 )
 
 

@@ -16,10 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models import LogoFormer
-from .config import NUM_CLASSES, BenchConfig
+from .config import NUM_CLASSES, BenchConfig, BenchmarkError
 from .counting import COUNTER_NAME, LOGOFORMER_PARTS, count_model
 from .memory import MemoryMeter, is_oom
-from .models import ModelSpec, build_model
+from .models import ModelSpec, build_model, protocol_clip
 from .profiling import profile_parts
 from ..cli import resolve_device
 from .timing import autocast, percentile, precision_dtypes, set_peak_fractions, time_steps, warm_up
@@ -227,12 +227,25 @@ def benchmark(
     """One result row per model: counts, then timing/memory per mode, with the environment columns."""
     env = environment(cfg)
     rows = []
+    base_cfg = cfg
     for spec in specs:
-        count = count_model(spec, cfg.num_frames, cfg.img_size)
+        clip = protocol_clip(spec) if base_cfg.protocol_clip else None
+        cfg = replace(base_cfg, num_frames=clip[0], img_size=clip[1]) if clip else base_cfg
+        clip_text = f'{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}'
+        try:
+            count = count_model(spec, cfg.num_frames, cfg.img_size)
+        except BenchmarkError as e:
+            if not spec.peer:
+                raise
+            # a peer whose architecture cannot take this clip (MAE-DFER's regions at 112x112) is said, not fatal
+            log(f'  {spec.label} skipped at {clip_text}: {e}')
+            rows.append(dict(model=spec.label, source=spec.source, model_kwargs=spec.kwargs, clip=clip_text,
+                             skipped=str(e), sweep=sweep_label, **env))
+            continue
         row = dict(
             model=spec.label, source=spec.source, model_kwargs=spec.kwargs, param_count=round(count.param_count, 2),
             infer_gmacs=round(count.infer.gmacs, 3), infer_gflops=round(count.infer.gflops, 3),
-            train_gmacs=round(count.train_gmacs, 3), sweep=sweep_label,
+            train_gmacs=round(count.train_gmacs, 3), sweep=sweep_label, clip=clip_text,
         )
         if detail:
             row['infer_gmacs_by_part'] = {k: round(v, 3) for k, v in count.detail.items()}
@@ -246,7 +259,7 @@ def benchmark(
             try:
                 result = measure_with_retry(spec, mode, cfg, log)
             except Exception as e:  # a peer from another library failing is reported, not fatal
-                if spec.source == 'timm':
+                if spec.source == 'timm' and not spec.peer:
                     raise
                 log(f'  peer {spec.label} failed in {mode}: {type(e).__name__}: {str(e)[:300]}')
                 row[f'{prefix}_batch_note'] = f'failed: {type(e).__name__}'

@@ -7,7 +7,9 @@ from .config import GRID_PARAMS, PRECISIONS, SWEEP_PARAMS, BenchConfig, Benchmar
 from .runner import benchmark
 from .models import ModelSpec, joint_twin
 
-__all__ = ['parse_sweep', 'sweep', 'sweep_table', 'parse_grid', 'grid_configs']
+__all__ = ['PROTOCOL_CLIP', 'parse_sweep', 'sweep', 'sweep_table', 'parse_grid', 'grid_configs']
+
+PROTOCOL_CLIP = ('protocol',)  # the --grid clip value for "each model at its own protocol clip"
 
 
 def parse_sweep(text: str) -> Tuple[str, List[int]]:
@@ -49,8 +51,8 @@ def sweep(
 
 
 def parse_grid(text: str) -> Tuple[str, List[Any]]:
-    """``clip=16x112,32x224`` (frames x size), ``batch_size=1,8``, ``precision=float32,amp_bfloat16`` or
-    ``torchcompile=none,inductor`` -> (name, values)."""
+    """``clip=16x112,32x224`` (frames x size; ``protocol``: each model's own), ``batch_size=1,8``,
+    ``precision=float32,amp_bfloat16`` or ``torchcompile=none,inductor`` -> (name, values)."""
     key, sep, values = text.partition('=')
     items = [v.strip().lower() for v in values.split(',') if v.strip()]
     if not sep or key not in GRID_PARAMS or not items:
@@ -62,11 +64,13 @@ def parse_grid(text: str) -> Tuple[str, List[Any]]:
     if key == 'torchcompile':
         return key, [None if v == 'none' else v for v in items]
     try:
-        parsed = [tuple(int(n) for n in v.split('x')) if key == 'clip' else (int(v),) for v in items]
+        parsed = [PROTOCOL_CLIP if key == 'clip' and v == 'protocol' else
+                  tuple(int(n) for n in v.split('x')) if key == 'clip' else (int(v),) for v in items]
     except ValueError:
         parsed = []
-    if not parsed or any(len(p) != (2 if key == 'clip' else 1) or min(p) < 1 for p in parsed):
-        expected = 'FRAMESxSIZE items (16x112,32x224)' if key == 'clip' else 'positive integers'
+    if not parsed or any(p != PROTOCOL_CLIP and (len(p) != (2 if key == 'clip' else 1) or min(p) < 1)
+                         for p in parsed):
+        expected = 'FRAMESxSIZE items or protocol (16x112,32x224,protocol)' if key == 'clip' else 'positive integers'
         raise BenchmarkError(f'--grid {key} needs {expected}, got {values!r}.')
     return key, parsed if key == 'clip' else [p[0] for p in parsed]
 
@@ -78,8 +82,10 @@ def grid_configs(cfg: BenchConfig, grids: Sequence[Tuple[str, List[Any]]]) -> Li
         step = []
         for label, base in out:
             for value in values:
-                if key == 'clip':
-                    point = replace(base, num_frames=value[0], img_size=value[1])
+                if key == 'clip' and value == PROTOCOL_CLIP:
+                    point, text = replace(base, protocol_clip=True), 'protocol'
+                elif key == 'clip':
+                    point = replace(base, num_frames=value[0], img_size=value[1], protocol_clip=False)
                     text = f'{value[0]}x{value[1]}'
                 else:
                     point = replace(base, **{key: value})

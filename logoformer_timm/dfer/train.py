@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--checkpoint', help='start from weights: .safetensors file, checkpoint folder or hub/ folder')
     g.add_argument('--num-classes', type=positive_int, default=7, help='classes of the label set (a new head if it differs)')
     g.add_argument('--stem-weights', help='ResNet-18 weights for the stem: timm name or local file')
-    g.add_argument('--img-size', type=positive_int, default=112)
+    g.add_argument('--img-size', type=positive_int, help="resolution (default: the model's, 112 for LOGO-Former)")
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
     g.add_argument('--drop-path', type=float, default=0.1, help='stochastic depth rate')
     g.add_argument('--model-kwargs', nargs='*', default={}, action=_ParseModelKwargs, metavar='KEY=VALUE',
