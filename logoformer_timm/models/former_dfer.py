@@ -26,19 +26,18 @@ import torch
 import torch.nn as nn
 from timm.layers import Format, get_device_dtype, trunc_normal_
 from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 from timm.models.resnet import BasicBlock, downsample_conv
 from timm.models.vision_transformer import Block
 
 from ..layers import (
-    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, check_clip, check_img_size, check_int,
-    resample_spatial_pos_embed, resample_temporal_pos_embed)
+    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, blocks_with_intermediates, check_clip,
+    check_img_size, check_int, prune_blocks, resample_spatial_pos_embed, resample_temporal_pos_embed)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_model_with_pretrained_weights
-from .logoformer import DFER_LABELS, _init_transformer_weights, _resolve_output_fmt
+from .logoformer import _cfg as _dfer_cfg, _init_transformer_weights, _resolve_output_fmt
 from .released import ReportedResult, released_cfg
 
 __all__ = ['FormerDFER', 'checkpoint_filter_fn']
@@ -281,20 +280,13 @@ class FormerDFER(nn.Module):
         """Temporal layer outputs without the class token: ``(B, 512, T, 1, 1)`` maps ('NCTHW') or ``(B, T, 512)``
         tokens ('NLC'); arguments as for ``LogoFormer.forward_intermediates``."""
         output_fmt = _resolve_output_fmt(output_fmt)
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x = self.embed(x)
-        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            if self.grad_checkpointing:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-            if i in take_indices:
-                y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens:]
-                # 'b t c -> b c t 1 1'
-                y = y.transpose(1, 2)[..., None, None] if output_fmt == 'NCTHW' else y
-                intermediates.append(y.contiguous())
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens:]
+            return y.transpose(1, 2)[..., None, None] if output_fmt == 'NCTHW' else y  # 'b t c -> b c t 1 1'
+
+        x, intermediates = blocks_with_intermediates(
+            self.blocks, self.embed(x), indices, stop_early, self.grad_checkpointing, take)
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
@@ -306,14 +298,7 @@ class FormerDFER(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drop the temporal layers (and optionally norm/head) not needed for the given intermediates."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        self.feature_info = self.feature_info[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 def _resample_with_class_token(pos_embed: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -381,24 +366,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: FormerDFER) -> Dict[
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    return {
-        'num_classes': 7,
-        'input_size': (3, 112, 112),  # frames: the model's num_frames (16)
-        'fixed_input_size': True,
+    # the DFER test protocol of LOGO-Former's cfg (16 x 112 x 112, whole face crop resized bilinear, pixels / 255,
+    # no mean/std, DFEW's label order), which is the official Former-DFER test transform
+    return _dfer_cfg(**{
         'pool_size': (16, 1, 1),
-        'crop_pct': 1.0,
-        'crop_mode': 'squash',  # the official test transform resizes the whole face crop to 112x112
-        'interpolation': 'bilinear',
-        'mean': (0., 0., 0.),  # pixels / 255, no normalisation
-        'std': (1., 1., 1.),
-        'first_conv': 'stem.conv1',
-        'classifier': 'head',
-        'label_names': DFER_LABELS,
-        'license': 'mit',
         'paper_ids': 'doi:10.1145/3474085.3475292',
         'paper_name': 'Former-DFER: Dynamic Facial Expression Recognition Transformer',
         **kwargs,
-    }
+    })
 
 
 DOWNLOAD_PAGE = 'https://drive.google.com/drive/folders/1g_n3HURQyQ-oBN6tYvhwD2M32Tdm_9gu?usp=sharing'
