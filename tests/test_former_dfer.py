@@ -46,7 +46,8 @@ def official_state_dict():
 
 def official_container(state_dict, best_acc):
     """``main_DFEW.py``'s checkpoint: ``{'epoch', 'state_dict', 'best_acc', 'optimizer', 'recorder'}``."""
-    params = [k for k, v in state_dict.items() if v.is_floating_point() and not k.endswith(('running_mean', 'running_var'))]
+    params = [k for k, v in state_dict.items()  # the module's parameters, in order: not the BatchNorm buffers
+              if v.is_floating_point() and not k.endswith(('running_mean', 'running_var'))]
     optimizer = {  # torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4).state_dict()
         'state': {i: {'momentum_buffer': torch.zeros_like(state_dict[k])} for i, k in enumerate(params)},
         'param_groups': [dict(
@@ -109,7 +110,8 @@ def test_official_checkpoint_resampled_to_other_frames_and_size(official_file):
     pos = official['module.t_former.pos_embedding']
     torch.testing.assert_close(model.pos_embed_temporal[:, 0], pos[:, 0])
     torch.testing.assert_close(model.pos_embed_temporal[:, 1:], (pos[:, 1::2] + pos[:, 2::2]) / 2)
-    assert torch.equal(model.blocks[2].mlp.fc2.weight, official['module.t_former.spatial_transformer.layers.2.1.fn.fn.net.3.weight'])
+    fc2 = official['module.t_former.spatial_transformer.layers.2.1.fn.fn.net.3.weight']
+    assert torch.equal(model.blocks[2].mlp.fc2.weight, fc2)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 8, 64, 64)).shape == (1, 3)
 

@@ -106,7 +106,8 @@ class FormerDFER(nn.Module):
             raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f'global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}.')
-        for name, dim, heads in (('spatial_num_heads', STEM_CHANS, spatial_num_heads), ('num_heads', FRAME_DIM, num_heads)):
+        widths = (('spatial_num_heads', STEM_CHANS, spatial_num_heads), ('num_heads', FRAME_DIM, num_heads))
+        for name, dim, heads in widths:
             if dim % heads:
                 raise ValueError(f'{name}={heads} must divide the layer width {dim}.')
 
