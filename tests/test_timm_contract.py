@@ -13,7 +13,8 @@ import torch
 from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
-MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True)
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + timm.list_models('former_dfer')  # zoo: arch only
+PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292'}  # the zoo's papers; LOGO-Former's otherwise
 SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
 
 
@@ -63,7 +64,7 @@ def test_model_default_cfgs_non_std(model_name):
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
     assert len(cfg['input_size']) == 3 and model.in_chans == cfg['input_size'][0]
     assert cfg['num_classes'] == 7 and len(cfg['label_names']) == 7
-    assert cfg['paper_ids'] == 'arXiv:2305.03343' and cfg['license']
+    assert cfg['paper_ids'] == PAPER_IDS.get(model_name.split('.')[0], 'arXiv:2305.03343') and cfg['license']
     assert len(cfg['mean']) == len(cfg['std']) == model.in_chans
 
     x = clip_for(model)
@@ -151,7 +152,8 @@ def test_model_forward_intermediates(model_name, output_fmt):
         torch.testing.assert_close(final, model.forward_features(x), rtol=1e-5, atol=1e-8)
         # the last intermediate with norm=True is forward_features
         normed = model.forward_intermediates(x, indices=1, norm=True, output_fmt='NLC', intermediates_only=True)
-        torch.testing.assert_close(normed[0], final, rtol=1e-5, atol=1e-8)
+        prefix = getattr(model, 'num_prefix_tokens', 0)  # timm's convention: intermediates drop class tokens
+        torch.testing.assert_close(normed[0], final[:, prefix:], rtol=1e-5, atol=1e-8)
         model.set_grad_checkpointing()
         final3, _ = model.forward_intermediates(x, output_fmt=output_fmt)
         torch.testing.assert_close(final, final3, rtol=1e-4, atol=1e-5)

@@ -23,14 +23,13 @@ import torch
 import torch.nn as nn
 from timm.layers import Format, get_device_dtype, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
-    check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
-    sizes_are_symbolic, to_3tuple)
+    blocks_with_intermediates, check_clip, check_img_size, check_int, prune_blocks, resample_spatial_pos_embed,
+    resample_temporal_pos_embed, sizes_are_symbolic, to_3tuple)
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
@@ -304,20 +303,14 @@ class LogoFormer(nn.Module):
             intermediates_only: Return only the intermediates.
         """
         output_fmt = _resolve_output_fmt(output_fmt)
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x = self.embed(x)
-        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            if self.grad_checkpointing:
-                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-            if i in take_indices:
-                y = self.norm(x) if norm else x
-                # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
-                y = y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
-                intermediates.append(y.contiguous())
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            y = self.norm(x) if norm else x
+            # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
+            return y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
+
+        x, intermediates = blocks_with_intermediates(
+            self.blocks, self.embed(x), indices, stop_early, self.grad_checkpointing, take)
         if intermediates_only:
             return intermediates
         return self.norm(x).flatten(1, 3), intermediates
@@ -329,14 +322,7 @@ class LogoFormer(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drop the blocks (and optionally norm/head) not needed for the given intermediates."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        self.feature_info = self.feature_info[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
+        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 def _resolve_output_fmt(output_fmt: Union[str, Format]) -> str:
