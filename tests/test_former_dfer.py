@@ -5,10 +5,7 @@ named in the file) on weights and an input from ``tests/official_fill.py``. Here
 container is rebuilt from it (``main_DFEW.py``'s ``save_checkpoint``: DataParallel ``module.`` keys, a CUDA
 ``best_acc``, the SGD state, a pickled ``__main__.RecorderMeter`` with numpy arrays) and loaded the user's way.
 """
-import json
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +16,13 @@ from safetensors.torch import save_file
 from logoformer_timm.models import PretrainedWeightsError, PretrainedWeightsUnavailableError
 from logoformer_timm.models.former_dfer import DOWNLOAD_PAGE
 from logoformer_timm.models.released import REPORTED_RESULTS
+from official_files import (
+    FORMER_DFER_RECORD, former_dfer_container, former_dfer_state_dict, save_as_training_script)
 from official_fill import fill_state_dict, fixed_input
 
-RECORD = json.loads((Path(__file__).parent / 'data' / 'former_dfer_official.json').read_text())
+RECORD = FORMER_DFER_RECORD
 TAGS = [f'former_dfer.dfew_fold{fold}' for fold in range(1, 6)]
 SMALL = dict(num_frames=4, img_size=32)
-
-
-class RecorderMeter:
-    """The shape of main_DFEW.py's own RecorderMeter, pickled under its '__main__' name (as that script runs)."""
-
-    def __init__(self, total_epoch: int = 100):
-        self.total_epoch, self.current_epoch = total_epoch, 37
-        self.epoch_losses = np.full((total_epoch, 2), 0.5, dtype=np.float32)
-        self.epoch_accuracy = np.full((total_epoch, 2), 60., dtype=np.float32)
 
 
 class _Payload:
@@ -40,40 +30,11 @@ class _Payload:
         return (exec, ("open(__import__('os').environ['PWNED_PATH'], 'w').write('x')",))
 
 
-def official_state_dict():
-    return fill_state_dict((e['key'], e['shape'], e['dtype']) for e in RECORD['state_dict'])
-
-
-def official_container(state_dict, best_acc):
-    """``main_DFEW.py``'s checkpoint: ``{'epoch', 'state_dict', 'best_acc', 'optimizer', 'recorder'}``."""
-    params = [k for k, v in state_dict.items()  # the module's parameters, in order: not the BatchNorm buffers
-              if v.is_floating_point() and not k.endswith(('running_mean', 'running_var'))]
-    optimizer = {  # torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4).state_dict()
-        'state': {i: {'momentum_buffer': torch.zeros_like(state_dict[k])} for i, k in enumerate(params)},
-        'param_groups': [dict(
-            lr=0.01, momentum=0.9, dampening=0, weight_decay=1e-4, nesterov=False, maximize=False, foreach=None,
-            differentiable=False, fused=None, initial_lr=0.01, params=list(range(len(params))))]}
-    return {'epoch': 38, 'state_dict': state_dict, 'best_acc': best_acc, 'optimizer': optimizer,
-            'recorder': RecorderMeter()}
-
-
-def save_official(checkpoint, path, cuda_tensors=()):
-    """torch.save as the training script ran it: the named tensors' storages are tagged as CUDA ('cuda:0')."""
-    cuda_storages = {t.untyped_storage().data_ptr() for t in cuda_tensors}
-    real_tag = torch.serialization.location_tag
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(RecorderMeter, '__module__', '__main__')
-        mp.setattr(sys.modules['__main__'], 'RecorderMeter', RecorderMeter, raising=False)
-        mp.setattr(torch.serialization, 'location_tag', lambda storage: 'cuda:0' if getattr(
-            storage, 'data_ptr', lambda: None)() in cuda_storages else real_tag(storage))
-        torch.save(checkpoint, path)
-
-
 @pytest.fixture(scope='module')
 def official_file(tmp_path_factory):
     path = tmp_path_factory.mktemp('former_dfer') / 'model_pretrained_on_DFEW_fd1.pth'
     best_acc = torch.tensor(66.2104)
-    save_official(official_container(official_state_dict(), best_acc), path, cuda_tensors=(best_acc,))
+    save_as_training_script(former_dfer_container(former_dfer_state_dict(), best_acc), path, cuda_tensors=(best_acc,))
     with zipfile.ZipFile(path) as z:  # the file is the training script's: best_acc's storage is a CUDA one
         assert b'cuda:0' in next(z.read(n) for n in z.namelist() if n.endswith('data.pkl'))
     return path
@@ -105,7 +66,7 @@ def test_official_checkpoint_resampled_to_other_frames_and_size(official_file):
         'former_dfer.dfew_fold3', pretrained=True, num_frames=8, img_size=64, num_classes=3,
         pretrained_cfg_overlay=dict(file=str(official_file))).eval()
     assert model.pos_embed_spatial.shape == (1, 4, 4, 256) and model.pos_embed_temporal.shape == (1, 9, 512)
-    official = official_state_dict()
+    official = former_dfer_state_dict()
     # the class token's position is kept; linear 16 -> 8 frames averages neighbour pairs
     pos = official['module.t_former.pos_embedding']
     torch.testing.assert_close(model.pos_embed_temporal[:, 0], pos[:, 0])
@@ -140,9 +101,9 @@ def test_a_payload_in_any_entry_never_runs_and_is_named(tmp_path, monkeypatch, e
     marker = tmp_path / 'pwned'
     monkeypatch.setenv('PWNED_PATH', str(marker))
     path = tmp_path / 'evil.pth'
-    checkpoint = official_container({'module.fc.bias': torch.zeros(7)}, torch.tensor(1.))
+    checkpoint = former_dfer_container({'module.fc.bias': torch.zeros(7)}, torch.tensor(1.))
     checkpoint[entry] = {'state': _Payload()} if entry in ('state_dict', 'optimizer') else _Payload()
-    save_official(checkpoint, path)
+    save_as_training_script(checkpoint, path)
     with pytest.raises(PretrainedWeightsError) as info:
         timm.create_model('former_dfer.dfew_fold1', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     message = str(info.value)

@@ -165,7 +165,7 @@ def model_card(
             for key, metric_type, metric_name in (('uar', 'recall', 'UAR'), ('war', 'accuracy', 'WAR'))]
     card_data = ModelCardData(
         library_name='timm', pipeline_tag='video-classification', license=license,
-        tags=['timm', 'video-classification', 'facial-expression-recognition', arch.split('_')[0]],
+        tags=['timm', 'video-classification', 'facial-expression-recognition', type(model).__module__.rsplit('.', 1)[-1]],
         datasets=datasets or None, metrics=['recall', 'accuracy'] if metrics else None,
         model_name=name if metrics else None, eval_results=eval_results)
     c, t, (h, w) = model.in_chans, model.num_frames, model.img_size
@@ -178,7 +178,7 @@ def model_card(
     labels_comment = f": {', '.join(labels)}" if labels else ''
 
     if reported is not None:
-        training = (f'These are the **authors\' own weights**, released at {_md_text(cfg.get("origin_url"))} '
+        training = (f'These are the **authors\' own weights**, released at <{cfg.get("origin_url")}> '
                     f'({_md_text(cfg.get("description"))}); `logoformer-hub export` read the file as distributed and '
                     f'stored the same values under this package\'s key names. This project did not train them.')
     elif train_dataset and train_dataset.upper() in ('DFEW', 'FERV39K'):

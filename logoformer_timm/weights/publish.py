@@ -134,7 +134,10 @@ def export_folder(
     eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
     for flag, text in (('--train-dataset', train_dataset), ('--recipe', recipe), ('--license', license)):
         _check_free_text(flag, text)
-    released = f'{arch}.{tag}' in REPORTED_RESULTS  # an official release: its architecture is the tag's own
+    reported = REPORTED_RESULTS.get(f'{arch}.{tag}')  # an official release: its architecture is the tag's own
+    released = reported is not None
+    if released:  # the dataset the authors' release was trained on, unless the exporter states it
+        train_dataset = train_dataset or reported.dataset
     model = _source_model(checkpoint, {} if released and model_kwargs is None else model_kwargs, arch, tag)
     if dtype == 'float16':
         model = model.half()
@@ -154,7 +157,12 @@ def export_folder(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sha256 = file_sha256(out / WEIGHTS_FILENAME)
-    entry, note = _manifest_entry(arch, tag, sha256, eval_metrics, train_dataset, recipe, license, model.num_classes)
+    if released:
+        entry, note = None, (f'No manifest entry: {arch}.{tag} is the authors\' release, loaded from their file '
+                             f"(pretrained_cfg_overlay=dict(file=...)) or from this folder (local-dir:, hf-hub:).")
+    else:
+        entry, note = _manifest_entry(
+            arch, tag, sha256, eval_metrics, train_dataset, recipe, license, model.num_classes)
     return ExportResult(out, sha256, hf_hub_id, entry, note)
 
 

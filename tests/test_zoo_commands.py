@@ -1,0 +1,103 @@
+"""Every command takes a DFER-zoo checkpoint exactly as its authors distributed it (rebuilt from the recording in
+``tests/data``): evaluation, prediction, ONNX export, Hub export / verify (the export's logits are the official
+code's), fine-tuning and the benchmark's DFER peers."""
+import json
+
+import pytest
+import timm
+import torch
+
+from logoformer_timm.bench import cli as bench_cli
+from logoformer_timm.dfer import evaluate, synthetic, train
+from logoformer_timm.video import export as onnx_export
+from logoformer_timm.weights import hub
+from official_files import FORMER_DFER_RECORD, write_former_dfer_file
+from official_fill import fixed_input
+
+NAME = 'former_dfer.dfew_fold1'
+
+
+@pytest.fixture(scope='module')
+def official_file(tmp_path_factory):
+    return write_former_dfer_file(tmp_path_factory.mktemp('zoo') / 'model_pretrained_on_DFEW_fd1.pth')
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('demo')
+    assert synthetic.main(['--output', str(root), '--size', '32', '--frames', '6', '8', '--classes', 'static,moving',
+                           '--train-clips', '4', '--test-clips', '2']) == 0
+    return root
+
+
+def _official_logits():
+    return torch.tensor(FORMER_DFER_RECORD['logits'], dtype=torch.float64)
+
+
+def _clip():  # the recorded input, (B, T, C, H, W) as the official code takes it -> this package's default layout
+    record = FORMER_DFER_RECORD['input']
+    return fixed_input(record['shape'], record['low'], record['high']).transpose(1, 2)
+
+
+def test_hub_export_then_local_dir_and_verify_give_the_official_logits(official_file, tmp_path, capsys):
+    out = tmp_path / 'repo'
+    assert hub.main(['export', '--model', NAME, '--checkpoint', str(official_file), '--out', str(out)]) == 0
+    assert hub.main(['verify', str(out), '--checkpoint', str(official_file)]) == 0
+    assert 'logits identical' in capsys.readouterr().out
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    with torch.no_grad():
+        assert (model(_clip()).double() - _official_logits()).abs().max().item() < 1e-4
+    card = (out / 'README.md').read_text()
+    assert "authors' own weights" in card and 'Reported by the authors \\(not measured by this project\\)' in card
+    assert 'model-index' not in card  # the authors' figure is never a measured result
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'former_dfer' and config['pretrained_cfg']['tag'] == 'dfew_fold1'
+    assert hub.main(['push', str(out), '--repo-id', 'me/former_dfer.dfew_fold1', '--checkpoint',
+                     str(official_file)]) == 0  # a dry run: verified, nothing uploaded
+
+
+def test_eval_and_fine_tuning_take_the_official_file(official_file, demo_data, tmp_path):
+    assert evaluate.main(['--model', NAME, '--checkpoint', str(official_file), '--data-root', str(demo_data),
+                          '--list', str(demo_data / 'test.txt'), '--output', str(tmp_path / 'eval'),
+                          '--workers', '0']) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert list(metrics['per_class']) == list(timm.create_model(NAME).pretrained_cfg['label_names'])
+    assert metrics['num_clips'] == 4
+    assert train.main(['--model', 'former_dfer', '--checkpoint', str(official_file), '--num-classes', '2',
+                       '--data-root', str(demo_data), '--train-list', str(demo_data / 'train.txt'),
+                       '--val-list', str(demo_data / 'test.txt'), '--output', str(tmp_path / 'run'), '--epochs', '1',
+                       '--batch-size', '2', '--workers', '0', '--num-segments', '2', '--frames-per-segment', '2',
+                       '--img-size', '32']) == 0
+    tuned = timm.create_model(f'local-dir:{tmp_path / "run" / "last"}', pretrained=True)
+    assert tuned.num_classes == 2 and tuned.num_frames == 4
+
+
+def test_onnx_export_of_the_official_file(official_file, tmp_path):
+    pytest.importorskip('onnxruntime')
+    import onnxruntime
+    path = tmp_path / 'former_dfer.onnx'
+    assert onnx_export.main(['--model', NAME, '--checkpoint', str(official_file), '--onnx', str(path)]) == 0
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: _clip().numpy()})
+    assert (torch.from_numpy(logits).double() - _official_logits()).abs().max().item() < 1e-4
+
+
+def test_predict_takes_the_official_file(official_file, tmp_path, capsys):
+    from video_helpers import media
+    from logoformer_timm.video import predict
+    video = media('single_face.mp4')
+    assert predict.main([str(video), '--model', NAME, '--checkpoint', str(official_file), '--json']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['model'].startswith('former_dfer') and len(result['windows']) == 1
+    assert result['labels'] == list(timm.create_model(NAME).pretrained_cfg['label_names'])
+    assert abs(sum(result['windows'][0]['probabilities'].values()) - 1) < 1e-4
+
+
+def test_bench_dfer_peers_at_their_protocol_and_a_common_clip(capsys):
+    rows = bench_cli.run(['--model', 'logoformer_tiny', '--peers', 'dfer', '--num-frames', '2', '--img-size', '32',
+                          '--num-warm-iter', '0', '--num-bench-iter', '1', '-b', '1', '--no-isolate'],
+                         log=lambda *_: None)
+    clips = {(r['model'], r['grid']): r['clip'] for r in rows}
+    assert clips[('logoformer_tiny', 'clip=protocol')] == '16x112x112'
+    assert clips[('former_dfer', 'clip=protocol')] == '16x112x112'
+    assert clips[('former_dfer', 'clip=2x32')] == '2x32x32'
