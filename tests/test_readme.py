@@ -61,14 +61,37 @@ def _video(path: Path) -> None:
     shutil.copy(media('single_face.mp4'), path)
 
 
+def _former_dfer_file(folder: Path) -> None:
+    """An official Former-DFER checkpoint as the user downloads it (rebuilt from tests/data's recording)."""
+    from official_files import write_former_dfer_file
+    write_former_dfer_file(folder / 'former_dfer_dfew_fold1.pth')
+
+
+def _zoo_files(folder: Path) -> None:
+    """The official Former-DFER file, a DFEW-like list of clips and a face video."""
+    from logoformer_timm.dfer import synthetic
+    _former_dfer_file(folder)
+    synthetic.main(['--output', str(folder / 'DFEW'), '--size', '32', '--frames', '6', '8', '--classes',
+                    'static,moving', '--train-clips', '2', '--test-clips', '2'])
+    (folder / 'lists' / 'dfew' / 'set_1').mkdir(parents=True)
+    shutil.copy(folder / 'DFEW' / 'test.txt', folder / 'lists' / 'dfew' / 'set_1' / 'test.txt')
+    _video(folder / 'clip.mp4')
+
+
+# ```bash blocks that run whole, command after command in one folder, once a fixture made the files they name
+RUN_BLOCKS: Dict[str, Callable[[Path], None]] = {'--checkpoint former_dfer_dfew_fold1.pth': _zoo_files}
+
 # ```text blocks that show a command's output ("$ command" on the first line): run, and compare the output exactly
 RUN_OUTPUT = ('logoformer-predict single_face.mp4',)
 MODULES = {'logoformer-predict': 'logoformer_timm.video.predict'}  # run as python -m, installed or not
+CONSOLE_MODULES = {'logoformer-eval': 'logoformer_timm.dfer.evaluate', 'logoformer-train': 'logoformer_timm.dfer.train',
+                   'logoformer-hub': 'logoformer_timm.weights.hub', 'logoformer-bench': 'logoformer_timm.bench'}
 
 # Python blocks that name the user's own files: the files are made in the block's folder first
 FIXTURES: Dict[str, Callable[[Path], None]] = {
     "checkpoint='my_model.safetensors'": lambda d: (_save_weights(d / 'my_model.safetensors', 'logoformer_base'),
                                                     _video(d / 'clip.mp4')),
+    "file='former_dfer_dfew_fold1.pth'": lambda d: _former_dfer_file(d),
 }
 # Python blocks that cannot run on their own, by a line they contain
 SKIP_PYTHON = {
@@ -95,17 +118,29 @@ def readme_blocks() -> List[Tuple[str, int, str]]:
     return blocks
 
 
-def bash_commands() -> List[Tuple[int, str]]:
-    """(line, command) of every ```bash command, continuation lines joined and comments removed."""
+def _block_commands(code: str) -> List[str]:
+    """The commands of a ```bash block, continuation lines joined and comments removed."""
     commands = []
-    for lang, start, code in readme_blocks():
-        if lang != 'bash':
-            continue
-        for text in re.sub(r'\\\n\s*', ' ', code).splitlines():
-            words = shlex.split(text, comments=True)
-            if words:
-                commands.append((start, shlex.join(words)))
+    for text in re.sub(r'\\\n\s*', ' ', code).splitlines():
+        words = shlex.split(text, comments=True)
+        if words:
+            commands.append(shlex.join(words))
     return commands
+
+
+def _run_block_fixture(code: str):
+    return next((make for marker, make in RUN_BLOCKS.items() if marker in code), None)
+
+
+def bash_commands() -> List[Tuple[int, str]]:
+    """(line, command) of every ```bash command outside the ``RUN_BLOCKS`` blocks."""
+    return [(start, command) for lang, start, code in readme_blocks()
+            if lang == 'bash' and _run_block_fixture(code) is None for command in _block_commands(code)]
+
+
+def _run_blocks():
+    return [pytest.param(code, id=f'line{start}') for lang, start, code in readme_blocks()
+            if lang == 'bash' and _run_block_fixture(code) is not None]
 
 
 def _env() -> Dict[str, str]:
@@ -158,6 +193,17 @@ def test_bash_command_is_run_or_skipped_for_a_reason(line, command, tmp_path):
     words = [sys.executable if w == 'python' and i == 0 else w for i, w in enumerate(words)]
     proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f'README line {line}: {command}\n{proc.stderr[-3000:]}'
+
+
+@pytest.mark.parametrize('code', _run_blocks())
+def test_bash_block_runs_as_written(code, tmp_path):
+    _run_block_fixture(code)(tmp_path)
+    for command in _block_commands(code):
+        words = shlex.split(command)
+        words = ([sys.executable, '-m', MODULES[words[0]], *words[1:]] if words[0] in MODULES else
+                 [sys.executable, '-m', CONSOLE_MODULES[words[0]], *words[1:]])
+        proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f'README block command failed: {command}\n{proc.stderr[-3000:]}'
 
 
 def _output_blocks():
