@@ -108,7 +108,12 @@ def test_other_official_forms_give_the_official_logits(name, layout, tmp_path):
     path = save_official_checkpoint(tmp_path / 'checkpoint.pth', official_state_dict(record))
     model = load('mae_dfer', path, input_layout=layout, **OUR_KWARGS[name])
     x = fixed_input(record['input']['shape'], record['input']['low'], record['input']['high'])
-    assert_logits(model, record, x if layout == 'BCTHW' else x.transpose(1, 2))
+    x = x if layout == 'BCTHW' else x.transpose(1, 2)
+    assert_logits(model, record, x)
+    for module in model.modules():  # the explicit softmax path (timm's fused_attn off) gives the same logits
+        if hasattr(module, 'fused_attn'):
+            module.fused_attn = False
+    assert_logits(model, record, x)
 
 
 def test_the_model_entry_is_read_not_model_ema(tmp_path):
@@ -290,3 +295,14 @@ def test_sinusoid_table_is_the_official_formula():
         for j in range(6):
             angle = p / 10000 ** (2 * (j // 2) / 6)
             assert math.isclose(table[p, j].item(), math.sin(angle) if j % 2 == 0 else math.cos(angle), abs_tol=1e-6)
+
+
+def test_a_mafw_file_loads_its_11_class_head(tmp_path):
+    record = RECORD['records']['small_org']
+    keys = [(k, [11, *shape[1:]] if k.startswith('head.') else shape, dtype) for k, shape, dtype in record['state_dict']]
+    state = fill_state_dict(keys)
+    path = save_official_checkpoint(tmp_path / 'checkpoint-best.pth', state)
+    kwargs = {k: v for k, v in OUR_KWARGS['small_org'].items() if k != 'num_classes'}
+    model = timm.create_model('mae_dfer.mafw_fold3', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    assert model.num_classes == 11 and model.pretrained_cfg['label_names'] == MAFW_LABELS
+    torch.testing.assert_close(model.head.weight, state['head.weight'], rtol=0, atol=0)
