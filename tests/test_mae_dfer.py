@@ -306,3 +306,15 @@ def test_a_mafw_file_loads_its_11_class_head(tmp_path):
     model = timm.create_model('mae_dfer.mafw_fold3', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     assert model.num_classes == 11 and model.pretrained_cfg['label_names'] == MAFW_LABELS
     torch.testing.assert_close(model.head.weight, state['head.weight'], rtol=0, atol=0)
+
+
+def test_the_commands_loader_takes_an_official_file_and_keeps_the_mafw_names(tmp_path):
+    """logoformer-eval / -predict / -hub read a file with weights.loading.create_model: the class count comes from
+    the file's classifier, and the tag's MAFW names stay (they were dropped for any count but 7)."""
+    from logoformer_timm.weights.loading import create_model, label_names
+    record = RECORD['records']['small_org']
+    keys = [(k, [11, *shape[1:]] if k.startswith('head.') else shape, dtype) for k, shape, dtype in record['state_dict']]
+    path = save_official_checkpoint(tmp_path / 'checkpoint-best.pth', fill_state_dict(keys))
+    kwargs = {k: v for k, v in OUR_KWARGS['small_org'].items() if k != 'num_classes'}
+    model = create_model('mae_dfer.mafw_fold1', checkpoint=str(path), **kwargs)
+    assert model.num_classes == 11 and label_names(model) == list(MAFW_LABELS)

@@ -73,7 +73,8 @@ def _from_file(model_name: Optional[str], path: str, **kwargs: Any) -> nn.Module
     num_classes = head.shape[0] if torch.is_tensor(head) else 0
     # timm's own loader (filter, strict load) on the weights this reader read; the cfg keeps the file's classifier
     overlay = dict(state_dict=weights, num_classes=num_classes)
-    if num_classes != len(DFER_LABELS):
+    cfg = timm.models.get_pretrained_cfg(model_name) if timm.is_model(model_name) else None
+    if num_classes != len(getattr(cfg, 'label_names', None) or DFER_LABELS):  # e.g. MAFW's 11 names are kept
         overlay['label_names'] = None
     try:
         return timm.create_model(
