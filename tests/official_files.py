@@ -1,5 +1,6 @@
 """Official DFER checkpoint files rebuilt from the recordings of ``tests/data/*_official.json``, in the exact
 container each official training script writes (used by the model tests, the command tests and the README's)."""
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from official_fill import fill_state_dict
 
 FORMER_DFER_RECORD = json.loads((Path(__file__).parent / 'data' / 'former_dfer_official.json').read_text())
+MAE_DFER_RECORD = json.loads((Path(__file__).parent / 'data' / 'mae_dfer_official.json').read_text())
 
 
 class RecorderMeter:
@@ -51,9 +53,34 @@ def save_as_training_script(checkpoint, path, cuda_tensors=()):
         torch.save(checkpoint, path)
 
 
-
 def write_former_dfer_file(path, best_acc: float = 66.2104) -> Path:
     """An official Former-DFER checkpoint (``main_DFEW.py``'s format) of the recorded weights at ``path``."""
     best = torch.tensor(best_acc)
     save_as_training_script(former_dfer_container(former_dfer_state_dict(), best), path, cuda_tensors=(best,))
     return Path(path)
+
+
+MAE_DFER_ARGS = dict(  # the argparse.Namespace the DFEW script pickles (a subset of its ~100 arguments)
+    model='vit_base_dim512_no_depth_patch16_160', depth=16, data_set='DFEW', nb_classes=7, input_size=160,
+    short_side_size=160, num_frames=16, sampling_rate=4, opt='adamw', lr=1e-3, opt_betas=[0.9, 0.999],
+    weight_decay=0.05, epochs=100, test_num_segment=2, test_num_crop=2, attn_type='local_global',
+    lg_region_size=[2, 5, 10], lg_classify_token_type='region', lg_first_attn_type='self', lg_third_attn_type='cross',
+    model_key='model|module', init_scale=0.001, drop_path=0.1, use_mean_pooling=True, tubelet_size=2)
+
+
+def save_mae_dfer_checkpoint(path, model_state, **extra):
+    """A checkpoint as the official ``utils.save_model`` writes it (model_without_ddp: no ``module.`` prefix)."""
+    fake = torch.nn.Linear(4, 2)  # a cheap optimizer state of the right structure
+    optimizer = torch.optim.AdamW(fake.parameters(), lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05)
+    fake(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    scaler = {'scale': 65536.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
+              '_growth_tracker': 123}  # torch.cuda.amp.GradScaler.state_dict()
+    torch.save({'model': model_state, 'optimizer': optimizer.state_dict(), 'epoch': 99, 'scaler': scaler,
+                'args': argparse.Namespace(**MAE_DFER_ARGS), **extra}, path)
+    return path
+
+
+def write_mae_dfer_file(path) -> Path:
+    """An official MAE-DFER DFEW checkpoint (``utils.save_model``'s format) of the recorded weights at ``path``."""
+    return Path(save_mae_dfer_checkpoint(path, fill_state_dict(MAE_DFER_RECORD['records']['dfew']['state_dict'])))

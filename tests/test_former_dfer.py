@@ -18,7 +18,7 @@ from logoformer_timm.models.former_dfer import DOWNLOAD_PAGE
 from logoformer_timm.models.released import REPORTED_RESULTS
 from official_files import (
     FORMER_DFER_RECORD, former_dfer_container, former_dfer_state_dict, save_as_training_script)
-from official_fill import fill_state_dict, fixed_input
+from official_fill import fixed_input
 
 RECORD = FORMER_DFER_RECORD
 TAGS = [f'former_dfer.dfew_fold{fold}' for fold in range(1, 6)]

@@ -13,9 +13,20 @@ import torch
 from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
-MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + timm.list_models('former_dfer')  # zoo: arch only
-PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292'}  # the zoo's papers; LOGO-Former's otherwise
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer']  # zoo: arch only
 SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
+# other architectures: narrow and shallow everywhere (the contract does not depend on width), their own small size
+CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2)}
+SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5))}
+PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227'}  # LOGO-Former's otherwise
+
+
+def cheap(model_name):
+    return CHEAP.get(model_name.split('.')[0], {})
+
+
+def small(model_name):
+    return dict(cheap(model_name), **SMALL_FOR.get(model_name.split('.')[0], SMALL))
 
 
 def clip_for(model, batch_size=1, device='cpu', dtype=torch.float32):
@@ -32,7 +43,7 @@ def test_all_variants_registered():
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_forward(model_name):
-    model = timm.create_model(model_name).eval()
+    model = timm.create_model(model_name, **cheap(model_name)).eval()
     x = clip_for(model, batch_size=2)
     with torch.no_grad():
         out = model(x)
@@ -45,7 +56,7 @@ def test_model_forward(model_name):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_backward(model_name):
-    model = timm.create_model(model_name, num_classes=42, **SMALL).train()
+    model = timm.create_model(model_name, num_classes=42, **small(model_name)).train()
     num_params = sum(p.numel() for p in model.parameters())
     out = model(clip_for(model, batch_size=2))
     out.mean().backward()
@@ -58,7 +69,7 @@ def test_model_backward(model_name):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_default_cfgs_non_std(model_name):
-    model = timm.create_model(model_name).eval()
+    model = timm.create_model(model_name, **cheap(model_name)).eval()
     cfg = model.pretrained_cfg
     state_dict = model.state_dict()
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
@@ -81,7 +92,7 @@ def test_model_default_cfgs_non_std(model_name):
         assert out.ndim == 2 and out.shape[1] == model.head_hidden_size
         assert out.shape == pre.shape
 
-        model = timm.create_model(model_name, num_classes=0).eval()
+        model = timm.create_model(model_name, num_classes=0, **cheap(model_name)).eval()
         out = model(x)
         assert out.shape[-1] == model.num_features
 
@@ -96,8 +107,8 @@ def test_model_default_cfgs_non_std(model_name):
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_api_contract(model_name):
     with pytest.raises(TypeError):
-        timm.create_model(model_name, device='meta', not_a_model_arg=1)
-    model = timm.create_model(model_name, device='meta')
+        timm.create_model(model_name, device='meta', not_a_model_arg=1, **cheap(model_name))
+    model = timm.create_model(model_name, device='meta', **cheap(model_name))
     assert all(t.device.type == 'meta' for t in model.state_dict().values())
     import inspect
     assert inspect.signature(model.reset_classifier).parameters['global_pool'].default is None
@@ -113,7 +124,7 @@ def test_model_api_contract(model_name):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_device_dtype(model_name):
-    model = timm.create_model(model_name, device='meta').to(dtype=torch.float64)
+    model = timm.create_model(model_name, device='meta', **cheap(model_name)).to(dtype=torch.float64)
     for training in (True, False):
         model.train(training)
         for num_classes in (0, 2):
@@ -122,12 +133,12 @@ def test_model_device_dtype(model_name):
                 assert p.device.type == 'meta' and p.dtype == torch.float64
             assert model.head.training == training
 
-    model = timm.create_model(model_name, **SMALL)
+    model = timm.create_model(model_name, **small(model_name))
     model.requires_grad_(False)
     model.reset_classifier(0)
     assert not any(p.requires_grad for p in model.parameters())
 
-    model = timm.create_model(model_name, **SMALL).eval().to(torch.bfloat16)
+    model = timm.create_model(model_name, **small(model_name)).eval().to(torch.bfloat16)
     with torch.no_grad():
         assert model(clip_for(model, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
@@ -135,7 +146,7 @@ def test_model_device_dtype(model_name):
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 @pytest.mark.parametrize('output_fmt', ['NCTHW', 'NLC'])
 def test_model_forward_intermediates(model_name, output_fmt):
-    model = timm.create_model(model_name, **SMALL).eval()
+    model = timm.create_model(model_name, **small(model_name)).eval()
     info = FeatureInfo(model.feature_info, len(model.feature_info))
     x = clip_for(model)
     t, h, w = model.grid_size
@@ -161,7 +172,7 @@ def test_model_forward_intermediates(model_name, output_fmt):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_prune_intermediate_layers_contract(model_name):
-    model = timm.create_model(model_name, **SMALL).eval()
+    model = timm.create_model(model_name, **small(model_name)).eval()
     x = clip_for(model)
     with torch.no_grad():
         full = model.forward_intermediates(x, intermediates_only=True)
@@ -200,15 +211,17 @@ def test_features_only_backbone_keeps_the_fine_tuning_api(monkeypatch):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_features_only(model_name):
-    model = timm.create_model(model_name, features_only=True, **SMALL).eval()
+    model = timm.create_model(model_name, features_only=True, **small(model_name)).eval()
     channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
-    assert len(channels) == len(timm.create_model(model_name, **SMALL).blocks)
+    assert len(channels) == len(timm.create_model(model_name, **small(model_name)).blocks)
+    frames, size = small(model_name)['num_frames'], small(model_name)['img_size']
+    temporal = model.feature_info.get('temporal_reduction')
     with torch.no_grad():
-        outs = model(torch.randn(2, 3, 4, 64, 64))
+        outs = model(torch.randn(2, 3, frames, size, size))
     assert len(outs) == len(channels)
-    for c, r, o in zip(channels, reductions, outs):
-        assert o.shape == (2, c, 4, 64 // r, 64 // r)
-    one = timm.create_model(model_name, features_only=True, out_indices=(0,), **SMALL)
+    for c, r, tr, o in zip(channels, reductions, temporal, outs):
+        assert o.shape == (2, c, frames // tr, size // r, size // r)
+    one = timm.create_model(model_name, features_only=True, out_indices=(0,), **small(model_name))
     assert one.feature_info.channels() == [channels[0]]
 
 
@@ -238,7 +251,7 @@ def _create_fx_model(model, train=False):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_forward_fx(model_name):
-    model = timm.create_model(model_name, **SMALL).eval()
+    model = timm.create_model(model_name, **small(model_name)).eval()
     x = clip_for(model)
     with torch.inference_mode():
         outputs = model(x)
@@ -249,7 +262,7 @@ def test_model_forward_fx(model_name):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_backward_fx(model_name):
-    model = timm.create_model(model_name, num_classes=42, **SMALL).train()
+    model = timm.create_model(model_name, num_classes=42, **small(model_name)).train()
     num_params = sum(p.numel() for p in model.parameters())
     fx_model = _create_fx_model(model, train=True)
     outputs = torch.cat(tuple(fx_model(clip_for(model, batch_size=2)).values()))

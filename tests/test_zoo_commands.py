@@ -11,7 +11,7 @@ from logoformer_timm.bench import cli as bench_cli
 from logoformer_timm.dfer import evaluate, synthetic, train
 from logoformer_timm.video import export as onnx_export
 from logoformer_timm.weights import hub
-from official_files import FORMER_DFER_RECORD, write_former_dfer_file
+from official_files import FORMER_DFER_RECORD, MAE_DFER_RECORD, write_former_dfer_file, write_mae_dfer_file
 from official_fill import fixed_input
 
 NAME = 'former_dfer.dfew_fold1'
@@ -101,3 +101,19 @@ def test_bench_dfer_peers_at_their_protocol_and_a_common_clip(capsys):
     assert clips[('logoformer_tiny', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=2x32')] == '2x32x32'
+
+
+def test_mae_dfer_official_file_through_hub_export_verify_and_eval(demo_data, tmp_path, capsys):
+    path = write_mae_dfer_file(tmp_path / 'checkpoint-best.pth')
+    out = tmp_path / 'repo'
+    assert hub.main(['export', '--model', 'mae_dfer.dfew_fold1', '--checkpoint', str(path), '--out', str(out)]) == 0
+    assert hub.main(['verify', str(out), '--checkpoint', str(path)]) == 0
+    assert 'logits identical' in capsys.readouterr().out
+    record = MAE_DFER_RECORD['records']['dfew']
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    with torch.no_grad():
+        logits = model(fixed_input(record['input']['shape'], record['input']['low'], record['input']['high']))
+    assert (logits.double() - torch.tensor(record['logits'], dtype=torch.float64)).abs().max().item() < 1e-4
+    assert evaluate.main(['--checkpoint', str(out), '--data-root', str(demo_data), '--list',
+                          str(demo_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--workers', '0']) == 0
+    assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['num_clips'] == 4

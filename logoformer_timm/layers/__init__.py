@@ -3,7 +3,6 @@ from .attention import (
     inference_chunk_frames, map_frame_chunks, merge_window_heads, padded_key_mask, sizes_are_symbolic, to_3tuple,
     window_merge, window_partition, window_qkv)
 from .blocks import BLOCK_TYPES, LogoBlock, SpaceTimeAttention
-from .intermediates import blocks_with_intermediates, prune_blocks
 from .input_checks import (
     INPUT_LAYOUTS, MAX_IMG_SIZE, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, check_clip, check_img_size, check_int)
 from .pos_embed import resample_spatial_pos_embed, resample_temporal_pos_embed
@@ -14,7 +13,6 @@ __all__ = [
     'inference_chunk_frames', 'map_frame_chunks', 'merge_window_heads', 'padded_key_mask', 'sizes_are_symbolic',
     'to_3tuple', 'window_merge', 'window_partition', 'window_qkv',
     'BLOCK_TYPES', 'LogoBlock', 'SpaceTimeAttention',
-    'blocks_with_intermediates', 'prune_blocks',
     'INPUT_LAYOUTS', 'MAX_IMG_SIZE', 'MAX_NUM_FRAMES', 'PIXEL_RANGE_WARN_ABOVE', 'check_clip', 'check_img_size',
     'check_int',
     'resample_spatial_pos_embed', 'resample_temporal_pos_embed',

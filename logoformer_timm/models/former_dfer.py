@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import Format, get_device_dtype, trunc_normal_
+from timm.layers import Format, trunc_normal_
 from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
@@ -32,12 +32,13 @@ from timm.models.resnet import BasicBlock, downsample_conv
 from timm.models.vision_transformer import Block
 
 from ..layers import (
-    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, blocks_with_intermediates, check_clip,
-    check_img_size, check_int, prune_blocks, resample_spatial_pos_embed, resample_temporal_pos_embed)
+    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, check_clip, check_img_size, check_int,
+    resample_spatial_pos_embed, resample_temporal_pos_embed)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_model_with_pretrained_weights
-from .logoformer import _cfg as _dfer_cfg, _init_transformer_weights, _resolve_output_fmt
+from ._clip_api import ClipModelApi, resolve_output_fmt
+from .logoformer import _cfg as _dfer_cfg, _init_transformer_weights
 from .released import ReportedResult, released_cfg
 
 __all__ = ['FormerDFER', 'CITATION', 'checkpoint_filter_fn']
@@ -54,8 +55,10 @@ FRAME_DIM = 512  # ResNet-18 layer4 channels: the width of the temporal Transfor
 GLOBAL_POOLS = ('token', 'avg', '')  # class token (official), mean of the frame tokens, or all tokens
 
 
-class FormerDFER(nn.Module):
+class FormerDFER(ClipModelApi, nn.Module):
     """Former-DFER for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
+
+    global_pools = GLOBAL_POOLS
 
     def __init__(
             self,
@@ -192,25 +195,6 @@ class FormerDFER(nn.Module):
             blocks=r'^blocks\.(\d+)' if coarse else [(r'^blocks\.(\d+)', None)],
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (0 removes it) on the model's device/dtype; optionally change the pooling."""
-        if global_pool is not None:
-            if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f'global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}.')
-            self.global_pool = global_pool
-        self.num_classes = check_int('num_classes', num_classes, 0)
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(FRAME_DIM, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
-
     def set_input_size(
             self,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
@@ -293,26 +277,16 @@ class FormerDFER(nn.Module):
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Temporal layer outputs without the class token: ``(B, 512, T, 1, 1)`` maps ('NCTHW') or ``(B, T, 512)``
         tokens ('NLC'); arguments as for ``LogoFormer.forward_intermediates``."""
-        output_fmt = _resolve_output_fmt(output_fmt)
+        output_fmt = resolve_output_fmt(output_fmt)
 
         def take(x: torch.Tensor) -> torch.Tensor:
             y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens:]
             return y.transpose(1, 2)[..., None, None] if output_fmt == 'NCTHW' else y  # 'b t c -> b c t 1 1'
 
-        x, intermediates = blocks_with_intermediates(
-            self.blocks, self.embed(x), indices, stop_early, self.grad_checkpointing, take)
+        x, intermediates = self.run_blocks(self.embed(x), indices, stop_early, take)
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the temporal layers (and optionally norm/head) not needed for the given intermediates."""
-        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 def _resample_with_class_token(pos_embed: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -21,18 +21,19 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import Format, get_device_dtype, trunc_normal_
+from timm.layers import Format, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
-    blocks_with_intermediates, check_clip, check_img_size, check_int, prune_blocks, resample_spatial_pos_embed,
-    resample_temporal_pos_embed, sizes_are_symbolic, to_3tuple)
+    check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
+    sizes_are_symbolic, to_3tuple)
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
+from ._clip_api import OUTPUT_FMTS, ClipModelApi, resolve_output_fmt
 
 __all__ = ['LogoFormer', 'CITATION', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
 
@@ -44,10 +45,9 @@ CITATION = """@inproceedings{ma2023logoformer,
 }"""
 
 DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
-OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
 
 
-class LogoFormer(nn.Module):
+class LogoFormer(ClipModelApi, nn.Module):
     """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
 
     def __init__(
@@ -191,25 +191,6 @@ class LogoFormer(nn.Module):
             blocks=r'^blocks\.(\d+)' if coarse else [(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (0 removes it) on the model's device/dtype; optionally change the pooling."""
-        if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
-            self.global_pool = global_pool
-        self.num_classes = check_int('num_classes', num_classes, 0)
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
-
     def set_input_size(
             self,
             img_size: Optional[Union[int, Tuple[int, int]]] = None,
@@ -302,38 +283,18 @@ class LogoFormer(nn.Module):
                 their image format enum: its channels-first ``Format.NCHW`` means 'NCTHW' here.
             intermediates_only: Return only the intermediates.
         """
-        output_fmt = _resolve_output_fmt(output_fmt)
+        output_fmt = resolve_output_fmt(output_fmt)
 
         def take(x: torch.Tensor) -> torch.Tensor:
             y = self.norm(x) if norm else x
             # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
-            return y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
+            y = y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
+            return y.contiguous()
 
-        x, intermediates = blocks_with_intermediates(
-            self.blocks, self.embed(x), indices, stop_early, self.grad_checkpointing, take)
+        x, intermediates = self.run_blocks(self.embed(x), indices, stop_early, take)
         if intermediates_only:
             return intermediates
         return self.norm(x).flatten(1, 3), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the blocks (and optionally norm/head) not needed for the given intermediates."""
-        return prune_blocks(self, indices, prune_norm, prune_head)
-
-
-def _resolve_output_fmt(output_fmt: Union[str, Format]) -> str:
-    """One of ``OUTPUT_FMTS``; timm's image ``Format`` enum (what its feature wrappers pass) maps NCHW -> NCTHW."""
-    if isinstance(output_fmt, Format):
-        output_fmt = {Format.NCHW: 'NCTHW', Format.NLC: 'NLC'}.get(output_fmt, output_fmt.value)
-    if output_fmt not in OUTPUT_FMTS:
-        raise ValueError(
-            f"output_fmt must be 'NCTHW' ((B, C, T', H', W') maps) or 'NLC' ((B, T'*H'*W', C) tokens), "
-            f"got {output_fmt!r}.")
-    return output_fmt
 
 
 def _init_transformer_weights(module: nn.Module, name: str = '') -> None:
