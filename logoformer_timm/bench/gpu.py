@@ -335,11 +335,11 @@ def run_plan(out: str, dry_run: bool = False, budget_s: float = DEFAULT_BUDGET_S
         scale = 1. if e.compile or not estimated else min(4., max(.5, spent / estimated))
         left = budget_s - elapsed()
         predicted = _predicted_mb(e, batch1_mb.get(setting))
-        if e.est_s * scale > left:
-            e.status, e.reason = 'skipped', f'time budget: {left:.0f} s left, entry est {e.est_s * scale:.1f} s'
-        elif predicted > MEMORY_HEADROOM * memory_mb:
+        if predicted > MEMORY_HEADROOM * memory_mb:
             e.status, e.reason = 'skipped', (f'predicted peak {predicted / 1e3:.1f} GB > {MEMORY_HEADROOM:.0%} of '
                                              f'{memory_mb / 1e3:.0f} GB')
+        elif e.est_s * scale > left:
+            e.status, e.reason = 'skipped', f'time budget: {left:.0f} s left, entry est {e.est_s * scale:.1f} s'
         if e.status == 'skipped':
             log(f'  skipped {e.label}: {e.reason}')
             continue
