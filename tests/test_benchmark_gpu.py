@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,6 +50,29 @@ def test_cuda_timing_uses_events_read_after_one_synchronize(monkeypatch):
     assert times == [4., 7., 6.]  # the warm-up steps (3, 5) are not timed
     assert syncs == [CUDA, CUDA]  # after the warm-up, and once before the events are read
     assert timing.warm_up(step, 2, CUDA) == (2, True) and len(syncs) == 4
+
+
+class _WallEvent(_FakeEvent):
+    def record(self):
+        self.t = time.perf_counter() * 1e3
+
+
+def test_cuda_part_times_use_events(monkeypatch):
+    from logoformer_timm.bench import ModelSpec, build_model
+    from logoformer_timm.bench.profiling import profile_parts
+    syncs = []
+    monkeypatch.setattr(torch, 'Event', _WallEvent)
+    monkeypatch.setattr(torch.accelerator, 'synchronize', lambda device=None: syncs.append(device))
+    for name in ('memory_allocated', 'max_memory_allocated'):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device=None: None)
+    model = build_model(ModelSpec('logoformer_tiny', dict(embed_dim=64, num_heads=2, depth=1)), 2, 32).eval()
+    x = torch.rand(1, 3, 2, 32, 32)
+    with torch.inference_mode():
+        result = profile_parts(model, lambda: model(x), device='cuda', num_warm=0, num_iter=2)
+    assert 'device events' in result.time_method and result.mem_method.startswith('cuda allocator')
+    assert result.step_ms > 0 and 0 < sum(p.time_ms for p in result.parts) <= result.step_ms
+    assert syncs and all(d == CUDA for d in syncs)
 
 
 def test_cuda_memory_meter_reads_the_allocator(monkeypatch):

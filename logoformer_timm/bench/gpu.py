@@ -395,8 +395,27 @@ def _environment(device: torch.device, dry_run: bool) -> Dict[str, Any]:
         env.update(device_name=props.name, total_memory_mb=props.total_memory / 1e6,
                    multi_processor_count=props.multi_processor_count,
                    capability=f'{props.major}.{props.minor}', cudnn=torch.backends.cudnn.version(),
-                   bf16_supported=torch.cuda.is_bf16_supported())
+                   bf16_supported=torch.cuda.is_bf16_supported(), sdpa_backends=_sdpa_seen(device))
     return env
+
+
+def _sdpa_seen(device: torch.device) -> Dict[str, Any]:
+    """SDPA kernel launches per backend in one logoformer_tiny / joint inference pass (16x112, batch 2), per
+    precision; an error is recorded, not raised."""
+    from .profiling import sdpa_backends
+    seen: Dict[str, Any] = {}
+    for label in ('logoformer_tiny', JOINT.replace('base', 'tiny')):
+        for precision in PRECISIONS:
+            try:
+                model = timm.create_model(label.split('[')[0], device=device, **resolve_models([label])[0].kwargs)
+                x = torch.rand(2, 3, 16, 112, 112, device=device)
+                dtype = torch.bfloat16 if precision != 'float32' else None
+                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    model.eval()(x)
+                    seen[f'{label} {precision}'] = sdpa_backends(lambda: model(x), device)
+            except Exception as err:  # recorded: the tests say more
+                seen[f'{label} {precision}'] = f'{type(err).__name__}: {str(err)[:200]}'
+    return seen
 
 
 def _format_ceilings(c: Dict[str, float]) -> str:
@@ -405,11 +424,19 @@ def _format_ceilings(c: Dict[str, float]) -> str:
 
 
 def _set_fractions(results: Dict[str, Any]) -> None:
-    """Each row's % peak: of its precision's matmul peak, the higher of the start and end measurements."""
+    """Each row's % peak: of its precision's matmul peak, the higher of the start and end measurements; float32
+    rows also get ``*_tf32_peak_fraction``, of the TF32 matmul peak (PyTorch runs float32 convolutions in TF32 by
+    default, so a float32 model can outrun the float32 matmul), left empty above 1 like the other."""
     start, end = results['ceilings_start'], results.get('ceilings_end') or results['ceilings_start']
     for precision in PRECISIONS:
         key = f'gemm_{precision}_gflops'
         set_peak_fractions([r for r in results['rows'] if r['precision'] == precision], max(start[key], end[key]))
+    tf32 = max(start['gemm_tf32_gflops'], end['gemm_tf32_gflops'])
+    for row in results['rows']:
+        for p in ('infer', 'train'):
+            achieved = row.get(f'{p}_achieved_gflops_per_sec')
+            if row['precision'] == 'float32' and achieved is not None and tf32:
+                row[f'{p}_tf32_peak_fraction'] = achieved / tf32 if achieved <= tf32 else None
 
 
 def _save(out: str, results: Dict[str, Any]) -> None:
@@ -447,7 +474,7 @@ _SUMMARY_COLUMNS = (('model', 'model', 's'), ('clip', 'clip', 's'), ('batch', 'b
                     ('precision', 'precision', 's'), ('compiled', 'compiled', 's'), ('mode', 'mode', 's'),
                     ('gmacs', 'GMACs/clip', '.2f'), ('clips_s', 'clips/s', '.1f'), ('ms', 'ms', '.2f'),
                     ('p10_p90', 'p10-p90 ms', 's'), ('mem', 'peak MB', '.0f'), ('fraction', '% peak', '.1%'),
-                    ('note', 'note', 's'))
+                    ('tf32_fraction', '% TF32 peak', '.1%'), ('note', 'note', 's'))
 
 
 def _summary_cells(row: Dict[str, Any]) -> Dict[str, Any]:
@@ -458,6 +485,7 @@ def _summary_cells(row: Dict[str, Any]) -> Dict[str, Any]:
                 clips_s=row[f'{p}_samples_per_sec'], ms=row[f'{p}_step_time'],
                 p10_p90=f'{row[f"{p}_step_time_p10"]:.2f}-{row[f"{p}_step_time_p90"]:.2f}',
                 mem=row.get(f'{p}_peak_mem_mb'), fraction=row.get(f'{p}_peak_fraction'),
+                tf32_fraction=row.get(f'{p}_tf32_peak_fraction'),
                 note='; '.join(x for x in (row.get(f'{p}_warning'), row.get(f'{p}_batch_note')) if x))
 
 
@@ -470,6 +498,9 @@ def format_summary(results: Dict[str, Any], tests: Dict[str, Any]) -> str:
               f'{env["cuda"]}), timm {env["timm"]}, Python {env["python"]}; started {results["started"]}, '
               f'{results.get("wall_s", 0):.0f} s of a {results["budget_s"]:.0f} s budget. float32 as PyTorch sets it: '
               + ', '.join(f'{k}={v}' for k, v in env['matmul'].items()) + '.', '']
+    if env.get('sdpa_backends'):
+        lines += ['SDPA kernels per backend in one inference pass (16x112, batch 2): ' + '; '.join(
+            f'{k}: {v}' for k, v in env['sdpa_backends'].items()) + '.', '']
     lines += ['## Ceilings (this run)', '', '| | start | end |', '|---|---|---|']
     start, end = results['ceilings_start'], results.get('ceilings_end') or {}
     for key, name in (('gemm_float32_gflops', 'matmul float32 (as set), TFLOP/s'),
@@ -480,7 +511,8 @@ def format_summary(results: Dict[str, Any], tests: Dict[str, Any]) -> str:
               f'{_fmt(end.get("copy_gbps"), 1)} |', '',
               '% peak = counted FLOPs per second / the matmul peak of the row\'s precision (float32 rows: float32 '
               'as set, bf16 rows: bf16), the higher of start and end; above 100 % it is left empty and the note '
-              'says why.', '']
+              'says why. float32 rows also give % of the TF32 matmul peak: PyTorch runs float32 convolutions (the '
+              'ResNet-18 stem) in TF32 unless told otherwise.', '']
     lines += ['## CUDA tests', '']
     if not tests.get('ran'):
         lines += ['Not run (no pytest_cuda.xml in this folder).', '']
@@ -525,9 +557,10 @@ def check_results(results: Dict[str, Any], texts: Sequence[str] = ()) -> List[st
                    if c not in row]
         if missing:
             problems.append(f'{row.get("entry")}: missing columns {", ".join(missing)}')
-        fraction = row.get(f'{p}_peak_fraction')
-        if fraction is not None and not 0 <= fraction <= 1:
-            problems.append(f'{row.get("entry")}: peak fraction {fraction} outside [0, 1]')
+        for column in (f'{p}_peak_fraction', f'{p}_tf32_peak_fraction'):
+            fraction = row.get(column)
+            if fraction is not None and not 0 <= fraction <= 1:
+                problems.append(f'{row.get("entry")}: {column} {fraction} outside [0, 1]')
     for e in results['entries']:
         if e['status'] not in ('measured', 'skipped', 'failed'):
             problems.append(f'{Entry(**e).label}: status {e["status"]!r} after the run')
