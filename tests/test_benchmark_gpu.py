@@ -233,3 +233,26 @@ def test_gpu_sh_dry_run_checks_plan_schema_and_report(tmp_path):
     if not torch.cuda.is_available():
         assert '0 passed, 0 failed' in summary and 'needs a CUDA GPU' in summary
     assert 'tests exit code 0, benchmark exit code 0' in proc.stdout
+
+
+def test_an_out_of_memory_entry_fails_alone_and_skips_its_larger_batches(tmp_path, monkeypatch):
+    make_fake = gpu._fake_measure
+
+    def fake_with_oom(entry_of):
+        fake = make_fake(entry_of)
+
+        def measure(spec, mode, cfg, log=print):
+            if cfg.batch_size == 32 and cfg.precision == 'amp_bfloat16' and cfg.num_frames == 16 and \
+                    mode == 'inference' and not cfg.torchcompile:
+                raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+            return fake(spec, mode, cfg, log)
+        return measure
+
+    monkeypatch.setattr(gpu, '_fake_measure', fake_with_oom)
+    results = gpu.run_plan(str(tmp_path), dry_run=True, budget_s=10, models=['logoformer_tiny'], log=lambda _: None)
+    status = {e['batch_size']: (e['status'], e['reason']) for e in results['entries']
+              if (e['frames'], e['precision'], e['mode'], e['compile']) == (16, 'amp_bfloat16', 'inference', False)}
+    assert status[1][0] == 'measured'
+    assert status[32][0] == 'failed' and status[32][1].startswith('out of memory: OutOfMemoryError')
+    assert status[128] == ('skipped', 'batch 32 of the same setting ran out of memory')
+    assert any(e['status'] == 'measured' and e['frames'] == 32 for e in results['entries'])  # the run went on

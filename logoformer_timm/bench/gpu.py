@@ -318,6 +318,7 @@ def run_plan(out: str, dry_run: bool = False, budget_s: float = DEFAULT_BUDGET_S
                                                 cfg.precision, bool(cfg.torchcompile), mode)]
     measure_fn = _fake_measure(entry_of) if dry_run else _measure_once
     batch1_mb: Dict[Tuple, float] = {}
+    oom_at: Dict[Tuple, int] = {}
     memory_mb = ASSUMED_MEMORY_MB if dry_run else torch.cuda.get_device_properties(dev).total_memory / 1e6
     spent, estimated = 0., 0.
     simulated = 0.  # the dry run's clock: each entry takes its estimate
@@ -335,7 +336,9 @@ def run_plan(out: str, dry_run: bool = False, budget_s: float = DEFAULT_BUDGET_S
         scale = 1. if e.compile or not estimated else min(4., max(.5, spent / estimated))
         left = budget_s - elapsed()
         predicted = _predicted_mb(e, batch1_mb.get(setting))
-        if predicted > MEMORY_HEADROOM * memory_mb:
+        if e.batch_size > oom_at.get(setting, e.batch_size):
+            e.status, e.reason = 'skipped', f'batch {oom_at[setting]} of the same setting ran out of memory'
+        elif predicted > MEMORY_HEADROOM * memory_mb:
             e.status, e.reason = 'skipped', (f'predicted peak {predicted / 1e3:.1f} GB > {MEMORY_HEADROOM:.0%} of '
                                              f'{memory_mb / 1e3:.0f} GB')
         elif e.est_s * scale > left:
@@ -356,6 +359,8 @@ def run_plan(out: str, dry_run: bool = False, budget_s: float = DEFAULT_BUDGET_S
                 rows = []
                 e.status = 'failed'
                 e.reason = ('out of memory: ' if is_oom(err) else '') + f'{type(err).__name__}: {str(err)[:300]}'
+                if is_oom(err):
+                    oom_at[setting] = min(e.batch_size, oom_at.get(setting, e.batch_size))
                 log(f'  failed {e.label}: {e.reason}')
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
