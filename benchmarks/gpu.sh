@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PYTHON=${PYTHON:-python3}
 OUT_DIR=""
-BUDGET=160
+BUDGET=150
 DRY=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -84,16 +84,18 @@ for name, least in need.items():
     print(f'{name} {have}' + ('' if ok else f': older than {least}, carry a wheel in .whl/ (benchmarks/results/gpu/README.md)'))
 EOF
 
-# 2. the CUDA tests (on CPU they all skip, each with its reason)
+# 2. the CUDA tests (on CPU they all skip, each with its reason); pytest-timeout, where installed, stops a hung test
 echo "== CUDA tests"
-timeout 90 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py -rs \
+TIMEOUT_ARG=""
+"$PYTHON" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_ARG="--timeout 60"
+timeout 100 "$PYTHON" -m pytest $TIMEOUT_ARG -q -p no:cacheprovider -m cuda tests/test_cuda.py -rs \
     --junitxml "$OUT_DIR/pytest_cuda.xml"
 TESTS_RC=$?
 echo "CUDA tests exit code $TESTS_RC ($(( $(date +%s) - START )) s so far)"
 
 # 3. ceilings and the benchmark plan; a run cut short still gets its report
 echo "== benchmark plan (budget $BUDGET s)"
-timeout $((BUDGET + 40)) "$PYTHON" -m logoformer_timm.bench.gpu run --out "$OUT_DIR" --budget-s "$BUDGET" $DRY
+timeout $((BUDGET + 35)) "$PYTHON" -m logoformer_timm.bench.gpu run --out "$OUT_DIR" --budget-s "$BUDGET" $DRY
 BENCH_RC=$?
 if [ "$BENCH_RC" -ne 0 ] && [ -f "$OUT_DIR/results.json" ]; then
     echo "benchmark exit code $BENCH_RC: rewriting the report from what was measured"

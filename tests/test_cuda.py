@@ -1,8 +1,9 @@
 """Every place the code branches on CUDA, run on a CUDA GPU (``pytest -m cuda``; ``benchmarks/gpu.sh`` runs them):
 timing with CUDA events, the allocator's peak statistics, the SDPA backend chosen, autocast fp16/bf16 on the models,
 the harness's ``--precision`` and ``--torchcompile``, chunked inference off on CUDA, ONNX export of a CUDA model,
-DDP with NCCL on one rank, the matmul peak and copy bandwidth. Without a GPU every test skips and says why; their
+DDP with NCCL on one rank, training with fp16 grad scaling, the matmul peak and copy bandwidth. Without a GPU every test skips and says why; their
 CPU halves (fake events, mocked ``torch.cuda``) are in tests/test_benchmark_gpu.py."""
+import json
 import os
 import time
 
@@ -175,3 +176,20 @@ def test_gpu_plan_measures_a_small_entry(tmp_path):
     assert measured and measured[0]['mem_method'] == 'cuda max_memory_allocated increase'
     assert not gpu.check_results(results)
     assert os.path.exists(tmp_path / 'summary.md')
+
+
+def test_training_on_cuda_with_amp_scales_fp16_and_saves_the_cuda_rng(tmp_path):
+    from safetensors.torch import load_file
+    from logoformer_timm.dfer import train as train_cli
+    from logoformer_timm.dfer.synthetic import make_motion_dataset
+    root, out = tmp_path / 'data', tmp_path / 'run'
+    make_motion_dataset(str(root), (('train', 2), ('test', 1)), ('right', 'left'), frames_range=(5, 8), size=16,
+                        seed=1)
+    args = ['--model', 'logoformer_tiny', '--img-size', '16', '--num-segments', '2', '--frames-per-segment', '2',
+            '--num-classes', '2', '--workers', '0', '--data-root', str(root), '--train-list', str(root / 'train.txt'),
+            '--val-list', str(root / 'test.txt'), '--output', str(out), '--batch-size', '2', '--hflip', '0',
+            '--epochs', '1', '--device', 'cuda', '--amp']
+    assert train_cli.main(args) == 0  # pin_memory, fp16 autocast and GradScaler on CUDA
+    state = json.loads((out / 'last' / 'train_state.json').read_text())
+    assert state['scaler'] is not None and state['epoch'] == 1
+    assert any(k.startswith('rng.cuda.') for k in load_file(str(out / 'last' / 'train_state.safetensors')))
