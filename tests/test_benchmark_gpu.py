@@ -256,3 +256,15 @@ def test_an_out_of_memory_entry_fails_alone_and_skips_its_larger_batches(tmp_pat
     assert status[32][0] == 'failed' and status[32][1].startswith('out of memory: OutOfMemoryError')
     assert status[128] == ('skipped', 'batch 32 of the same setting ran out of memory')
     assert any(e['status'] == 'measured' and e['frames'] == 32 for e in results['entries'])  # the run went on
+
+
+def test_cuda_device_selection_behind_a_mocked_torch_cuda(monkeypatch):
+    from logoformer_timm.cli import UsageError, resolve_device
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert resolve_device('cuda') == CUDA and resolve_device('cuda:0') == torch.device('cuda', 0)
+    with pytest.raises(UsageError, match=r'has 1 CUDA GPU\(s\) \(cuda:0 to cuda:0\)'):
+        resolve_device('cuda:1')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(UsageError, match='no CUDA GPU is available'):
+        resolve_device('cuda')
