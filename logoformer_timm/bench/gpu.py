@@ -14,9 +14,11 @@ empty and the row's warning says why, and :func:`check_results` fails a report t
 """
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
+import statistics
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -33,7 +35,7 @@ from .memory import is_oom
 from .models import ModelSpec, resolve_models
 from .report import write_results
 from .runner import benchmark, environment, measure
-from .timing import copy_bandwidth, gemm_peak, matmul_settings, set_peak_fractions
+from .timing import copy_bandwidth, gemm_peak, matmul_settings, percentile, set_peak_fractions, time_steps
 
 __all__ = ['Entry', 'build_plan', 'format_plan', 'peer_models', 'run_plan', 'write_report', 'check_results', 'main']
 
@@ -228,18 +230,41 @@ def _predicted_mb(entry: Entry, batch1_mb: Optional[float]) -> float:
     return fixed + entry.batch_size * per_clip
 
 
+class _FakeCudaEvent:
+    """``torch.Event`` on a fake device clock (ms) that each fake step advances by its estimated time."""
+    clock = [0.]
+
+    def __init__(self, device: Any = None, enable_timing: bool = False):
+        self.t: Optional[float] = None
+
+    def record(self) -> None:
+        self.t = self.clock[0]
+
+    def elapsed_time(self, end: '_FakeCudaEvent') -> float:
+        return end.t - self.t
+
+
 def _fake_measure(entry_of: Callable[[ModelSpec, str, BenchConfig], Entry]) -> Callable[..., Dict[str, Any]]:
-    """A stand-in for :func:`~logoformer_timm.bench.runner.measure`: the columns it returns, from the estimate."""
+    """A stand-in for :func:`~logoformer_timm.bench.runner.measure`: the columns it returns, timed by the real
+    CUDA-event code (:func:`~logoformer_timm.bench.timing.time_steps`) on fake events, each step its estimate."""
     def fake(spec: ModelSpec, mode: str, cfg: BenchConfig, log: Callable[[str], None] = print) -> Dict[str, Any]:
         e = entry_of(spec, mode, cfg)
         step_s = e.est_step_s
         if e.label == DRY_RUN_ABOVE_PEAK:  # 125 % of the assumed float32 matmul peak
             step_s = 2 * e.gmacs * 1e9 * cfg.batch_size / (1.25 * ASSUMED_GFLOPS[e.precision] * 1e9)
-        step_ms = step_s * 1e3
-        return dict(samples_per_sec=cfg.batch_size / step_s, step_time=step_ms, step_time_p10=0.97 * step_ms,
-                    step_time_p90=1.05 * step_ms, batch_size=cfg.batch_size, peak_mem_mb=_predicted_mb(e, None),
-                    warm_steps=cfg.num_warm_iter, warning='', mem_method='dry run: no memory measured',
-                    load_avg_1m=None, batch_note='')
+        jitter = itertools.cycle((1., .97, 1.05, .99, 1.02))
+
+        def step() -> None:
+            _FakeCudaEvent.clock[0] += step_s * 1e3 * next(jitter)
+
+        with mock.patch.object(torch, 'Event', _FakeCudaEvent), \
+                mock.patch.object(torch.accelerator, 'synchronize', lambda device=None: None):
+            times = time_steps(step, cfg.num_warm_iter, cfg.num_bench_iter, torch.device('cuda'))
+        median = statistics.median(times)
+        return dict(samples_per_sec=cfg.batch_size / (median / 1e3), step_time=median,
+                    step_time_p10=percentile(times, 10), step_time_p90=percentile(times, 90),
+                    batch_size=cfg.batch_size, peak_mem_mb=_predicted_mb(e, None), warm_steps=cfg.num_warm_iter,
+                    warning='', mem_method='dry run: no memory measured', load_avg_1m=None, batch_note='')
     return fake
 
 
