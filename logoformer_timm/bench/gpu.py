@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--out', required=True, help='results folder')
         if name == 'run':
             p.add_argument('--dry-run', action='store_true', help='on CPU, fake timings: check plan, schema, report')
-            p.add_argument('--device', default='cuda')
+            p.add_argument('--device', default='cuda', help='cuda or cuda:N')
     return parser
 
 

@@ -72,7 +72,8 @@ def eager_inference() -> bool:
 
 
 def chunks_on(device: torch.device) -> bool:
-    """Whether eager inference on ``device`` runs in chunks (its type is in ``CHUNK_DEVICE_TYPES``: CPU only)."""
+    """Whether eager inference on ``device`` runs in chunks (its type is in ``CHUNK_DEVICE_TYPES``: CPU only). Ask
+    only after :func:`eager_inference`: under FX tracing a tensor's device is a proxy."""
     return device.type in CHUNK_DEVICE_TYPES
 
 

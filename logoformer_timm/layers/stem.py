@@ -45,7 +45,7 @@ class FrameStem(nn.Module):
 
     def forward_clip(self, x: torch.Tensor) -> torch.Tensor:
         """Frames of clips ``(B, T, C, H, W)`` (any strides) to maps ``(B, T, 256, H/16, W/16)``."""
-        if self.training or self.chunk_pixels is None or not chunks_on(x.device) or not eager_inference():
+        if self.training or self.chunk_pixels is None or not eager_inference() or not chunks_on(x.device):
             # 'b t c h w -> (b t) c h w' and back
             return self(x.flatten(0, 1)).unflatten(0, (x.shape[0], x.shape[1]))
         frames = max(1, self.chunk_pixels // (x.shape[-2] * x.shape[-1]))
