@@ -268,3 +268,19 @@ def test_cuda_device_selection_behind_a_mocked_torch_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with pytest.raises(UsageError, match='no CUDA GPU is available'):
         resolve_device('cuda')
+
+
+def test_a_model_that_cannot_take_a_clip_is_skipped_with_the_reason(tmp_path, monkeypatch):
+    real = gpu.benchmark
+
+    def benchmark(specs, cfg, modes, **kwargs):  # as the harness reports a peer that cannot take a clip
+        if cfg.img_size == 224:
+            return [dict(model=specs[0].label, skipped='regions need a multiple of 160')]
+        return real(specs, cfg, modes, **kwargs)
+
+    monkeypatch.setattr(gpu, 'benchmark', benchmark)
+    results = gpu.run_plan(str(tmp_path), dry_run=True, budget_s=30, models=['logoformer_tiny'], log=lambda _: None)
+    at_224 = [e for e in results['entries'] if e['img_size'] == 224 and e['reason'].startswith('the model cannot')]
+    assert at_224 and all(e['status'] == 'skipped' for e in at_224)
+    assert results['rows'] and all(r['clip'] == '16x112x112' for r in results['rows'])
+    assert gpu.check_results(results) == []

@@ -393,6 +393,9 @@ def run_plan(out: str, dry_run: bool = False, budget_s: float = DEFAULT_BUDGET_S
         simulated += e.est_s
         prefix = 'infer' if e.mode == 'inference' else 'train'
         for row in rows:
+            if row.get('skipped'):  # a row without measurements: the model cannot take this clip
+                e.status, e.reason = 'skipped', f'the model cannot take this clip: {row["skipped"]}'
+                continue
             if row.get(f'{prefix}_batch_note', '').startswith('failed'):
                 e.status, e.reason = 'failed', row[f'{prefix}_batch_note']
                 continue
