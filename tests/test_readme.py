@@ -25,6 +25,7 @@ RUN = (
     'python -m logoformer_timm.bench.summary',
     'logoformer-bench --help',
     'logoformer-hub --help',
+    'python -m logoformer_timm.bench.gpu plan',
 )
 # ... or say why not
 SKIP = {
@@ -34,6 +35,8 @@ SKIP = {
     'python -m venv': 'makes a virtual environment and installs olah from PyPI (optional, .ci/run does it)',
     '.cache/olah-venv/bin/pip': 'installs olah from PyPI (.ci/run does it)',
     'python benchmarks/flops.py': 'benchmarks take minutes (committed results: benchmarks/results/)',
+    'bash benchmarks/gpu.sh --dry-run': 'tests/test_benchmark_gpu.py runs it as written (20 s)',
+    'bash benchmarks/gpu.sh': 'needs a CUDA GPU (benchmarks/results/gpu/README.md says how a session with one runs it)',
     'logoformer-hub export': 'needs a trained checkpoint (tests/test_hub.py runs export, verify and push)',
     'logoformer-hub verify': 'needs an exported folder and its checkpoint (tests/test_hub.py)',
     'logoformer-hub push': 'needs an exported folder, its checkpoint and a Hub token (tests/test_hub.py)',

@@ -26,7 +26,8 @@ The package, one job a module: ``config`` (settings), ``models`` (what to run: n
 ``counting`` (FLOPs), ``timing`` (devices, precisions, step times, matmul peak), ``memory`` and ``profiling``
 (peak memory; time and memory per part), ``runner`` (one model, in a fresh process), ``sweeps`` (``--sweep`` and
 ``--grid``), ``report`` (columns, files, tables, plot), ``cli`` (``logoformer-bench``), ``summary``
-(``python -m logoformer_timm.bench.summary``).
+(``python -m logoformer_timm.bench.summary``), ``gpu`` (the plan, ceilings and report of ``benchmarks/gpu.sh``,
+``python -m logoformer_timm.bench.gpu``; not imported here).
 """
 from .config import BENCH_MODES, GRID_PARAMS, NUM_CLASSES, PRECISIONS, SWEEP_PARAMS, BenchConfig, BenchmarkError
 from .counting import COUNTER_NAME, LOGOFORMER_PARTS, FlopCount, ModelCount, count_flops, count_model, flops_by_part

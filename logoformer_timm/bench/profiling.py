@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .timing import synchronize
 
-__all__ = ['PartProfile', 'PartsProfile', 'profile_parts', 'part_modules']
+__all__ = ['PartProfile', 'PartsProfile', 'profile_parts', 'part_modules', 'sdpa_backend_of', 'sdpa_backends']
 
 _RANGE_PREFIX = 'part:'
 _STEP_RANGE = 'part-profile:step'
@@ -251,3 +251,35 @@ def profile_parts(
     profiles = [PartProfile(name, calls[name], times[name], peaks[name] / 1e6, peak_ops.get(name, ''))
                 for name in times]
     return PartsProfile(profiles, step_ms, step_peak / 1e6, time_method, mem_method, extra)
+
+
+# substrings of the kernel names each SDPA backend launches on CUDA (lower case), in the order they are tried
+_SDPA_KERNELS = (
+    ('cudnn', ('cudnn', 'sdpa_fprop', 'sdpa_bprop')),
+    ('flash', ('flash',)),
+    ('efficient', ('fmha', 'efficient_attention', 'mem_efficient')),
+)
+
+
+def sdpa_backend_of(kernel: str) -> Optional[str]:
+    """The SDPA backend (``cudnn``, ``flash``, ``efficient``) a CUDA kernel name belongs to, or None."""
+    name = kernel.lower()
+    if 'attention' not in name and 'fmha' not in name and 'flash' not in name and 'sdpa' not in name:
+        return None
+    return next((backend for backend, keys in _SDPA_KERNELS if any(k in name for k in keys)), None)
+
+
+def sdpa_backends(run: Callable[[], Any], device: torch.device) -> Dict[str, int]:
+    """Kernel launches per SDPA backend while ``run()`` executes on a CUDA ``device`` (torch.profiler); ``math``
+    counts the ``aten::_scaled_dot_product_attention_math`` calls (the unfused fallback, bmm + softmax)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+        synchronize(device)
+    counts: Dict[str, int] = {}
+    for event in prof.events():
+        backend = 'math' if event.name == 'aten::_scaled_dot_product_attention_math' else (
+            sdpa_backend_of(event.name) if event.device_type == torch.autograd.DeviceType.CUDA else None)
+        if backend:
+            counts[backend] = counts.get(backend, 0) + 1
+    return counts

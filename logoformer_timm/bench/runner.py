@@ -223,9 +223,15 @@ def benchmark(
         gemm_gflops: Optional[float] = None,
         sweep_label: str = '',
         log: Callable[[str], None] = print,
+        measure_fn: Optional[Callable[..., Dict[str, Any]]] = None,
+        count_fn: Optional[Callable[[ModelSpec, int, int], Any]] = None,
 ) -> List[Dict[str, Any]]:
-    """One result row per model: counts, then timing/memory per mode, with the environment columns."""
+    """One result row per model: counts, then timing/memory per mode, with the environment columns.
+
+    ``measure_fn(spec, mode, cfg, log)`` (default :func:`measure_with_retry`) and ``count_fn(spec, frames, size)``
+    (default :func:`~logoformer_timm.bench.counting.count_model`) can be replaced, e.g. by a cache or fake timings."""
     env = environment(cfg)
+    measure_fn, count_fn = measure_fn or measure_with_retry, count_fn or count_model
     rows = []
     base_cfg = cfg
     for spec in specs:
@@ -233,7 +239,7 @@ def benchmark(
         cfg = replace(base_cfg, num_frames=clip[0], img_size=clip[1]) if clip else base_cfg
         clip_text = f'{cfg.num_frames}x{cfg.img_size}x{cfg.img_size}'
         try:
-            count = count_model(spec, cfg.num_frames, cfg.img_size)
+            count = count_fn(spec, cfg.num_frames, cfg.img_size)
         except BenchmarkError as e:
             if not spec.peer:
                 raise
@@ -257,7 +263,7 @@ def benchmark(
             prefix = 'infer' if mode == 'inference' else 'train'
             log(f'  {spec.label}: {mode}, batch {cfg.batch_size}, {cfg.num_frames}x{cfg.img_size}x{cfg.img_size}')
             try:
-                result = measure_with_retry(spec, mode, cfg, log)
+                result = measure_fn(spec, mode, cfg, log)
             except Exception as e:  # a peer from another library failing is reported, not fatal
                 if spec.source == 'timm' and not spec.peer:
                     raise

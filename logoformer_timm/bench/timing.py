@@ -7,7 +7,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 
-__all__ = ['synchronize', 'warm_up', 'time_steps', 'percentile', 'gemm_peak', 'set_peak_fractions']
+__all__ = ['synchronize', 'warm_up', 'time_steps', 'percentile', 'gemm_peak', 'copy_bandwidth',
+           'matmul_settings', 'set_peak_fractions']
 
 
 def precision_dtypes(precision: str, device: torch.device) -> Tuple[torch.dtype, Optional[torch.dtype]]:
@@ -91,6 +92,23 @@ def gemm_peak(device: torch.device, precision: str, size: int = 2048, iters: int
     return best
 
 
+def copy_bandwidth(device: torch.device, nbytes: int = 2 ** 30, iters: int = 10) -> float:
+    """Best device-to-device copy bandwidth (GB/s, 1e9 bytes, counting bytes read plus bytes written) of one
+    ``nbytes`` buffer into another on ``device``, ``iters`` timed repeats after one warm-up."""
+    src = torch.rand(max(1, nbytes // 4), device=device)
+    dst = torch.empty_like(src)
+    times = time_steps(lambda: dst.copy_(src), 1, iters, device)
+    return 2 * src.numel() * 4 / (max(min(times), 1e-6) / 1e3) / 1e9
+
+
+def matmul_settings() -> Dict[str, Any]:
+    """What PyTorch does with float32 matmuls and convolutions (TF32 or not), as it stands now."""
+    return dict(float32_matmul_precision=torch.get_float32_matmul_precision(),
+                cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                cuda_matmul_allow_bf16_reduced_precision=torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+
+
 def set_peak_fractions(rows: Sequence[Dict[str, Any]], gemm_gflops: Optional[float]) -> None:
     """Set ``gemm_gflops_per_sec`` and each mode's ``peak_fraction`` in ``rows``; a fraction above 1 is a failed
     measurement, so it is left empty and the row's ``*_warning`` says so."""
@@ -103,9 +121,10 @@ def set_peak_fractions(rows: Sequence[Dict[str, Any]], gemm_gflops: Optional[flo
             fraction = achieved / gemm_gflops if gemm_gflops else None
             notes = [n for n in (row.get(f'{prefix}_warning') or '').split('; ') if n and 'matmul peak' not in n]
             if fraction is not None and fraction > 1:
-                notes.append(f'{achieved:.1f} GFLOP/s is {fraction:.0%} of the measured matmul peak: a measurement '
-                             f'problem, not a result (machine load, or kernels such as oneDNN or compiled '
-                             f'convolutions that outrun the measured matmul)')
+                # the ratio as 'x', never as a percentage above 100
+                notes.append(f'{achieved:.1f} GFLOP/s is {fraction:.2f}x the measured matmul peak ({gemm_gflops:.1f} '
+                             f'GFLOP/s): a measurement problem, not a result (machine load, or kernels such as '
+                             f'oneDNN, compiled or TF32 convolutions that outrun the measured matmul)')
                 fraction = None
             row[f'{prefix}_peak_fraction'] = fraction
             row[f'{prefix}_warning'] = '; '.join(notes)

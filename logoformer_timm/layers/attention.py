@@ -22,6 +22,8 @@ Eager inference (no autograd, not compiling or tracing) may run token-local work
 (:func:`inference_chunk_frames`, :func:`map_frame_chunks`): windows never cross a chunk boundary that is a
 multiple of the window's frames, so each token sees exactly the same keys and the output equals the unchunked one
 (up to float rounding of matmuls of another row count), while the temporaries exist for one chunk at a time.
+Only CPU tensors are chunked (:func:`chunks_on`): on a GPU, chunks of ~1024 tokens would be launches too small to
+fill the device, and its memory is the allocator's, so every grid runs in one piece there.
 """
 import numbers
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -34,7 +36,7 @@ from timm.layers import register_notrace_function, use_fused_attn
 __all__ = [
     'WindowAttention3d', 'GlobalAttention3d', 'WindowSummary', 'attend', 'clamp_window', 'window_partition',
     'window_merge', 'window_qkv', 'merge_window_heads', 'padded_key_mask', 'sizes_are_symbolic', 'to_3tuple',
-    'eager_inference', 'inference_chunk_frames', 'map_frame_chunks']
+    'eager_inference', 'chunks_on', 'inference_chunk_frames', 'map_frame_chunks']
 
 Size3 = Tuple[int, int, int]
 
@@ -43,6 +45,9 @@ Size3 = Tuple[int, int, int]
 # (14x14 tokens a frame) this is 4 frames of one clip: a chunk's MLP hidden layer is 6 MB instead of 51 MB per
 # 32 frames, and its matmuls (M = 784 rows) still run at the machine's matmul peak
 INFERENCE_CHUNK_TOKENS: Optional[int] = 1024
+# device types whose eager inference runs in chunks: on CPU chunks keep a matmul's operands in cache and the RSS
+# low; on CUDA (and other accelerators) 1024-token chunks would starve the device, so grids run in one piece
+CHUNK_DEVICE_TYPES: Tuple[str, ...] = ('cpu',)
 
 
 def to_3tuple(value: Union[int, Sequence[int]], name: str = 'size') -> Size3:
@@ -66,10 +71,17 @@ def eager_inference() -> bool:
             and not torch.compiler.is_compiling() and not sizes_are_symbolic())
 
 
+def chunks_on(device: torch.device) -> bool:
+    """Whether eager inference on ``device`` runs in chunks (its type is in ``CHUNK_DEVICE_TYPES``: CPU only). Ask
+    only after :func:`eager_inference`: under FX tracing a tensor's device is a proxy."""
+    return device.type in CHUNK_DEVICE_TYPES
+
+
 def inference_chunk_frames(x: torch.Tensor, multiple: int) -> int:
     """Frames per chunk of a ``(B, T, H, W, C)`` grid: a multiple of ``multiple`` with at most about
-    ``INFERENCE_CHUNK_TOKENS`` tokens (at least ``multiple`` frames); ``T`` or more means one chunk."""
-    if INFERENCE_CHUNK_TOKENS is None:
+    ``INFERENCE_CHUNK_TOKENS`` tokens (at least ``multiple`` frames); ``T`` or more means one chunk, as always
+    off the CPU (:func:`chunks_on`)."""
+    if INFERENCE_CHUNK_TOKENS is None or not chunks_on(x.device):
         return x.shape[1]
     per_frame = x.shape[0] * x.shape[2] * x.shape[3]
     return max(1, INFERENCE_CHUNK_TOKENS // (per_frame * multiple)) * multiple

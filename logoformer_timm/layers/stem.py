@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from timm.models.resnet import BasicBlock, ResNet
 
-from .attention import eager_inference
+from .attention import chunks_on, eager_inference
 
 __all__ = ['FrameStem', 'STEM_STRIDE', 'STEM_CHANS']
 
@@ -25,7 +25,8 @@ class FrameStem(nn.Module):
     in chunks of at most ``chunk_pixels`` input pixels per chunk (at least one frame), so that the full-resolution
     ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would otherwise be 2 x 103 MB, more
     than the whole transformer needs. Every frame is computed on its own (batch norm uses its running statistics),
-    so the output is that of the unchunked stem. ``chunk_pixels = None`` turns chunking off. Training, autograd,
+    so the output is that of the unchunked stem. ``chunk_pixels = None`` turns chunking off, and only CPU tensors
+    are chunked (:func:`~logoformer_timm.layers.attention.chunks_on`). Training, autograd,
     torch.compile and traced graphs (FX, torch.export) run all frames at once.
     """
 
@@ -44,7 +45,7 @@ class FrameStem(nn.Module):
 
     def forward_clip(self, x: torch.Tensor) -> torch.Tensor:
         """Frames of clips ``(B, T, C, H, W)`` (any strides) to maps ``(B, T, 256, H/16, W/16)``."""
-        if self.training or self.chunk_pixels is None or not eager_inference():
+        if self.training or self.chunk_pixels is None or not eager_inference() or not chunks_on(x.device):
             # 'b t c h w -> (b t) c h w' and back
             return self(x.flatten(0, 1)).unflatten(0, (x.shape[0], x.shape[1]))
         frames = max(1, self.chunk_pixels // (x.shape[-2] * x.shape[-1]))
