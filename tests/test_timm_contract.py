@@ -377,7 +377,7 @@ def test_model_forward_fx(model_name):
     with torch.inference_mode():
         outputs = model(x)
         fx_outputs = torch.cat(tuple(_create_fx_model(model)(x).values()))
-    torch.testing.assert_close(fx_outputs, outputs, rtol=1e-4, atol=1e-5)
+    assert torch.all(fx_outputs == outputs)  # timm's check: the traced graph computes exactly the same
     assert outputs.shape[0] == 1 and not torch.isnan(outputs).any()
 
 
