@@ -212,6 +212,20 @@ def test_window_qkv_kernel_equals_landed_kernel(grid, fused):
         assert qkv.shape == (2 * -(-grid[0] // 2) * -(-grid[1] // 4) * -(-grid[2] // 4), 32, 3, HEADS, DIM // HEADS)
 
 
+@pytest.mark.parametrize('grid,window', [((8, 10, 10), (2, 5, 10)), ((3, 7, 7), (2, 4, 4)), ((4, 8, 8), (2, 4, 4))])
+def test_window_partition_and_merge_are_einops_inverses(grid, window):
+    """Windows in (t, h, w) row-major order, zero-padded at the end; merge drops the padding and restores the grid."""
+    from logoformer_timm.layers import window_merge, window_partition
+    x = torch.randn(2, *grid, 3)
+    windows = window_partition(x, window)
+    counts = [-(-g // w) for g, w in zip(grid, window)]
+    assert windows.shape == (2, counts[0] * counts[1] * counts[2], window[0] * window[1] * window[2], 3)
+    # the first window holds the grid's first wt x wh x ww block, in (t, h, w) order
+    torch.testing.assert_close(windows[:, 0], x[:, :window[0], :window[1], :window[2]].reshape(2, -1, 3))
+    torch.testing.assert_close(window_merge(windows, window, grid), x, rtol=0, atol=0)
+    assert windows.abs().sum() == pytest.approx(x.abs().sum().item(), rel=1e-6)  # padding adds zeros only
+
+
 @pytest.fixture
 def chunk_tokens(monkeypatch):
     """Set INFERENCE_CHUNK_TOKENS for one test (None: no chunking)."""

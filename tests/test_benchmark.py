@@ -360,16 +360,19 @@ def test_grid_measures_every_model_at_every_point_side_by_side():
         assert row['infer_step_time'] > 0 and row['infer_peak_mem_mb'] is not None
 
 
-def test_kernel_ab_times_two_kernel_versions_on_the_same_weights(capsys):
-    """benchmarks/kernel_ab.py: a copy of attention.py against the current one, outputs compared, one row each."""
+def test_kernel_ab_times_two_versions_on_the_same_weights(capsys):
+    """benchmarks/kernel_ab.py: another copy of the package against this one, outputs compared, one row each."""
     import importlib.util
     from pathlib import Path
-    from logoformer_timm.layers import attention
+    import logoformer_timm
     script = Path(__file__).resolve().parents[1] / 'benchmarks' / 'kernel_ab.py'
     spec = importlib.util.spec_from_file_location('kernel_ab', script)
     kernel_ab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernel_ab)
-    assert kernel_ab.main(['--before', attention.__file__, '--grid', '3x5x6', '--dim', '16', '--heads', '2',
-                           '--warm', '1', '--iters', '2', '--compile', 'none']) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(('| local', '| global'))]
-    assert len(rows) == 2 and all(row.endswith('| 0.0e+00 |') for row in rows)
+    assert kernel_ab.main([
+        '--before', str(Path(logoformer_timm.__file__).parent), '--grid', '3x5x6', '--clip', '2x32', '--dim', '16',
+        '--heads', '2', '--depth', '1', '--warm', '1', '--iters', '2', '--model-iters', '2', '--mode', 'eager']) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(('| local', '| global', '| Logo'))]
+    assert len(rows) == 3 and all(row.endswith('| 0.0e+00 |') for row in rows)
+    import timm
+    assert type(timm.create_model('logoformer_tiny', num_frames=2, img_size=32)) is logoformer_timm.LogoFormer

@@ -41,8 +41,8 @@ from timm.layers import register_notrace_function, use_fused_attn
 __all__ = [
     'WindowAttention3d', 'GlobalAttention3d', 'WindowSummary', 'attend', 'clamp_window', 'window_partition',
     'window_merge', 'window_qkv', 'merge_window_heads', 'padded_key_mask', 'sizes_are_symbolic', 'to_3tuple',
-    'eager_inference', 'has_forward_hooks', 'hooks_see_chunks', 'inference_chunk_frames', 'map_frame_chunks', 'rearrange', 'repeat',
-    'einsum']
+    'eager_inference', 'has_forward_hooks', 'hooks_see_chunks', 'inference_chunk_frames', 'map_frame_chunks',
+    'rearrange', 'repeat', 'einsum']
 
 Size3 = Tuple[int, int, int]
 
