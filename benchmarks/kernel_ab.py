@@ -82,7 +82,17 @@ def main(argv=None) -> int:
     parser.add_argument('--iters', type=int, default=20, help='timed calls of each version (kernels)')
     parser.add_argument('--model-iters', type=int, default=10, help='timed calls of each version (model)')
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        _run(args, argv)
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process (a test) keeps its thread count
+    return 0
+
+
+def _run(args: argparse.Namespace, argv) -> None:
+    """Print the table for the parsed arguments."""
     with tempfile.TemporaryDirectory() as workdir:
         before = import_before(args.before, Path(workdir))
         print(f'Command: `python benchmarks/kernel_ab.py {" ".join(argv if argv is not None else sys.argv[1:])}`\n')
@@ -114,7 +124,6 @@ def main(argv=None) -> int:
                 x = torch.rand(1, 3, frames, size, size)
                 for mode in args.mode:
                     print(row(f'LogoFormer, clip {clip}', mode, pair, x, 1, args.model_iters), flush=True)
-    return 0
 
 
 if __name__ == '__main__':

@@ -369,10 +369,12 @@ def test_kernel_ab_times_two_versions_on_the_same_weights(capsys):
     spec = importlib.util.spec_from_file_location('kernel_ab', script)
     kernel_ab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernel_ab)
+    threads = torch.get_num_threads()
     assert kernel_ab.main([
         '--before', str(Path(logoformer_timm.__file__).parent), '--grid', '3x5x6', '--clip', '2x32', '--dim', '16',
         '--heads', '2', '--depth', '1', '--warm', '1', '--iters', '2', '--model-iters', '2', '--mode', 'eager']) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(('| local', '| global', '| Logo'))]
     assert len(rows) == 3 and all(row.endswith('| 0.0e+00 |') for row in rows)
+    assert torch.get_num_threads() == threads  # the tests after it keep their thread count (and numerics)
     import timm
     assert type(timm.create_model('logoformer_tiny', num_frames=2, img_size=32)) is logoformer_timm.LogoFormer
