@@ -212,6 +212,20 @@ def test_window_qkv_kernel_equals_landed_kernel(grid, fused):
         assert qkv.shape == (2 * -(-grid[0] // 2) * -(-grid[1] // 4) * -(-grid[2] // 4), 32, 3, HEADS, DIM // HEADS)
 
 
+@pytest.mark.parametrize('grid,window', [((8, 10, 10), (2, 5, 10)), ((3, 7, 7), (2, 4, 4)), ((4, 8, 8), (2, 4, 4))])
+def test_window_partition_and_merge_are_einops_inverses(grid, window):
+    """Windows in (t, h, w) row-major order, zero-padded at the end; merge drops the padding and restores the grid."""
+    from logoformer_timm.layers import window_merge, window_partition
+    x = torch.randn(2, *grid, 3)
+    windows = window_partition(x, window)
+    counts = [-(-g // w) for g, w in zip(grid, window)]
+    assert windows.shape == (2, counts[0] * counts[1] * counts[2], window[0] * window[1] * window[2], 3)
+    # the first window holds the grid's first wt x wh x ww block, in (t, h, w) order
+    torch.testing.assert_close(windows[:, 0], x[:, :window[0], :window[1], :window[2]].reshape(2, -1, 3))
+    torch.testing.assert_close(window_merge(windows, window, grid), x, rtol=0, atol=0)
+    assert windows.abs().sum() == pytest.approx(x.abs().sum().item(), rel=1e-6)  # padding adds zeros only
+
+
 @pytest.fixture
 def chunk_tokens(monkeypatch):
     """Set INFERENCE_CHUNK_TOKENS for one test (None: no chunking)."""
@@ -228,15 +242,46 @@ def test_chunked_sub_layer_equals_whole_grid(kind, grid, chunk_tokens):
     torch.nn.init.normal_(layer.attn.summary.bias) if kind == 'global' else None
     x = torch.randn(2, *grid, DIM, dtype=torch.double)
     calls = []
-    layer.attn.register_forward_pre_hook(lambda mod, args: calls.append(args[0].shape[1]))
+    forward = layer.attn.forward  # counted without a hook: a hook would turn chunking off
+    layer.attn.forward = lambda x, *args: calls.append(x.shape[1]) or forward(x, *args)
     with torch.no_grad():
         chunk_tokens(None)
         whole = layer(x)
         chunk_tokens(2 * grid[1] * grid[2] * 2)  # 2 frames of 2 clips: one window of frames per chunk
         chunked = layer(x)
     torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
-    # hooks of the attention module run once per chunk; joint attention has one window, so one chunk
+    # one call per chunk; joint attention has one window, so one chunk
     assert calls[1:] == ([grid[0]] if kind == 'joint' else [2] * (grid[0] // 2) + [1] * (grid[0] % 2))
+
+
+@pytest.mark.parametrize('where', ['attn', 'attn.proj', 'norm', 'global'])
+@pytest.mark.parametrize('kind', ['local', 'global'])
+def test_hooks_see_the_whole_grid(kind, where, chunk_tokens):
+    """A forward hook or pre-hook on a chunked module, inside it or global turns chunking off: it sees every frame."""
+    from logoformer_timm.layers import SpaceTimeAttention, hooks_see_chunks
+    layer = SpaceTimeAttention(kind, DIM, HEADS, (2, 4, 4), (2, 4, 4), False, 0., 0., 0.).eval()
+    x = torch.randn(1, 8, 4, 4, DIM)
+    seen = []
+    module = layer.attn if where == 'global' else layer.get_submodule(where)
+    if where == 'global':
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda mod, args, out: seen.append(out.shape[1]) if mod is module else None)
+    elif where == 'norm':
+        handle = module.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    else:
+        handle = module.register_forward_hook(lambda mod, args, out: seen.append(out.shape[1]))
+    chunk_tokens(2 * 16)  # 2 frames a chunk
+    try:
+        with torch.no_grad():
+            hooked = layer(x)
+            assert seen == [8]  # once, every frame
+            seen.clear()
+            with hooks_see_chunks():  # the benchmark's per-part timing: hooks run once per chunk
+                torch.testing.assert_close(layer(x), hooked, rtol=1e-5, atol=1e-6)
+            # global attention normalises each chunk twice: for the summaries, then for the queries
+            assert seen == [2] * (8 if (kind, where) == ('global', 'norm') else 4)
+    finally:
+        handle.remove()
 
 
 def test_chunked_attention_equals_explicit_reference(chunk_tokens):

@@ -358,3 +358,23 @@ def test_grid_measures_every_model_at_every_point_side_by_side():
         batch, precision = (kv.split('=')[1] for kv in row['grid'].split())
         assert (row['infer_batch_size'], row['precision']) == (int(batch), precision)
         assert row['infer_step_time'] > 0 and row['infer_peak_mem_mb'] is not None
+
+
+def test_kernel_ab_times_two_versions_on_the_same_weights(capsys):
+    """benchmarks/kernel_ab.py: another copy of the package against this one, outputs compared, one row each."""
+    import importlib.util
+    from pathlib import Path
+    import logoformer_timm
+    script = Path(__file__).resolve().parents[1] / 'benchmarks' / 'kernel_ab.py'
+    spec = importlib.util.spec_from_file_location('kernel_ab', script)
+    kernel_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_ab)
+    threads = torch.get_num_threads()
+    assert kernel_ab.main([
+        '--before', str(Path(logoformer_timm.__file__).parent), '--grid', '3x5x6', '--clip', '2x32', '--dim', '16',
+        '--heads', '2', '--depth', '1', '--warm', '1', '--iters', '2', '--model-iters', '2', '--mode', 'eager']) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(('| local', '| global', '| Logo'))]
+    assert len(rows) == 3 and all(row.endswith('| 0.0e+00 |') for row in rows)
+    assert torch.get_num_threads() == threads  # the tests after it keep their thread count (and numerics)
+    import timm
+    assert type(timm.create_model('logoformer_tiny', num_frames=2, img_size=32)) is logoformer_timm.LogoFormer

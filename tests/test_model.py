@@ -1,4 +1,6 @@
 """LogoFormer behaviour beyond timm's contract: layouts, batching, checkpointing, sizes, export, bad input."""
+import math
+
 import pytest
 import timm
 import torch
@@ -265,3 +267,54 @@ def test_torch_export_dynamic_img_size_serves_native_and_other_sizes():
         x = torch.rand(1, 3, frames, height, width)
         with torch.no_grad():
             torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_set_input_size_saves_with_safetensors_and_save_for_hf(tmp_path):
+    """After set_input_size the resampled position embeddings are contiguous: safetensors and save_for_hf save them."""
+    from safetensors.torch import load_file
+    from timm.models import save_for_hf
+    model = tiny()
+    model.set_input_size(img_size=64, num_frames=8)
+    assert all(t.is_contiguous() for t in model.state_dict().values())
+    save_file(model.state_dict(), tmp_path / 'model.safetensors')
+    save_for_hf(model, tmp_path / 'hf', safe_serialization=True)
+    for path in (tmp_path / 'model.safetensors', tmp_path / 'hf' / 'model.safetensors'):
+        loaded = load_file(path)
+        torch.testing.assert_close(loaded['pos_embed_temporal'], model.pos_embed_temporal.detach(), rtol=0, atol=0)
+        assert loaded['pos_embed_spatial'].shape == (1, 4, 4, 256)
+
+
+def _tensor_stats(model):
+    return {k: (v.float().mean().item(), v.float().std().item() if v.numel() > 1 else 0., v.numel())
+            for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize('name', ['logoformer_tiny', 'logoformer_base'])
+def test_meta_device_build_then_init_weights_initialises_every_tensor(name):
+    """FSDP-style: build on meta, to_empty(), init_weights(): every parameter and buffer is initialised as a fresh CPU
+    build's (compared by per-tensor statistics, not values), and a training step is finite."""
+    kwargs = dict(SMALL, drop_path_rate=0.1)
+    torch.manual_seed(0)
+    reference = _tensor_stats(timm.create_model(name, **kwargs))
+    model = timm.create_model(name, device='meta', **kwargs).to_empty(device='cpu')
+    with torch.no_grad():  # to_empty leaves memory as it was: make every left-over visible
+        for tensor in model.state_dict().values():
+            tensor.fill_(float('nan') if tensor.is_floating_point() else 12345)
+    model.init_weights()
+    stats = _tensor_stats(model)
+    assert stats.keys() == reference.keys()
+    for key, (mean, std, numel) in stats.items():
+        ref_mean, ref_std, _ = reference[key]
+        assert math.isfinite(mean) and math.isfinite(std), f'{key} left uninitialised'
+        if ref_std == 0:  # constants: zeros, ones, running statistics, num_batches_tracked
+            assert (mean, std) == (ref_mean, 0.), key
+        else:
+            assert abs(std / ref_std - 1) < 0.2 + 3 / numel ** 0.5, (key, std, ref_std)  # wider for few values
+            assert abs(mean - ref_mean) < 4 * ref_std / numel ** 0.5 + 1e-6, (key, mean, ref_mean)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(torch.rand(2, 3, 4, 32, 32)), torch.tensor([0, 1]))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())

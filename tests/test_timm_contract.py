@@ -1,7 +1,17 @@
 """timm's model contract (ported from timm's tests/test_models.py) for every registered logoformer_* name.
 
-timm's own tests feed 4-D images; here inputs are clips (B, C, T, H, W) built from the pretrained config's
-input_size and the model's num_frames. Small clips are used wherever the contract does not depend on size.
+Every test of timm's file except the TorchScript ones has a port here (its name, or the name in brackets):
+test_model_inference, test_model_forward, test_model_backward, test_model_default_cfgs,
+test_model_default_cfgs_non_std, test_model_load_pretrained, test_model_features_pretrained,
+test_model_forward_features [test_features_only], test_model_forward_intermediates_features,
+test_model_forward_intermediates, test_model_forward_fx, test_model_backward_fx. timm's tests of pretrained weights
+download them; no logoformer weights are published, so the ports load the weights of a saved model (local file).
+
+The adaptations to clips: inputs are (B, C, T, H, W) clips built from the pretrained config's input_size and the
+model's num_frames; maps are 5-D, so formats are 'NCTHW' (channel axis 1, spatial axes 3 and 4) or the blocks' own
+'NTHWC' (fx features), read from the wrapper's output_fmt as timm reads it; forward_features returns (B, L, C)
+tokens with L = T' * H' * W' (the cfg's pool_size); logoformer_tiny has two blocks, so two feature levels (timm asks
+three). Small clips are used wherever the contract does not depend on size.
 """
 import fnmatch
 import math
@@ -10,6 +20,7 @@ import warnings
 import pytest
 import timm
 import torch
+from timm.layers import Format
 from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
@@ -27,6 +38,28 @@ def cheap(model_name):
 
 def small(model_name):
     return dict(cheap(model_name), **SMALL_FOR.get(model_name.split('.')[0], SMALL))
+
+
+CHANNEL_DIM = {'NCTHW': 1, 'NTHWC': 4, 'NLC': 2, 'NRLC': 3}  # timm's get_channel_dim for the clip formats
+SPATIAL_DIMS = {'NCTHW': (3, 4), 'NTHWC': (2, 3)}  # timm's get_spatial_dim: (H', W') of the 5-D maps
+BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC'}  # the zoo's blocks: tokens, MAE-DFER's per region
+
+
+def min_feature_levels(model_name):
+    """timm asks at least three feature levels; logoformer_tiny (and the cheap zoo forms) have two blocks, so two."""
+    return 2 if model_name.startswith('logoformer_tiny') or cheap(model_name).get('depth') == 2 else 3
+
+
+def check_feature_maps(outputs, channels, reductions, output_fmt, input_size, batch_size):
+    """timm's checks of feature maps: channels on the format's channel axis, spatial sizes within the reduction."""
+    feat_axis = CHANNEL_DIM[output_fmt]
+    assert len(channels) == len(outputs)
+    for c, r, o in zip(channels, reductions, outputs):
+        assert o.ndim == len(output_fmt) and c == o.shape[feat_axis]
+        for axis, size in zip(SPATIAL_DIMS.get(output_fmt, ()), input_size[-2:]):
+            assert o.shape[axis] <= math.ceil(size / r) + 1
+        assert o.shape[0] == batch_size
+        assert not torch.isnan(o).any()
 
 
 def clip_for(model, batch_size=1, device='cpu', dtype=torch.float32):
@@ -68,6 +101,35 @@ def test_model_backward(model_name):
 
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
+def test_model_default_cfgs(model_name):
+    """timm's test for models with unpooled features: here forward_features gives (B, T'*H'*W', C) tokens, the cfg's
+    pool_size being the grid (T', H', W'); without pooling and classifier, forward gives the same tokens."""
+    model = timm.create_model(model_name).eval()
+    cfg = model.pretrained_cfg
+    state_dict = model.state_dict()
+    assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
+    tokens = math.prod(cfg['pool_size']) + getattr(model, 'num_prefix_tokens', 0)  # the zoo's class / region tokens
+    x = clip_for(model)
+    with torch.no_grad():
+        outputs = model.forward_features(x)
+        outputs_pre = model.forward_head(outputs, pre_logits=True)
+        assert outputs.shape == (1, tokens, model.num_features)
+        assert outputs_pre.shape[1] == model.head_hidden_size
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        outputs = model(x)
+        assert outputs.shape == outputs_pre.shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, '')  # classifier removed and global pooling disabled
+        assert model(x).shape == (1, tokens, model.num_features)
+        model = timm.create_model(model_name, num_classes=0, global_pool='').eval()
+        assert model(x).shape == (1, tokens, model.num_features)
+    for name in (cfg['classifier'],) if isinstance(cfg['classifier'], str) else cfg['classifier']:
+        assert f'{name}.weight' in state_dict
+    for name in (cfg['first_conv'],) if isinstance(cfg['first_conv'], str) else cfg['first_conv']:
+        assert f'{name}.weight' in state_dict
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_model_default_cfgs_non_std(model_name):
     model = timm.create_model(model_name, **cheap(model_name)).eval()
     cfg = model.pretrained_cfg
@@ -102,6 +164,49 @@ def test_model_default_cfgs_non_std(model_name):
     assert isinstance(first_conv, (str, tuple, list))
     for name in (first_conv,) if isinstance(first_conv, str) else first_conv:
         assert f'{name}.weight' in state_dict
+
+
+@pytest.fixture(scope='module')
+def saved_tiny(tmp_path_factory):
+    """A logoformer_tiny saved as safetensors: the local stand-in for the published weights timm's tests download."""
+    from safetensors.torch import save_file
+    torch.manual_seed(1)
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    path = tmp_path_factory.mktemp('weights') / 'model.safetensors'
+    save_file(model.state_dict(), str(path))
+    return model, path
+
+
+def test_model_inference(saved_tiny):
+    """timm's test of pretrained weights on recorded tensors: outputs, features and pre-logits of the loaded model."""
+    source, path = saved_tiny
+    x = clip_for(source)
+    with torch.inference_mode():
+        expected = dict(output=source(x), features=source.forward_features(x))
+        expected['pre_logits'] = source.forward_head(expected['features'], pre_logits=True)
+    model = timm.create_model(
+        'logoformer_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
+    with torch.inference_mode():
+        features = model.forward_features(x)
+        got = dict(output=model(x), features=features, pre_logits=model.forward_head(features.clone(), pre_logits=True))
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_model_load_pretrained(saved_tiny):
+    """timm's test: pretrained weights load with in_chans != 3 and another num_classes."""
+    _, path = saved_tiny
+    model = timm.create_model('logoformer_tiny', pretrained=True, in_chans=1, num_classes=5,
+                              pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+    assert model.stem.conv1.weight.shape[1] == 1 and model.head.out_features == 5
+
+
+def test_model_features_pretrained(saved_tiny):
+    """timm's test: pretrained weights load when features_only=True."""
+    source, path = saved_tiny
+    model = timm.create_model('logoformer_tiny', pretrained=True, features_only=True,
+                              pretrained_cfg_overlay=dict(file=str(path)), **SMALL)
+    torch.testing.assert_close(model.model.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
 
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
@@ -144,21 +249,22 @@ def test_model_device_dtype(model_name):
 
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
-@pytest.mark.parametrize('output_fmt', ['NCTHW', 'NLC'])
+@pytest.mark.parametrize('output_fmt', ['NCTHW', 'NCHW', Format.NCHW, 'NLC', Format.NLC])
 def test_model_forward_intermediates(model_name, output_fmt):
+    """timm passes output_fmt='NCHW' (its channels-first format): 'NCTHW' maps here, as the enum form."""
     model = timm.create_model(model_name, **small(model_name)).eval()
     info = FeatureInfo(model.feature_info, len(model.feature_info))
+    assert len(info.channels()) >= min_feature_levels(model_name)
     x = clip_for(model)
     t, h, w = model.grid_size
+    maps = output_fmt != 'NLC'
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x, output_fmt=output_fmt)
         assert len(intermediates) == len(info.channels()) == len(model.blocks)
-        for c, r, o in zip(info.channels(), info.reduction(), intermediates):
-            if output_fmt == 'NCTHW':
-                assert o.shape == (1, c, t, h, w)
-                assert o.shape[-2] <= math.ceil(model.img_size[0] / r) + 1
-            else:
-                assert o.shape == (1, t * h * w, c)
+        if maps:
+            check_feature_maps(intermediates, info.channels(), info.reduction(), 'NCTHW', x.shape, 1)
+        for c, o in zip(info.channels(), intermediates):
+            assert o.shape == ((1, c, t, h, w) if maps else (1, t * h * w, c))
             assert torch.isfinite(o).all()
         torch.testing.assert_close(final, model.forward_features(x), rtol=1e-5, atol=1e-8)
         # the last intermediate with norm=True is forward_features
@@ -211,18 +317,52 @@ def test_features_only_backbone_keeps_the_fine_tuning_api(monkeypatch):
 
 @pytest.mark.parametrize('model_name', MODEL_NAMES)
 def test_features_only(model_name):
+    """timm's test_model_forward_features: the wrapper's output_fmt names the maps' axes."""
     model = timm.create_model(model_name, features_only=True, **small(model_name)).eval()
     channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
-    assert len(channels) == len(timm.create_model(model_name, **small(model_name)).blocks)
+    assert len(channels) == len(timm.create_model(model_name, **small(model_name)).blocks) >= min_feature_levels(model_name)
+    assert model.output_fmt == 'NCTHW' and model.feature_info.get('output_fmt') == ['NCTHW'] * len(channels)
     frames, size = small(model_name)['num_frames'], small(model_name)['img_size']
     temporal = model.feature_info.get('temporal_reduction')
     with torch.no_grad():
         outs = model(torch.randn(2, 3, frames, size, size))
-    assert len(outs) == len(channels)
+    check_feature_maps(outs, channels, reductions, model.output_fmt, (size, size), 2)
     for c, r, tr, o in zip(channels, reductions, temporal, outs):
         assert o.shape == (2, c, frames // tr, size // r, size // r)
     one = timm.create_model(model_name, features_only=True, out_indices=(0,), **small(model_name))
     assert one.feature_info.channels() == [channels[0]]
+
+
+@pytest.mark.parametrize('model_name', MODEL_NAMES)
+@pytest.mark.parametrize('feature_cls', ['getter', 'fx'])
+def test_model_forward_intermediates_features(model_name, feature_cls):
+    """timm's test of the getter wrapper (and of the fx one here): maps in the format the wrapper names."""
+    model = timm.create_model(model_name, features_only=True, feature_cls=feature_cls, **small(model_name)).eval()
+    assert model.output_fmt == ('NCTHW' if feature_cls == 'getter' else BLOCK_OUTPUT_FMT.get(model_name, 'NTHWC'))
+    assert model.feature_info.get('output_fmt') == [model.output_fmt] * len(model.feature_info)
+    assert len(model.feature_info.channels()) >= min_feature_levels(model_name)
+    frames, size = small(model_name)['num_frames'], small(model_name)['img_size']
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, frames, size, size))
+    check_feature_maps(outs, model.feature_info.channels(), model.feature_info.reduction(), model.output_fmt,
+                       (size, size), 1)
+
+
+def test_output_fmt_string_and_enum_forms_agree():
+    """Every format forward_intermediates accepts gives the same maps as a string and as timm's Format enum; the
+    refused ones are refused in both forms."""
+    model = timm.create_model('logoformer_tiny', **SMALL).eval()
+    x = torch.rand(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        get = lambda fmt: model.forward_intermediates(x, indices=1, output_fmt=fmt, intermediates_only=True)[0]
+        ncthw, nlc = get('NCTHW'), get('NLC')
+        assert ncthw.shape == (1, 256, 4, 4, 4) and nlc.shape == (1, 64, 256)
+        for fmt, expected in (('NCHW', ncthw), (Format.NCHW, ncthw), (Format.NLC, nlc)):
+            torch.testing.assert_close(get(fmt), expected, rtol=0, atol=0, msg=str(fmt))
+        for fmt in ('NHWC', Format.NHWC, 'NCL', Format.NCL, 'NTHWC'):
+            with pytest.raises(ValueError, match='output_fmt'):
+                get(fmt)
+    assert all(info['output_fmt'] == 'NCTHW' for info in model.feature_info)
 
 
 def _set_fused_attn(model, fused):
@@ -256,7 +396,7 @@ def test_model_forward_fx(model_name):
     with torch.inference_mode():
         outputs = model(x)
         fx_outputs = torch.cat(tuple(_create_fx_model(model)(x).values()))
-    torch.testing.assert_close(fx_outputs, outputs, rtol=1e-4, atol=1e-5)
+    assert torch.all(fx_outputs == outputs)  # timm's check: the traced graph computes exactly the same
     assert outputs.shape[0] == 1 and not torch.isnan(outputs).any()
 
 
@@ -341,6 +481,39 @@ def test_attention_extract_returns_every_local_and_global_map(method):
             torch.testing.assert_close(maps[name], reference, rtol=1e-4, atol=1e-6)
     assert maps[expected[0]].shape == (1, 2 * 4, 32, 32)  # 2 windows x 4 heads, 2*4*4 tokens per window
     assert maps[expected[1]].shape == (1, 4, 64, 2)  # 4 heads, 64 tokens query 2 window summaries
+
+
+def test_attention_extract_hook_under_no_grad_sees_whole_maps():
+    """Hooks turn chunked inference off: at 16x224x224 (3136 tokens, chunked without hooks) the hook method under
+    no_grad returns every local and global map, equal to the maps with autograd on (never chunked)."""
+    from timm.utils import AttentionExtract
+    model = timm.create_model('logoformer_tiny', num_frames=16, img_size=224).eval()
+    _set_fused_attn(model, False)
+    extract = AttentionExtract(model, method='hook')
+    x = torch.rand(1, 3, 16, 224, 224)
+    with torch.no_grad():
+        maps = extract(x)
+    reference = extract(x)
+    assert maps.keys() == reference.keys() and len(maps) == 4
+    for name, value in maps.items():
+        torch.testing.assert_close(value, reference[name].detach(), rtol=1e-4, atol=1e-6, msg=name)
+    assert maps['blocks.0.local_attn.attn.attn_drop'].shape == (1, 512, 32, 32)  # 8 x 4 x 4 windows x 4 heads
+    assert maps['blocks.0.global_attn.attn.attn_drop'].shape == (1, 4, 3136, 128)  # 3136 tokens x 128 summaries
+
+
+def test_stem_hook_sees_every_frame():
+    """A forward hook on the stem (or inside it) sees every frame of the clip at eager inference."""
+    model = timm.create_model('logoformer_tiny', num_frames=16, img_size=224).eval()
+    seen = []
+    handles = [model.stem.register_forward_hook(lambda mod, args, out: seen.append(('stem', out.shape))),
+               model.stem.conv1.register_forward_hook(lambda mod, args, out: seen.append(('conv1', out.shape)))]
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, 16, 224, 224))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == [('conv1', (16, 64, 112, 112)), ('stem', (16, 256, 14, 14))]
 
 
 def test_torch_compile_fullgraph():

@@ -42,3 +42,26 @@ python benchmarks/flops.py --model 'logoformer_*' --grid precision=float32,amp_b
 # activations saved for backward, per part (exact bytes; explains the training memory difference)
 python benchmarks/saved_activations.py --model logoformer_base 'logoformer_base[block_types=joint]' --clip 16x112 32x224 \
     > $OUT/saved_activations.md
+
+# issue 19: the einops attention kernels against the kernels before them (commit 7680fa1), logoformer_base,
+# eager and inductor at 16x112 and 32x224; benchmarks/flops.py runs alternately from a copy of the package at each
+# version (run from that folder, so its fresh processes import that copy), four rounds, then one summary
+BASE_COMMIT=7680fa1
+REPO=$PWD
+RUNS=$(mktemp -d)
+for version in before after; do
+    mkdir -p "$RUNS/$version"
+    if [ "$version" = before ]; then git archive "$BASE_COMMIT" logoformer_timm | tar -x -C "$RUNS/$version"
+    else cp -r logoformer_timm "$RUNS/$version/"; fi
+done
+for round in 1 2 3 4; do
+    for version in before after; do
+        (cd "$RUNS/$version" && PYTHONPATH="$RUNS/$version" python "$REPO/benchmarks/flops.py" --model logoformer_base \
+            --grid clip=16x112,32x224 --grid torchcompile=none,inductor --bench inference --threads 1 -b 1 \
+            --num-warm-iter 2 --num-bench-iter 5 \
+            --results-file "$RUNS/einops_kernels_${version}_${round}.md" "$RUNS/einops_kernels_${version}_${round}.json")
+    done
+done
+python benchmarks/einops_kernels_combine.py "$RUNS" $OUT/einops_kernels
+# both versions in one process, calls alternating (kernels and whole logoformer_base, eager and inductor)
+python benchmarks/kernel_ab.py --before "$RUNS/before/logoformer_timm" > $OUT/einops_kernels_ab.md

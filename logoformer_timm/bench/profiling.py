@@ -11,6 +11,9 @@ outermost matching modules mark where each part starts and ends.
   which has no allocator statistics, one extra pass runs under ``torch.profiler`` with ``profile_memory=True`` and
   every allocation and free is attributed to the ``record_function`` range the hooks open around each call. The
   profiler also names the operator that was running when the part reached its peak.
+
+The passes run inside :func:`~logoformer_timm.layers.hooks_see_chunks`, so the hooks do not turn chunked inference
+off: the parts are timed in the pass users run, a chunked part once per chunk (its calls summed).
 """
 import re
 import time
@@ -20,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..layers import hooks_see_chunks
 from .timing import synchronize
 
 __all__ = ['PartProfile', 'PartsProfile', 'profile_parts', 'part_modules', 'sdpa_backend_of', 'sdpa_backends']
@@ -233,15 +237,18 @@ def profile_parts(
     for _ in range(num_warm):
         run()
     synchronize(device)
-    times, calls, step_ms = _time_parts(run, modules, device, num_iter)
     extra: Dict[str, Any] = {}
+    with hooks_see_chunks():  # the part hooks keep chunked inference on: the pass as users run it
+        times, calls, step_ms = _time_parts(run, modules, device, num_iter)
+        if device.type == 'cuda':
+            peaks, step_peak = _cuda_peaks(run, modules, device)
+        else:
+            peaks, peak_ops, step_peak, extra['profiler'] = _profiler_peaks(run, modules, device)
     if device.type == 'cuda':
-        peaks, step_peak = _cuda_peaks(run, modules, device)
         peak_ops = {}
         mem_method = ('cuda allocator: max_memory_allocated after reset_peak_memory_stats at each part\'s start, '
                       'minus memory_allocated then')
     else:
-        peaks, peak_ops, step_peak, extra['profiler'] = _profiler_peaks(run, modules, device)
         mem_method = ('torch.profiler(profile_memory=True) allocation/free events inside record_function ranges '
                       'around each part\'s calls (tensor memory, not RSS)')
     if device.type == 'cpu':

@@ -42,7 +42,7 @@ class SpaceTimeAttention(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and eager_inference():
+        if not self.training and eager_inference(self.norm, self.attn):  # no chunks while they have hooks
             attn = self.attn
             # chunks of whole windows (summary windows for global attention); joint attention has one window
             multiple = attn.pool_size[0] if isinstance(attn, GlobalAttention3d) else attn.window_for(x.shape[1:4])[0]
@@ -54,7 +54,7 @@ class SpaceTimeAttention(nn.Module):
     def forward_chunks(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """Eager inference in chunks of ``frames`` frames (whole windows): the same outputs, one chunk's temporaries.
 
-        Each chunk goes through ``self.attn``, so its hooks run once per chunk.
+        Each chunk goes through ``self.norm`` and ``self.attn``; :meth:`forward` does not chunk while they have hooks.
         """
         if isinstance(self.attn, GlobalAttention3d):
             # summaries of whole windows chunk by chunk, then every chunk's tokens query all of them
@@ -96,7 +96,7 @@ class LogoBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.attn_names:
             x = getattr(self, name)(x)
-        if self.training or not eager_inference():
+        if self.training or not eager_inference(self.norm, self.mlp):  # no chunks while they have hooks
             return x + self.drop_path(self.mlp(self.norm(x)))
         # eager inference: the MLP is per token, so chunks of frames give the same outputs with a chunk-sized hidden
         return map_frame_chunks(lambda c: c + self.mlp(self.norm(c)), x, inference_chunk_frames(x, 1))

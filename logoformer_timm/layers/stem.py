@@ -26,8 +26,9 @@ class FrameStem(nn.Module):
     ``conv1`` / ``bn1`` maps exist for one chunk at a time: at 32x224x224 they would otherwise be 2 x 103 MB, more
     than the whole transformer needs. Every frame is computed on its own (batch norm uses its running statistics),
     so the output is that of the unchunked stem. ``chunk_pixels = None`` turns chunking off, and only CPU tensors
-    are chunked (:func:`~logoformer_timm.layers.attention.chunks_on`). Training, autograd,
-    torch.compile and traced graphs (FX, torch.export) run all frames at once.
+    are chunked (:func:`~logoformer_timm.layers.attention.chunks_on`). Training, autograd, torch.compile, traced
+    graphs (FX, torch.export) and a stem with a forward hook or pre-hook on it or inside it (so that the hook sees
+    every frame) run all frames at once.
     """
 
     chunk_pixels: Optional[int] = 4 * 224 * 224  # 4 frames at 224x224, 16 at 112x112 (one chunk per such clip)
@@ -39,13 +40,28 @@ class FrameStem(nn.Module):
         self.conv1, self.bn1, self.act1, self.maxpool = resnet.conv1, resnet.bn1, resnet.act1, resnet.maxpool
         self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
 
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        """timm's ResNet init (kaiming-normal convs, the last BatchNorm of each residual branch zeroed), with every
+        BatchNorm's affine parameters and running statistics reset: every tensor, so a meta-device build can be
+        initialised after ``to_empty()``."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()  # weight 1, bias 0, running mean 0 / var 1, num_batches_tracked 0
+        if zero_init_last:
+            for m in self.modules():
+                if hasattr(m, 'zero_init_last'):
+                    m.zero_init_last()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
     def forward_clip(self, x: torch.Tensor) -> torch.Tensor:
         """Frames of clips ``(B, T, C, H, W)`` (any strides) to maps ``(B, T, 256, H/16, W/16)``."""
-        if self.training or self.chunk_pixels is None or not eager_inference() or not chunks_on(x.device):
+        if (self.training or self.chunk_pixels is None or not eager_inference(self)  # one piece while hooked
+                or not chunks_on(x.device)):
             # 'b t c h w -> (b t) c h w' and back
             return self(x.flatten(0, 1)).unflatten(0, (x.shape[0], x.shape[1]))
         frames = max(1, self.chunk_pixels // (x.shape[-2] * x.shape[-1]))

@@ -8,24 +8,38 @@ from typing import Callable, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import Format, get_device_dtype
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from ..layers import check_int
 
-__all__ = ['ClipModelApi', 'OUTPUT_FMTS', 'resolve_output_fmt']
+__all__ = ['ClipModelApi', 'OUTPUT_FMTS', 'label_feature_maps', 'resolve_output_fmt']
 
 OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
+# the other names forward_intermediates accepts, as strings or timm's Format enum: channels-first is NCTHW here
+_OUTPUT_FMT_ALIASES = {'NCHW': 'NCTHW'}
 
 
 def resolve_output_fmt(output_fmt: Union[str, Format]) -> str:
-    """One of ``OUTPUT_FMTS``; timm's image ``Format`` enum (what its feature wrappers pass) maps NCHW -> NCTHW."""
+    """One of ``OUTPUT_FMTS``; a string and timm's ``Format`` enum of the same name are the same format, and
+    timm's channels-first image format (``'NCHW'``, what its feature wrappers pass) means ``'NCTHW'``."""
     if isinstance(output_fmt, Format):
-        output_fmt = {Format.NCHW: 'NCTHW', Format.NLC: 'NLC'}.get(output_fmt, output_fmt.value)
+        output_fmt = output_fmt.value
+    output_fmt = _OUTPUT_FMT_ALIASES.get(output_fmt, output_fmt)
     if output_fmt not in OUTPUT_FMTS:
         raise ValueError(
             f"output_fmt must be 'NCTHW' ((B, C, T', H', W') maps) or 'NLC' ((B, T'*H'*W', C) tokens), "
             f"got {output_fmt!r}.")
     return output_fmt
+
+
+def label_feature_maps(wrapper: nn.Module, block_output_fmt: str) -> None:
+    """Name the format of a ``features_only`` wrapper's maps on it and in its ``feature_info`` (timm's wrappers only
+    know 2-D image formats): the getter returns forward_intermediates' 'NCTHW' maps; the others (fx, hooks) return
+    the blocks' own outputs, in the model class's ``block_output_fmt``."""
+    fmt = 'NCTHW' if isinstance(wrapper, FeatureGetterNet) else block_output_fmt
+    wrapper.output_fmt = fmt
+    for info in wrapper.feature_info.info:
+        info['output_fmt'] = fmt
 
 
 class ClipModelApi:
@@ -36,6 +50,9 @@ class ClipModelApi:
     final_norm_names: Tuple[str, ...] = ('norm',)
     # the ``global_pool`` values ``reset_classifier`` accepts
     global_pools: Tuple[str, ...] = ('avg', '')
+    # the layout of the blocks' own outputs (what fx / hook feature wrappers return): (B, N, C) token sequences here,
+    # LOGO-Former's (B, T', H', W', C) grids are 'NTHWC'
+    block_output_fmt: str = 'NLC'
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -37,8 +37,8 @@ from ..layers import (
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_model_with_pretrained_weights
-from ._clip_api import ClipModelApi, resolve_output_fmt
-from .logoformer import _cfg as _dfer_cfg, _init_transformer_weights
+from ._clip_api import ClipModelApi, label_feature_maps, resolve_output_fmt
+from .logoformer import _cfg as _dfer_cfg, _init_linear
 from .released import ReportedResult, released_cfg
 
 __all__ = ['FormerDFER', 'CITATION', 'checkpoint_filter_fn']
@@ -167,11 +167,18 @@ class FormerDFER(ClipModelApi, nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """ViT-style init for the Transformers and embeddings; ResNet-style for layer4 (the stem keeps timm's)."""
+        """Initialise every parameter and buffer (as timm's models do, e.g. after ``device='meta'`` and
+        ``to_empty()``): timm's ResNet init for the stem and layer4 (BatchNorm statistics reset), default LayerNorms,
+        ViT-style init for the Transformers and embeddings."""
+        self.stem.init_weights()
+        for module in self.modules():
+            if isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+                module.reset_parameters()  # BatchNorm: its running statistics too
         for param in (self.pos_embed_spatial, self.pos_embed_temporal, self.cls_token):
             trunc_normal_(param, std=.02)
-        for name in ('spatial_blocks', 'blocks', 'head'):
-            named_apply(_init_transformer_weights, getattr(self, name))
+        for name in ('spatial_blocks', 'blocks'):
+            named_apply(_init_linear, getattr(self, name))
+        _init_linear(self.head)
         for module in self.layer4.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
@@ -394,8 +401,12 @@ def _create_former_dfer(variant: str, pretrained: bool = False, **kwargs) -> For
         feature_cfg=dict(out_indices=kwargs.get('depth', 3), feature_cls='getter'),  # all temporal layers
     )
     if not pretrained:
-        return build_model_with_cfg(FormerDFER, variant, pretrained, **build_kwargs, **kwargs)
-    return build_model_with_pretrained_weights(FormerDFER, variant, **build_kwargs, **kwargs)
+        model = build_model_with_cfg(FormerDFER, variant, pretrained, **build_kwargs, **kwargs)
+    else:
+        model = build_model_with_pretrained_weights(FormerDFER, variant, **build_kwargs, **kwargs)
+    if kwargs.get('features_only'):
+        label_feature_maps(model, FormerDFER.block_output_fmt)
+    return model
 
 
 @register_model

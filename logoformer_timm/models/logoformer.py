@@ -28,12 +28,12 @@ from timm.models._manipulate import checkpoint_seq, named_apply
 
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
-    check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
+    WindowSummary, check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
     sizes_are_symbolic, to_3tuple)
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
-from ._clip_api import OUTPUT_FMTS, ClipModelApi, resolve_output_fmt
+from ._clip_api import OUTPUT_FMTS, ClipModelApi, label_feature_maps, resolve_output_fmt
 
 __all__ = ['LogoFormer', 'CITATION', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
 
@@ -49,6 +49,8 @@ DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear'
 
 class LogoFormer(ClipModelApi, nn.Module):
     """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
+
+    block_output_fmt = 'NTHWC'  # blocks work on (B, T', H', W', C) token grids
 
     def __init__(
             self,
@@ -157,23 +159,39 @@ class LogoFormer(ClipModelApi, nn.Module):
             for i in range(depth)])
         # maps are (B, C, T', H', W'): `reduction` is spatial (timm's meaning), `temporal_reduction` is over frames
         self.feature_info = [
-            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=STEM_STRIDE, temporal_reduction=1)
+            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=STEM_STRIDE, temporal_reduction=1,
+                 output_fmt='NCTHW')
             for i in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self._pixel_range_warned = False
 
-        self.init_weights()
+        self._init_transformer_weights()  # the stem, norms and summaries were initialised as they were built
         if stem_weights is not None:
             self.stem.load_resnet_weights(read_resnet_state_dict(stem_weights), stem_weights)
 
     def init_weights(self) -> None:
-        """ViT-style init for the transformer; the stem keeps timm's ResNet init."""
+        """Initialise every parameter and buffer as construction does, as timm's models do (e.g. after building on
+        ``device='meta'`` and ``to_empty()``): timm's ResNet init for the stem (BatchNorm statistics reset),
+        PyTorch's default init for ``token_embed``, ``head``, every LayerNorm and WindowSummary, then the ViT-style
+        init of the position embeddings and the blocks' linear layers."""
+        self.stem.init_weights()
+        for module in self.modules():
+            if isinstance(module, (nn.LayerNorm, WindowSummary)):
+                module.reset_parameters()
+        for module in (self.token_embed, self.head):
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+        self._init_transformer_weights()
+
+    def _init_transformer_weights(self) -> None:
+        """ViT-style init: truncated-normal position embeddings and block linear weights, zero biases. Construction
+        runs only this (the rest is initialised as it is built), so a seed draws the same weights as before."""
         trunc_normal_(self.pos_embed_spatial, std=.02)
         trunc_normal_(self.pos_embed_temporal, std=.02)
-        for name in ('token_embed', 'blocks', 'head'):
-            named_apply(_init_transformer_weights, getattr(self, name))
+        for name in ('token_embed', 'blocks', 'head'):  # the submodules of each (token_embed and head have none)
+            named_apply(_init_linear, getattr(self, name))
 
     def architecture_args(self) -> Dict[str, Any]:
         """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
@@ -279,8 +297,9 @@ class LogoFormer(ClipModelApi, nn.Module):
             indices: Take the last n blocks if int, all if None, the listed blocks if a sequence.
             norm: Apply the final norm to every intermediate.
             stop_early: Stop after the last requested block.
-            output_fmt: 'NCTHW' (channels-first space-time maps) or 'NLC' (tokens). timm's feature wrappers pass
-                their image format enum: its channels-first ``Format.NCHW`` means 'NCTHW' here.
+            output_fmt: 'NCTHW' (channels-first space-time maps) or 'NLC' (tokens), as strings or timm's ``Format``
+                enum; timm's channels-first image format ('NCHW' or ``Format.NCHW``, what its feature wrappers
+                pass) means 'NCTHW' here.
             intermediates_only: Return only the intermediates.
         """
         output_fmt = resolve_output_fmt(output_fmt)
@@ -297,7 +316,7 @@ class LogoFormer(ClipModelApi, nn.Module):
         return self.norm(x).flatten(1, 3), intermediates
 
 
-def _init_transformer_weights(module: nn.Module, name: str = '') -> None:
+def _init_linear(module: nn.Module, name: str = '') -> None:
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=.02)
         if module.bias is not None:
@@ -383,8 +402,12 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
             warnings.warn(
                 f'{variant} was built from {source}:{location} with pretrained=False, so it has random weights, '
                 f'not the ones in {location}. Pass pretrained=True to load them.', stacklevel=3)
-        return build_model_with_cfg(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
-    return build_model_with_pretrained_weights(LogoFormer, variant, **build_kwargs, **kwargs)
+        model = build_model_with_cfg(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
+    else:
+        model = build_model_with_pretrained_weights(LogoFormer, variant, **build_kwargs, **kwargs)
+    if kwargs.get('features_only'):
+        label_feature_maps(model, LogoFormer.block_output_fmt)
+    return model
 
 
 @register_model

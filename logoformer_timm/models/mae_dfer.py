@@ -35,7 +35,7 @@ from ..layers import (
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_model_with_pretrained_weights
-from ._clip_api import ClipModelApi, resolve_output_fmt
+from ._clip_api import ClipModelApi, label_feature_maps, resolve_output_fmt
 from .logoformer import DFER_LABELS
 from .released import ReportedResult, released_cfg
 
@@ -219,6 +219,8 @@ class MaeDfer(ClipModelApi, nn.Module):
     """MAE-DFER's fine-tuned LGI-Former for clips ``(B, C, T, H, W)``; see the module docstring."""
 
     final_norm_names = ('norm', 'fc_norm')
+    # LGI blocks work on regions: (B, regions, 1 + tokens per region, C), the region token first ('joint': 'NLC')
+    block_output_fmt = 'NRLC'
 
     def __init__(
             self,
@@ -340,10 +342,20 @@ class MaeDfer(ClipModelApi, nn.Module):
         self.init_weights(init_scale)
 
     def init_weights(self, init_scale: float = 0.001) -> None:
-        """The official fine-tuning init: truncated normal linears, unit LayerNorms, a down-scaled classifier."""
+        """The official fine-tuning init: truncated normal linears, unit LayerNorms, a down-scaled classifier. It sets
+        every parameter and buffer (as timm's models do, e.g. after ``device='meta'`` and ``to_empty()``): the
+        tubelet convolution's default init, zero v biases and the fixed position table too."""
+        with torch.no_grad():
+            table = sinusoid_table(math.prod(self.grid_size), self.embed_dim).reshape(self.pos_embed.shape)
+            self.pos_embed.copy_(table.to(self.pos_embed.device, self.pos_embed.dtype))
+        self.patch_embed.proj.reset_parameters()
         if self.region_tokens is not None:
             trunc_normal_(self.region_tokens, std=.02)
         for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif getattr(module, 'v_bias', None) is not None:
+                nn.init.zeros_(module.v_bias)
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=.02)
                 if module.bias is not None:
@@ -515,7 +527,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'num_classes': 7,
         'input_size': (3, 160, 160),
         'fixed_input_size': True,
-        'pool_size': None,
+        'pool_size': (8, 10, 10),  # the unpooled token grid (T', H', W') of a 16 x 160 x 160 clip
         # the official test transform resizes every frame to 160 x 160 (bilinear), so its two 'spatial crops' are
         # the whole frame: no centre crop
         'crop_pct': 1.0,
@@ -578,8 +590,12 @@ def _create_mae_dfer(variant: str, pretrained: bool = False, **kwargs) -> MaeDfe
         feature_cfg=dict(out_indices=kwargs.get('depth', 16), feature_cls='getter'),  # all blocks
     )
     if pretrained:
-        return build_model_with_pretrained_weights(MaeDfer, variant, **build_kwargs, **kwargs)
-    return build_model_with_cfg(MaeDfer, variant, False, **build_kwargs, **kwargs)
+        model = build_model_with_pretrained_weights(MaeDfer, variant, **build_kwargs, **kwargs)
+    else:
+        model = build_model_with_cfg(MaeDfer, variant, False, **build_kwargs, **kwargs)
+    if kwargs.get('features_only'):
+        label_feature_maps(model, 'NLC' if kwargs.get('attn_type') == 'joint' else MaeDfer.block_output_fmt)
+    return model
 
 
 @register_model
