@@ -12,7 +12,6 @@ import timm
 import torch
 
 from logoformer_timm import bench
-from logoformer_timm.bench import ModelSpec
 from logoformer_timm.bench.memory import MemoryMeter
 from logoformer_timm.bench.profiling import sdpa_backends
 from logoformer_timm.bench.timing import copy_bandwidth, gemm_peak, time_steps
