@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, List, Sequence, Tuple
 
+import timm
 import torch
 
 import logoformer_timm
@@ -34,6 +35,10 @@ def import_before(package_dir: Path, workdir: Path):
         warnings.simplefilter('ignore')  # it registers the same timm model names again ...
         before = importlib.import_module('logoformer_before')
         logoformer_timm.models.logoformer.refresh_pretrained_cfgs()  # ... so give them back to this package
+        for name in logoformer_timm.models.MODEL_MODULES:  # the zoo's too
+            module = sys.modules[f'logoformer_timm.models.{name}']
+            for model_name in timm.list_models(module=name):
+                timm.models.register_model(getattr(module, model_name))
     return before
 
 
