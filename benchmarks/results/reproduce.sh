@@ -65,3 +65,8 @@ done
 python benchmarks/einops_kernels_combine.py "$RUNS" $OUT/einops_kernels
 # both versions in one process, calls alternating (kernels and whole logoformer_base, eager and inductor)
 python benchmarks/kernel_ab.py --before "$RUNS/before/logoformer_timm" > $OUT/einops_kernels_ab.md
+
+# Issue 18: LOGO-Former against the DFER zoo, each at its own protocol clip and at the common 16x160
+python benchmarks/flops.py --model 'logoformer_*' --peers dfer --img-size 160 --bench both --threads 1 -b 1 \
+    --num-warm-iter 1 --num-bench-iter 3 \
+    --results-file benchmarks/results/dfer_peers.md benchmarks/results/dfer_peers.json benchmarks/results/dfer_peers.csv
