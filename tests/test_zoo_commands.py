@@ -54,6 +54,14 @@ def test_hub_export_then_local_dir_and_verify_give_the_official_logits(official_
     assert config['architecture'] == 'former_dfer' and config['pretrained_cfg']['tag'] == 'dfew_fold1'
     assert hub.main(['push', str(out), '--repo-id', 'me/former_dfer.dfew_fold1', '--checkpoint',
                      str(official_file)]) == 0  # a dry run: verified, nothing uploaded
+    # a folder in this package's keys (a fine-tuning run's, or this export) exports again: its sizes come from the
+    # weights as Former-DFER reads them (the temporal embedding holds the class token: 17 rows, 16 frames)
+    again = tmp_path / 'again'
+    assert hub.main(['export', '--checkpoint', str(out), '--model', NAME, '--out', str(again)]) == 0
+    model = timm.create_model(f'local-dir:{again}', pretrained=True).eval()
+    assert model.num_frames == 16
+    with torch.no_grad():
+        assert (model(_clip()).double() - _official_logits()).abs().max().item() < 1e-4
 
 
 def test_eval_and_fine_tuning_take_the_official_file(official_file, demo_data, tmp_path):

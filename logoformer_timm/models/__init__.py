@@ -14,9 +14,9 @@ from .mae_dfer import MAFW_LABELS, MaeDfer
 from .released import REPORTED_RESULTS, ReportedResult
 
 __all__ = [
-    'DFER_LABELS', 'CheckpointMismatchError', 'FormerDFER', 'LogoFormer', 'MAFW_LABELS', 'MODEL_MODULES', 'MaeDfer', 'PretrainedWeightsError',
-    'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult', 'checkpoint_filter_fn',
-    'checkpoint_filter_of', 'citation_of', 'list_clip_models', 'refresh_pretrained_cfgs']
+    'DFER_LABELS', 'CheckpointMismatchError', 'FormerDFER', 'LogoFormer', 'MAFW_LABELS', 'MODEL_MODULES', 'MaeDfer',
+    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult',
+    'checkpoint_filter_fn', 'checkpoint_filter_of', 'citation_of', 'list_clip_models', 'refresh_pretrained_cfgs']
 
 # the model files of this package, as timm files them (``timm.list_models(module=...)``)
 MODEL_MODULES = ('logoformer', 'former_dfer', 'mae_dfer')

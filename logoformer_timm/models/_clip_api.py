@@ -12,7 +12,7 @@ from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from ..layers import check_int
 
-__all__ = ['ClipModelApi', 'OUTPUT_FMTS', 'label_feature_maps', 'resolve_output_fmt']
+__all__ = ['ClipModelApi', 'OUTPUT_FMTS', 'grid_as', 'label_feature_maps', 'resolve_output_fmt']
 
 OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
 # the other names forward_intermediates accepts, as strings or timm's Format enum: channels-first is NCTHW here
@@ -30,6 +30,12 @@ def resolve_output_fmt(output_fmt: Union[str, Format]) -> str:
             f"output_fmt must be 'NCTHW' ((B, C, T', H', W') maps) or 'NLC' ((B, T'*H'*W', C) tokens), "
             f"got {output_fmt!r}.")
     return output_fmt
+
+
+def grid_as(grid: torch.Tensor, output_fmt: str) -> torch.Tensor:
+    """A ``(B, T', H', W', C)`` token grid in a resolved ``output_fmt``: 'NCTHW' maps or 'NLC' tokens (views)."""
+    # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
+    return grid.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else grid.flatten(1, 3)
 
 
 def label_feature_maps(wrapper: nn.Module, block_output_fmt: str) -> None:

@@ -185,6 +185,19 @@ class FormerDFER(ClipModelApi, nn.Module):
         for block in self.layer4:
             block.zero_init_last()
 
+    @staticmethod
+    def sizes_of_weights(weights: Dict[str, Any]) -> Dict[str, Any]:
+        """The constructor sizes a state dict of this model (our keys) fixes: frames (the temporal embedding, class
+        token first), resolution (the spatial embedding) and input channels (the stem)."""
+        sizes = {}
+        if 'pos_embed_temporal' in weights:
+            sizes['num_frames'] = weights['pos_embed_temporal'].shape[1] - 1
+        if 'pos_embed_spatial' in weights:
+            sizes['img_size'] = [s * STEM_STRIDE for s in weights['pos_embed_spatial'].shape[1:3]]
+        if 'stem.conv1.weight' in weights:
+            sizes['in_chans'] = weights['stem.conv1.weight'].shape[1]
+        return sizes
+
     def architecture_args(self) -> Dict[str, Any]:
         """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
         return dict(spatial_num_heads=self.spatial_blocks[0].attn.num_heads, num_heads=self.blocks[0].attn.num_heads,

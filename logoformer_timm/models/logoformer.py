@@ -33,7 +33,7 @@ from ..layers import (
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
-from ._clip_api import OUTPUT_FMTS, ClipModelApi, label_feature_maps, resolve_output_fmt
+from ._clip_api import OUTPUT_FMTS, ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
 
 __all__ = ['LogoFormer', 'CITATION', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
 
@@ -193,6 +193,19 @@ class LogoFormer(ClipModelApi, nn.Module):
         for name in ('token_embed', 'blocks', 'head'):  # the submodules of each (token_embed and head have none)
             named_apply(_init_linear, getattr(self, name))
 
+    @staticmethod
+    def sizes_of_weights(weights: Dict[str, Any]) -> Dict[str, Any]:
+        """The constructor sizes a state dict of this model fixes: frames and resolution (its learned position
+        embeddings) and input channels (the stem)."""
+        sizes = {}
+        if 'pos_embed_temporal' in weights:
+            sizes['num_frames'] = weights['pos_embed_temporal'].shape[1]
+        if 'pos_embed_spatial' in weights:
+            sizes['img_size'] = [s * STEM_STRIDE for s in weights['pos_embed_spatial'].shape[1:3]]
+        if 'stem.conv1.weight' in weights:
+            sizes['in_chans'] = weights['stem.conv1.weight'].shape[1]
+        return sizes
+
     def architecture_args(self) -> Dict[str, Any]:
         """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
         return dict(local_window=self.local_window, global_pool_size=self.global_pool_size,
@@ -305,10 +318,7 @@ class LogoFormer(ClipModelApi, nn.Module):
         output_fmt = resolve_output_fmt(output_fmt)
 
         def take(x: torch.Tensor) -> torch.Tensor:
-            y = self.norm(x) if norm else x
-            # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
-            y = y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
-            return y.contiguous()
+            return grid_as(self.norm(x) if norm else x, output_fmt)
 
         x, intermediates = self.run_blocks(self.embed(x), indices, stop_early, take)
         if intermediates_only:

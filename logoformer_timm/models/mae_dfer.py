@@ -35,7 +35,7 @@ from ..layers import (
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_model_with_pretrained_weights
-from ._clip_api import ClipModelApi, label_feature_maps, resolve_output_fmt
+from ._clip_api import ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
 from .logoformer import DFER_LABELS
 from .released import ReportedResult, released_cfg
 
@@ -365,6 +365,13 @@ class MaeDfer(ClipModelApi, nn.Module):
                 self.head.weight.mul_(init_scale)
                 self.head.bias.mul_(init_scale)
 
+    @staticmethod
+    def sizes_of_weights(weights: Dict[str, Any]) -> Dict[str, Any]:
+        """The constructor sizes a state dict of this model fixes: input channels only (the position table is
+        fixed, not learned, so frames and resolution are free)."""
+        weight = weights.get('patch_embed.proj.weight')
+        return {} if weight is None else dict(in_chans=weight.shape[1])
+
     def architecture_args(self) -> Dict[str, Any]:
         """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
         first = self.blocks[0]
@@ -459,10 +466,7 @@ class MaeDfer(ClipModelApi, nn.Module):
 
         def take(x: torch.Tensor) -> torch.Tensor:
             y = self._grid_of(x)
-            y = self.norm(y) if norm else y
-            # 'b t h w c -> b c t h w' or 'b t h w c -> b (t h w) c'
-            y = y.permute(0, 4, 1, 2, 3) if output_fmt == 'NCTHW' else y.flatten(1, 3)
-            return y.contiguous()
+            return grid_as(self.norm(y) if norm else y, output_fmt)
 
         x, intermediates = self.run_blocks(self._start(x), indices, stop_early, take)
         if intermediates_only:

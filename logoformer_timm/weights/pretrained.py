@@ -46,12 +46,12 @@ def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
 
 
 def _describe_source(cfg: PretrainedCfg) -> str:
-    if cfg.state_dict:
-        return 'the state_dict given in the pretrained cfg'
     if cfg.source == 'local-dir':
         return f'local-dir:{cfg.file}'
-    if cfg.file:
+    if cfg.file:  # also where a caller gave the file's state_dict already read
         return f'file {cfg.file}'
+    if cfg.state_dict:
+        return 'the state_dict given in the pretrained cfg'
     if cfg.hf_hub_id:
         return f'hf-hub:{cfg.hf_hub_id} ({cfg.hf_hub_filename or "model.safetensors or pytorch_model.bin"})'
     return f'url {cfg.url}'

@@ -35,33 +35,29 @@ class HubFolderError(RuntimeError):
 def _args_from_weights(
         model_name: str, checkpoint_path: PathLike, checkpoint: Dict[str, Any], model_kwargs: Dict[str, Any],
 ) -> Dict[str, Any]:
-    """Model arguments that the weights themselves fix: frames, resolution and channels (LOGO-Former's learned
-    embeddings and stem), and the classes (read through the architecture's own checkpoint filter, the model
-    built with ``model_kwargs``); a requested value that contradicts them is an error."""
+    """Model arguments that the weights themselves fix: the sizes the architecture's ``sizes_of_weights`` reads
+    (frames, resolution, channels), and the classes (read through the architecture's own checkpoint filter, the
+    model built with ``model_kwargs``); a requested value that contradicts them is an error."""
     weights = unwrap_checkpoint(checkpoint)
-    args = {}
-    if 'pos_embed_temporal' in weights:
-        args['num_frames'] = weights['pos_embed_temporal'].shape[1]
-    if 'pos_embed_spatial' in weights:
-        args['img_size'] = [weights['pos_embed_spatial'].shape[1] * 16, weights['pos_embed_spatial'].shape[2] * 16]
-    if 'stem.conv1.weight' in weights:
-        args['in_chans'] = weights['stem.conv1.weight'].shape[1]
-    for key, value in model_kwargs.items():
-        if key in args and _as_list(value) != _as_list(args[key]):
-            raise HubFolderError(
-                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
-                f'{key}={args[key]!r}; an export never resamples or adapts weights. Drop the argument.')
+    model_cls = type(create_model(model_name, device='meta'))  # nothing is allocated
+    args = dict(model_cls.sizes_of_weights(weights))
+    _check_requested(checkpoint_path, model_kwargs, args)  # before the sizes build a model for the class count
     try:
         others = {k: v for k, v in model_kwargs.items() if k != 'num_classes'}
         args['num_classes'], _ = classes_of_weights(model_name, weights, **{**others, **args})
     except CheckpointMismatchError as e:
         raise HubFolderError(f'{checkpoint_path}: {e}') from None
-    if 'num_classes' in model_kwargs and model_kwargs['num_classes'] != args['num_classes']:
-        raise HubFolderError(
-            f'{checkpoint_path}: num_classes={model_kwargs["num_classes"]!r} was requested but the weights were '
-            f'trained with num_classes={args["num_classes"]!r}; an export never resamples or adapts weights. '
-            f'Drop the argument.')
+    _check_requested(checkpoint_path, model_kwargs, {'num_classes': args['num_classes']})
     return args
+
+
+def _check_requested(checkpoint_path: PathLike, requested: Dict[str, Any], from_weights: Dict[str, Any]) -> None:
+    """Refuse a requested argument that contradicts what the weights fix (an export never resamples or adapts)."""
+    for key, value in requested.items():
+        if key in from_weights and _as_list(value) != _as_list(from_weights[key]):
+            raise HubFolderError(
+                f'{checkpoint_path}: {key}={value!r} was requested but the weights were trained with '
+                f'{key}={from_weights[key]!r}; an export never resamples or adapts weights. Drop the argument.')
 
 
 def _build_from_checkpoint(
@@ -70,9 +66,10 @@ def _build_from_checkpoint(
     """The model the checkpoint was trained as, with exactly its weights (nothing resampled or adapted)."""
     from_weights = _args_from_weights(model_name, checkpoint_path, checkpoint, model_kwargs)
     kwargs = {**model_kwargs, **from_weights}
-    # the cfg describes the source weights, so timm keeps their classifier instead of resetting it
+    # the cfg describes the source weights, so timm keeps their classifier instead of resetting it; the file was
+    # read already (errors still name it)
     cfg = get_pretrained_cfg(model_name)
-    source_cfg = dict(file=str(checkpoint_path), num_classes=from_weights['num_classes'])
+    source_cfg = dict(file=str(checkpoint_path), state_dict=checkpoint, num_classes=from_weights['num_classes'])
     if 'img_size' in kwargs or 'in_chans' in kwargs:
         source_cfg['input_size'] = (kwargs.get('in_chans', cfg.input_size[0]),
                                     *to_2tuple(kwargs.get('img_size', cfg.input_size[1:])))
@@ -138,7 +135,7 @@ def export_folder(
     released = reported is not None
     if released:  # the dataset the authors' release was trained on, unless the exporter states it
         train_dataset = train_dataset or reported.dataset
-    model = _source_model(checkpoint, {} if released and model_kwargs is None else model_kwargs, arch, tag)
+    model = _source_model(checkpoint, model_kwargs, arch, tag)
     if dtype == 'float16':
         model = model.half()
 
@@ -168,9 +165,8 @@ def export_folder(
 
 def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> Dict[str, Any]:
     """The ``model_config`` and ``model_args`` of timm's ``save_for_hf`` for an export (and for verifying one)."""
-    # what the weights do not fix but their meaning depends on (windows, block types, layout)
-    arch_args = model.architecture_args() if hasattr(model, 'architecture_args') else {}
-    arch_args = {k: list(v) if isinstance(v, tuple) else v for k, v in arch_args.items()}
+    # what the weights do not fix but their meaning depends on (windows, block types, heads, layout)
+    arch_args = {k: list(v) if isinstance(v, tuple) else v for k, v in model.architecture_args().items()}
     return dict(model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args)
 
 
@@ -182,8 +178,11 @@ def _source_model(
     A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
     under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
     (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture; a registered
-    ``tag`` (an official release) gives its pretrained cfg: protocol, label names, the authors' reported results.
+    ``tag`` gives its pretrained cfg: protocol, label names, the authors' reported results. An official release's
+    file needs no ``model_kwargs``: its architecture is the tag's own.
     """
+    if model_kwargs is None and f'{arch}.{tag}' in REPORTED_RESULTS:
+        model_kwargs = {}
     path = Path(checkpoint)
     known: Dict[str, Any] = {}
     if path.is_dir():
@@ -316,8 +315,6 @@ def verify_folder(
     config = _check_folder(folder)
     exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
     arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
-    if f'{arch}.{tag}' in REPORTED_RESULTS and model_kwargs is None:
-        model_kwargs = {}  # an official release: its architecture is the tag's own
     source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag)
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
     if len(dtypes) != 1:
