@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, under 5 minutes on one H200, everything in one results folder:
 #   the CUDA tests (pytest -m cuda tests/test_cuda.py, junit XML), the matmul peak per precision and the copy
-#   bandwidth (before and after the models), and the benchmark plan of logoformer_timm/bench/gpu.py (variants,
+#   bandwidth (before and after the models), and the benchmark plan of logoformer_timm/bench/gpu/plan.py (variants,
 #   joint baseline, DFER peers found; two clips, batch 1/32/128, fp32 and bf16 autocast, eager and compiled,
 #   inference and training) under a time budget, with every entry not measured and why.
 #

@@ -13,7 +13,8 @@ from .runner import benchmark, environment, load_avg
 from .models import DFER_PEERS, PEER_NAMES, PEER_SETS, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
 from .sweeps import PROTOCOL_CLIP, grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from ..cli import ArgumentParser, check_output_file, resolve_device, run_cli
+from ..cli import ArgumentParser, check_output_file, run_cli
+from ..device import resolve_device
 from .timing import gemm_peak, set_peak_fractions
 
 __all__ = ['build_parser', 'run', 'main']

@@ -2,6 +2,8 @@
 from dataclasses import dataclass
 from typing import Optional
 
+from ..errors import UserError
+
 __all__ = ['BenchConfig', 'BenchmarkError', 'PRECISIONS', 'SWEEP_PARAMS', 'GRID_PARAMS', 'BENCH_MODES', 'NUM_CLASSES']
 
 PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
@@ -11,7 +13,7 @@ BENCH_MODES = ('inference', 'train')
 NUM_CLASSES = 7
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UserError):
     """A user error (bad flag, unknown model, missing device or extra): printed without a traceback."""
 
 

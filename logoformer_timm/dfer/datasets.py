@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data import ClipTransform, resolve_video_data_config, sample_frame_indices
+from ..errors import UserError
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
@@ -41,7 +42,7 @@ class AnnotationError(ValueError):
     """A line of an annotation list that cannot be used (format, label range, missing clip)."""
 
 
-class ClipLoadError(RuntimeError):
+class ClipLoadError(UserError, RuntimeError):
     """A clip whose frames cannot be read."""
 
 

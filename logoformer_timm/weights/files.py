@@ -21,6 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
+from ..errors import UserError
+
 __all__ = [
     'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
@@ -28,7 +30,7 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 
-class WeightsFileError(RuntimeError):
+class WeightsFileError(UserError, RuntimeError):
     """A weight file that cannot be used: not readable (truncated, corrupt, not safetensors) or with unusable values."""
 
 

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from timm.models import PretrainedCfg, build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
+from ..errors import UserError
 from . import manifest
 from .files import read_checkpoint, read_state_dict
 from .filtering import CheckpointMismatchError
@@ -21,11 +22,11 @@ __all__ = [
     'read_resnet_state_dict']
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(UserError, RuntimeError):
     """``pretrained=True`` for a LOGO-Former name that has no published weights."""
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError, RuntimeError):
     """Pretrained weights that could not be read or do not fit the model; the message names the source."""
 
 

@@ -17,6 +17,7 @@ from timm.models._hub import save_config_for_hf
 from .. import __version__
 from .card import card_problem, load_eval_metrics, model_card
 from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from ..errors import UserError
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
 from ..models import REPORTED_RESULTS, PretrainedWeightsError, list_clip_models
 from .filtering import CheckpointMismatchError
@@ -28,7 +29,7 @@ __all__ = [
 REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
 
 
-class HubFolderError(RuntimeError):
+class HubFolderError(UserError, RuntimeError):
     """A checkpoint, export folder or upload request that cannot be used; the message names the file."""
 
 
