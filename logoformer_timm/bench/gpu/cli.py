@@ -53,6 +53,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1 if problems else 0
     return run_cli(body)
 
-
-if __name__ == '__main__':
-    sys.exit(main())
