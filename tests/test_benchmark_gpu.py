@@ -220,17 +220,22 @@ def test_gpu_command_errors_are_one_line(tmp_path, capsys):
 
 def test_gpu_sh_dry_run_checks_plan_schema_and_report(tmp_path):
     """``bash benchmarks/gpu.sh --dry-run`` as CI runs it: the CUDA tests skip with their reason, the plan runs on
-    fake timings, and the folder holds what the device tool can bring back (at most 8 files)."""
-    out = tmp_path / 'gpu'
-    env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(['bash', str(REPO / 'benchmarks' / 'gpu.sh'), '--dry-run', '--out', str(out)],
+    fake timings, and without --out the fake figures go to a new temporary folder (printed), never among the
+    committed results in benchmarks/results/gpu/."""
+    results = REPO / 'benchmarks' / 'results' / 'gpu'
+    before = sorted(os.listdir(results))
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    proc = subprocess.run(['bash', str(REPO / 'benchmarks' / 'gpu.sh'), '--dry-run'],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(os.listdir(results)) == before
+    (out,) = tmp_path.iterdir()
+    assert out.name.startswith('logoformer-gpu-dry-run.') and f'dry run: writing to {out}' in proc.stdout
     files = sorted(os.listdir(out))
     assert files == ['env.txt', 'log.txt', 'pytest_cuda.xml', 'results.csv', 'results.json', 'results.md',
                      'summary.md']
     summary = (out / 'summary.md').read_text()
-    assert 'DRY RUN' in summary and 'Command: `bash benchmarks/gpu.sh --out' in summary
+    assert 'DRY RUN' in summary and f'Command: `bash benchmarks/gpu.sh --out {out}' in summary
     if not torch.cuda.is_available():
         assert '0 passed, 0 failed' in summary and 'needs a CUDA GPU' in summary
     assert 'tests exit code 0, benchmark exit code 0' in proc.stdout
