@@ -41,20 +41,21 @@ METRICS = dict(
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-    """A DDP-style .pth training checkpoint, its source model, and the folder hub/export.py made from it."""
+    """A DDP-style .pth training checkpoint, its source model, and the folder hub/export.py made from it (in
+    exports/, which export makes, as the README's --out exports/NAME)."""
     torch.manual_seed(3)
     source = timm.create_model('logoformer_tiny', **ARGS).eval()
     root = tmp_path_factory.mktemp('hub')
     checkpoint = root / 'checkpoint.pth'
     torch.save({'epoch': 30, 'state_dict': {f'module.{k}': v for k, v in source.state_dict().items()}}, checkpoint)
     (root / 'metrics.json').write_text(json.dumps(METRICS))
-    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(checkpoint), '--out', str(root / 'repo'),
+    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(checkpoint), '--out', str(root / 'exports' / 'repo'),
             '--tag', 'dfew_fold1', '--metrics', str(root / 'metrics.json'), '--train-dataset', 'DFEW',
             '--recipe', 'logoformer-train --dataset dfew --fold 1', '--model-kwargs', 'local_window=(1, 2, 2)']
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert export_cli.main(argv) == 0
-    return source, checkpoint, root / 'repo', printed.getvalue()
+    return source, checkpoint, root / 'exports' / 'repo', printed.getvalue()
 
 
 def clip_for(model):
@@ -153,7 +154,11 @@ def test_export_refuses_bad_requests(exported, tmp_path):
     with pytest.raises(HubFolderError, match='already exists and is not empty'):
         export_folder('logoformer_tiny', checkpoint, folder)
     with pytest.raises(HubFolderError, match='registered clip model'):
-        export_folder('resnet18', checkpoint, tmp_path / 'b')
+        export_folder('resnet18', checkpoint, tmp_path / 'new' / 'b')
+    assert not (tmp_path / 'new').exists()  # a refused request makes no folder
+    (tmp_path / 'a_file').write_text('')
+    with pytest.raises(ValueError, match=r'--out .*a_file/c: cannot create the folder, .*a_file is a file'):
+        export_folder('logoformer_tiny', checkpoint, tmp_path / 'a_file' / 'c' / 'd')
 
 
 def test_export_cli_user_error_is_one_line_without_traceback(tmp_path, capsys):

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
-    export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
+    export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into; missing parent folders are made')
     export.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
     export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/weights/card.py)')
     export.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')

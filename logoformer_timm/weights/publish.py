@@ -17,6 +17,7 @@ from timm.models._hub import save_config_for_hf
 from .. import __version__
 from .card import card_problem, load_eval_metrics, model_card
 from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from ..cli import check_output_dir
 from ..errors import UserError
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
 from ..models import REPORTED_RESULTS, PretrainedWeightsError, list_clip_models
@@ -127,8 +128,7 @@ def export_folder(
         raise HubFolderError(f'--out {out} is a file; pass a new (or empty) folder to write the repo into.')
     if out.exists() and any(out.iterdir()):
         raise HubFolderError(f'{out} already exists and is not empty; pass a new --out folder.')
-    if not out.parent.is_dir():
-        raise HubFolderError(f'--out {out}: the folder {out.parent} does not exist; create it first.')
+    check_output_dir(str(out.parent), '--out')  # missing parents are made once the model is built
     eval_metrics = load_eval_metrics(metrics) if metrics is not None else None
     for flag, text in (('--train-dataset', train_dataset), ('--recipe', recipe), ('--license', license)):
         _check_free_text(flag, text)
@@ -142,6 +142,7 @@ def export_folder(
 
     name = f'{arch}.{tag}' if tag else arch
     hf_hub_id = f'{hub_org}/{name}' if tag else None
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
     shutil.rmtree(tmp, ignore_errors=True)
     try:
