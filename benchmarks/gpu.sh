@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU check in one command, under 5 minutes on one H200, everything in one results folder:
+# The whole GPU check in one command on any CUDA machine, about 5 minutes at most with the default budget, everything
+# in one results folder:
 #   the CUDA tests (pytest -m cuda tests/test_cuda.py, junit XML), the matmul peak per precision and the copy
 #   bandwidth (before and after the models), and the benchmark plan of logoformer_timm/bench/gpu/plan.py (variants,
 #   joint baseline, DFER peers found; two clips, batch 1/32/128, fp32 and bf16 autocast, eager and compiled,
@@ -82,10 +83,10 @@ for name, least in need.items():
     try:
         have = md.version(name)
     except md.PackageNotFoundError:
-        print(f'warning: {name} is not installed (needs >= {least}): carry it as a wheel in .whl/')
+        print(f'warning: {name} is not installed (needs >= {least}): put its wheel in .whl/')
         continue
     ok = Version(have.split('+')[0]) >= Version(least)
-    print(f'{name} {have}' + ('' if ok else f': older than {least}, carry a wheel in .whl/ (benchmarks/results/gpu/README.md)'))
+    print(f'{name} {have}' + ('' if ok else f': older than {least}, put a newer wheel in .whl/ (benchmarks/results/gpu/README.md)'))
 EOF
 
 # 2. the CUDA tests (on CPU they all skip, each with its reason); pytest-timeout, where installed, stops a hung test

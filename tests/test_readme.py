@@ -36,7 +36,7 @@ SKIP = {
     '.cache/olah-venv/bin/pip': 'installs olah from PyPI (.ci/run does it)',
     'python benchmarks/flops.py': 'benchmarks take minutes (committed results: benchmarks/results/)',
     'bash benchmarks/gpu.sh --dry-run': 'tests/test_benchmark_gpu.py runs it as written (20 s)',
-    'bash benchmarks/gpu.sh': 'needs a CUDA GPU (benchmarks/results/gpu/README.md says how a session with one runs it)',
+    'bash benchmarks/gpu.sh': 'needs a CUDA GPU (benchmarks/results/gpu/README.md says how to run it and read its folder)',
     'logoformer-hub export': 'needs a trained checkpoint (tests/test_hub.py runs export, verify and push)',
     'logoformer-hub verify': 'needs an exported folder and its checkpoint (tests/test_hub.py)',
     'logoformer-hub push': 'needs an exported folder, its checkpoint and a Hub token (tests/test_hub.py)',
