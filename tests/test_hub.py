@@ -42,7 +42,7 @@ METRICS = dict(
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     """A DDP-style .pth training checkpoint, its source model, and the folder hub/export.py made from it (in
-    exports/, which export makes, as the README's --out exports/NAME)."""
+    exports/, which export makes, as docs/weights.md's --out exports/NAME)."""
     torch.manual_seed(3)
     source = timm.create_model('logoformer_tiny', **ARGS).eval()
     root = tmp_path_factory.mktemp('hub')
@@ -145,6 +145,13 @@ def test_local_dir_logits_identical_to_source(exported):
     source, _, folder, _ = exported
     clip = clip_for(source)
     assert torch.equal(logits(timm.create_model(f'local-dir:{folder}', pretrained=True), clip), logits(source, clip))
+
+
+def test_the_exported_cfg_carries_the_frame_count(exported):
+    folder = exported[2]
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['num_frames'] == ARGS['num_frames']
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    assert model.pretrained_cfg['num_frames'] == model.num_frames == ARGS['num_frames']
 
 
 def test_export_refuses_bad_requests(exported, tmp_path):

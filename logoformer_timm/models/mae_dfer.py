@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Format, Mlp, trunc_normal_, use_fused_attn
-from timm.models import build_model_with_cfg, clean_state_dict, generate_default_cfgs, register_model
+from timm.models import clean_state_dict, register_model
 from timm.models._manipulate import checkpoint_seq
 
 from ..layers import (
@@ -34,7 +34,7 @@ from ..layers import (
     window_partition)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
-from ..weights.pretrained import build_model_with_pretrained_weights
+from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
 from .logoformer import DFER_LABELS
 from .released import ReportedResult, released_cfg
@@ -529,7 +529,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MaeDfer) -> Dict[str
 def _cfg(**kwargs) -> Dict[str, Any]:
     return {
         'num_classes': 7,
-        'input_size': (3, 160, 160),
+        'num_frames': 16,
+        'input_size': (3, 160, 160),  # one frame; a model built with dynamic_img_size=True takes other sizes
         'fixed_input_size': True,
         'pool_size': (8, 10, 10),  # the unpooled token grid (T', H', W') of a 16 x 160 x 160 clip
         # the official test transform resizes every frame to 160 x 160 (bilinear), so its two 'spatial crops' are
@@ -582,7 +583,7 @@ def _released_cfgs() -> Dict[str, Any]:
         cfgs[f'mae_dfer.{tag}'] = released_cfg(
             f'mae_dfer.{tag}', _cfg(**labels), _DRIVE.format(drive_id), description,
             ReportedResult(dataset, fold, uar, war, _README))
-    return generate_default_cfgs(cfgs)
+    return clip_default_cfgs(cfgs)
 
 
 default_cfgs = _released_cfgs()
@@ -593,10 +594,7 @@ def _create_mae_dfer(variant: str, pretrained: bool = False, **kwargs) -> MaeDfe
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=kwargs.get('depth', 16), feature_cls='getter'),  # all blocks
     )
-    if pretrained:
-        model = build_model_with_pretrained_weights(MaeDfer, variant, **build_kwargs, **kwargs)
-    else:
-        model = build_model_with_cfg(MaeDfer, variant, False, **build_kwargs, **kwargs)
+    model = build_clip_model(MaeDfer, variant, pretrained, **build_kwargs, **kwargs)
     if kwargs.get('features_only'):
         label_feature_maps(model, 'NLC' if kwargs.get('attn_type') == 'joint' else MaeDfer.block_output_fmt)
     return model

@@ -1,15 +1,17 @@
 """Pretrained weights a model is built with: ``pretrained=True`` (published weights checked against the manifest
-before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem).
+before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem); the clip models'
+pretrained cfg (timm's, with the frame count) and the one build route of every clip model.
 """
 import os
 import pickle
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from timm.models import PretrainedCfg, build_model_with_cfg
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
 from ..errors import UserError
@@ -18,8 +20,8 @@ from .files import read_checkpoint, read_state_dict
 from .filtering import CheckpointMismatchError
 
 __all__ = [
-    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_model_with_pretrained_weights',
-    'read_resnet_state_dict']
+    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'ClipPretrainedCfg', 'clip_default_cfgs',
+    'build_clip_model', 'build_model_with_pretrained_weights', 'read_resnet_state_dict']
 
 
 class PretrainedWeightsUnavailableError(UserError, RuntimeError):
@@ -28,6 +30,24 @@ class PretrainedWeightsUnavailableError(UserError, RuntimeError):
 
 class PretrainedWeightsError(UserError, RuntimeError):
     """Pretrained weights that could not be read or do not fit the model; the message names the source."""
+
+
+@dataclass
+class ClipPretrainedCfg(PretrainedCfg):
+    """timm's pretrained cfg for a clip model: ``input_size`` is one frame's ``(C, H, W)``, ``num_frames`` the clip's
+    frame count. A release the user downloads from ``origin_url`` counts as weights (``has_weights``), so
+    ``timm.list_pretrained()`` lists it; ``pretrained=True`` without the file raises, naming the page."""
+    num_frames: Optional[int] = None
+
+    @property
+    def has_weights(self) -> bool:
+        """A url, file or Hub id (timm's rule), or the download page of the authors' own file."""
+        return bool(super().has_weights or self.origin_url)
+
+
+def clip_default_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """timm's ``generate_default_cfgs`` for clip models: each ``arch.tag`` cfg a :class:`ClipPretrainedCfg`."""
+    return generate_default_cfgs({name: ClipPretrainedCfg(**cfg) for name, cfg in cfgs.items()})
 
 
 def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
@@ -91,6 +111,17 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
             module.pretrained_cfg.pop('state_dict', None)  # do not keep a second copy of the weights alive
             module._traits['first_conv'] = cfg.first_conv
     return model
+
+
+def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """Build a clip model the one way: a pretrained cfg given as a dict (a Hub or local folder's config.json) kept
+    as :class:`ClipPretrainedCfg` (timm's own dataclass would refuse ``num_frames``), weights through
+    :func:`build_model_with_pretrained_weights`."""
+    if isinstance(kwargs.get('pretrained_cfg'), dict):
+        kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
+    if pretrained:
+        return build_model_with_pretrained_weights(model_cls, variant, **kwargs)
+    return build_model_with_cfg(model_cls, variant, False, **kwargs)
 
 
 def read_resnet_state_dict(source: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:

@@ -169,7 +169,8 @@ def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> 
     """The ``model_config`` and ``model_args`` of timm's ``save_for_hf`` for an export (and for verifying one)."""
     # what the weights do not fix but their meaning depends on (windows, block types, heads, layout)
     arch_args = {k: list(v) if isinstance(v, tuple) else v for k, v in model.architecture_args().items()}
-    return dict(model_config=dict(pretrained_cfg=dict(tag=tag, license=license)), model_args=arch_args)
+    cfg = dict(tag=tag, license=license, num_frames=model.num_frames)  # the clip the weights were exported for
+    return dict(model_config=dict(pretrained_cfg=cfg), model_args=arch_args)
 
 
 def _source_model(
