@@ -174,7 +174,7 @@ def test_help_gives_every_flag_its_meaning_and_default_once():
         assert '(default: None)' not in text, text  # a default of None is said in words
         if action.nargs != 0:  # an on/off flag is off unless given; every other flag says what it is without
             assert '(default: ' in text, text
-    # the batch of the README's tables (docs/benchmarks.md: one clip a step)
+    # the batch of the benchmark tables (docs/benchmarks.md: one clip a step)
     assert parser.get_default('batch_size') == 1 and 'clips per step (default: 1)' in parser.format_help()
 
 
