@@ -239,10 +239,16 @@ class DferClip(FrameTokenApi, nn.Module):
         return sizes
 
     def architecture_args(self) -> Dict[str, Any]:
-        """Constructor arguments the weights do not fix but their meaning depends on (recorded in exports)."""
-        return dict(frame_num_heads=self.image_encoder.blocks[0].attn.num_heads,
-                    num_heads=self.blocks[0].attn.num_heads, logit_scale=self.logit_scale,
-                    global_pool=self.global_pool, input_layout=self.input_layout)
+        """Constructor arguments that define the architecture (recorded in exports): widths and depths too, so that
+        an export of a non-default configuration (e.g. another CLIP image tower) rebuilds as it was."""
+        tower = self.image_encoder
+        return dict(
+            img_size=list(self.img_size), num_frames=self.num_frames, patch_size=tower.patch_embed.patch_size[0],
+            frame_embed_dim=tower.embed_dim, frame_depth=len(tower.blocks),
+            frame_num_heads=tower.blocks[0].attn.num_heads,
+            embed_dim=self.embed_dim, depth=len(self.blocks), num_heads=self.blocks[0].attn.num_heads,
+            mlp_ratio=self.blocks[0].mlp.fc1.out_features / self.embed_dim, logit_scale=self.logit_scale,
+            global_pool=self.global_pool, input_layout=self.input_layout)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
