@@ -111,6 +111,7 @@ def test_bench_dfer_peers_at_their_protocol_and_a_common_clip(capsys):
     assert clips[('logoformer_tiny', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=2x32')] == '2x32x32'
+    assert clips[('dfer_clip', 'clip=protocol')] == '16x224x224' and clips[('dfer_clip', 'clip=2x32')] == '2x32x32'
 
 
 def test_mae_dfer_official_file_through_hub_export_verify_and_eval(demo_data, tmp_path, capsys):

@@ -40,7 +40,8 @@ from .former_dfer import official_layer_key, resample_with_class_token
 from .logoformer import _cfg as _dfer_cfg, _init_linear
 from .released import ReportedResult, released_cfg
 
-__all__ = ['DferClip', 'CITATION', 'MAFW_LABELS', 'CosineClassifier', 'ClipTextTower', 'checkpoint_filter_fn']
+__all__ = [
+    'DferClip', 'CITATION', 'MAFW_LABELS', 'CosineClassifier', 'ClipTextTower', 'checkpoint_filter_fn', 'class_embeddings']
 
 CITATION = """@inproceedings{zhao2023dferclip,
   title={Prompting Visual-Language Models for Dynamic Facial Expression Recognition},
