@@ -138,12 +138,15 @@ def test_a_suffix_without_the_end_of_text_embedding_is_refused(tmp_path):
         checkpoint_filter_fn({'state_dict': state}, model)
 
 
-@pytest.mark.parametrize('entry', ['optimizer', 'recorder', 'best_acc', 'epoch'])
+@pytest.mark.parametrize('entry', ['state_dict', 'optimizer', 'recorder', 'best_acc', 'epoch'])
 def test_a_payload_in_any_entry_never_runs_and_fails_in_one_line(tmp_path, monkeypatch, entry):
     marker = tmp_path / 'pwned'
     monkeypatch.setenv('PWNED_PATH', str(marker))
     container = dfer_clip_container(dfer_clip_state_dict('small'), torch.tensor(70.))
-    container[entry] = {'state': {0: _Payload()}} if entry == 'optimizer' else _Payload()
+    if entry in ('state_dict', 'optimizer'):  # inside the entry: a weight, an optimizer state
+        container[entry] = dict(container[entry], state={0: _Payload()})
+    else:
+        container[entry] = _Payload()
     path = tmp_path / 'DFEW-set1-model_best.pth'
     save_as_training_script(container, path)
     with pytest.raises(PretrainedWeightsError) as info:
