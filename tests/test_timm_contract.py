@@ -24,12 +24,16 @@ from timm.layers import Format
 from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
-MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer']  # zoo: arch only
+# the zoo: arch only
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer', 'dfer_clip']
 SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
 # other architectures: narrow and shallow everywhere (the contract does not depend on width), their own small size
-CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2)}
-SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5))}
-PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227'}  # LOGO-Former's otherwise
+CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2),
+         'dfer_clip': dict(frame_embed_dim=64, frame_depth=2, frame_num_heads=1, depth=2, embed_dim=64, num_heads=2)}
+SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5)),
+             'dfer_clip': dict(num_frames=4, img_size=64)}
+PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227',
+             'dfer_clip': 'arXiv:2308.13382'}  # LOGO-Former's otherwise
 
 
 def cheap(model_name):
@@ -42,7 +46,7 @@ def small(model_name):
 
 CHANNEL_DIM = {'NCTHW': 1, 'NTHWC': 4, 'NLC': 2, 'NRLC': 3}  # timm's get_channel_dim for the clip formats
 SPATIAL_DIMS = {'NCTHW': (3, 4), 'NTHWC': (2, 3)}  # timm's get_spatial_dim: (H', W') of the 5-D maps
-BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC'}  # the zoo's blocks: tokens, MAE-DFER's per region
+BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC', 'dfer_clip': 'NLC'}  # tokens; MAE-DFER's per region
 
 
 def min_feature_levels(model_name):
@@ -104,7 +108,7 @@ def test_model_backward(model_name):
 def test_model_default_cfgs(model_name):
     """timm's test for models with unpooled features: here forward_features gives (B, T'*H'*W', C) tokens, the cfg's
     pool_size being the grid (T', H', W'); without pooling and classifier, forward gives the same tokens."""
-    model = timm.create_model(model_name).eval()
+    model = timm.create_model(model_name, **cheap(model_name)).eval()  # the default size, narrow
     cfg = model.pretrained_cfg
     state_dict = model.state_dict()
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
@@ -121,7 +125,7 @@ def test_model_default_cfgs(model_name):
         assert outputs.shape == outputs_pre.shape == (1, model.head_hidden_size)
         model.reset_classifier(0, '')  # classifier removed and global pooling disabled
         assert model(x).shape == (1, tokens, model.num_features)
-        model = timm.create_model(model_name, num_classes=0, global_pool='').eval()
+        model = timm.create_model(model_name, num_classes=0, global_pool='', **cheap(model_name)).eval()
         assert model(x).shape == (1, tokens, model.num_features)
     for name in (cfg['classifier'],) if isinstance(cfg['classifier'], str) else cfg['classifier']:
         assert f'{name}.weight' in state_dict
