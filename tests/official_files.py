@@ -1,6 +1,7 @@
 """Official DFER checkpoint files rebuilt from the recordings of ``tests/data/*_official.json``, in the exact
 container each official training script writes (used by the model tests, the command tests and the docs' blocks)."""
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from official_fill import fill_state_dict
+from official_fill import fill_state_dict, fill_tensor
 
 FORMER_DFER_RECORD = json.loads((Path(__file__).parent / 'data' / 'former_dfer_official.json').read_text())
 MAE_DFER_RECORD = json.loads((Path(__file__).parent / 'data' / 'mae_dfer_official.json').read_text())
@@ -84,3 +85,57 @@ def save_mae_dfer_checkpoint(path, model_state, **extra):
 def write_mae_dfer_file(path) -> Path:
     """An official MAE-DFER DFEW checkpoint (``utils.save_model``'s format) of the recorded weights at ``path``."""
     return Path(save_mae_dfer_checkpoint(path, fill_state_dict(MAE_DFER_RECORD['records']['dfew']['state_dict'])))
+
+
+DFER_CLIP_RECORD = json.loads((Path(__file__).parent / 'data' / 'dfer_clip_official.json').read_text())
+
+
+def dfer_clip_state_dict(record_name: str):
+    """The official ``state_dict`` of recording ``record_name`` (a new dict of shared, read-only tensors)."""
+    return dict(_dfer_clip_state_dict(record_name))
+
+
+@functools.lru_cache(maxsize=None)
+def _dfer_clip_state_dict(record_name: str):
+    """The official ``state_dict`` of a recording: filled entries, the aliases of the CLIP model that the official
+    model holds twice as the same tensors (as DataParallel's state dict gives them), and the prompt buffers that
+    ``PromptLearner`` computes from the token embedding of the tokenized prompts (SOS, then the class text after
+    the context tokens)."""
+    record = DFER_CLIP_RECORD['records'][record_name]
+    entries = {key: (shape, dtype, alias) for key, shape, dtype, alias in record['state_dict']}
+    embedding_key = 'module.clip_model_.token_embedding.weight'
+    embedding = fill_tensor(embedding_key, entries[embedding_key][0])
+    num_ctx = entries['module.prompt_learner.ctx'][0][-2]
+    prompts = embedding[torch.tensor(record['token_ids'])]
+    computed = {embedding_key: embedding, 'module.prompt_learner.token_prefix': prompts[:, :1],
+                'module.prompt_learner.token_suffix': prompts[:, 1 + num_ctx:].clone()}
+    state = {key: computed[key] if key in computed else fill_tensor(key, shape, getattr(torch, dtype))
+             for key, (shape, dtype, alias) in entries.items() if alias is None}
+    state = {key: state[alias or key] for key, (_, _, alias) in entries.items()}  # the official order
+    assert all(list(state[key].shape) == shape for key, (shape, _, _) in entries.items())
+    return state
+
+
+def dfer_clip_container(state_dict, best_acc):
+    """``main.py``'s checkpoint: ``{'epoch', 'state_dict', 'best_acc', 'optimizer', 'recorder'}``; the SGD state of
+    its three parameter groups (temporal net, image encoder, prompt learner) holds momentum buffers of the right
+    shapes that store one value each (stride 0), so that the file stays the size of its weights."""
+    groups = [[k for k in state_dict if k.startswith(f'module.{name}.') and 'token_' not in k]
+              for name in ('temporal_net', 'image_encoder', 'prompt_learner')]
+    ids, param_groups = iter(range(10 ** 6)), []
+    for keys, lr in zip(groups, (1e-2, 1e-5, 1e-3)):
+        param_groups.append(dict(
+            lr=lr * 0.01, momentum=0.9, dampening=0, weight_decay=1e-4, nesterov=False, maximize=False,
+            foreach=None, differentiable=False, fused=None, initial_lr=lr, params=[next(ids) for _ in keys]))
+    buffers = [torch.zeros(()).expand(state_dict[k].shape) for keys in groups for k in keys]
+    optimizer = {'state': {i: {'momentum_buffer': b} for i, b in enumerate(buffers)}, 'param_groups': param_groups}
+    return {'epoch': 50, 'state_dict': state_dict, 'best_acc': best_acc, 'optimizer': optimizer,
+            'recorder': RecorderMeter(50)}
+
+
+def write_dfer_clip_file(path, record_name: str = 'dfew', best_acc: float = 71.2345) -> Path:
+    """An official DFER-CLIP checkpoint (``main.py``'s format) of the recorded weights at ``path``."""
+    best = torch.tensor(best_acc)
+    state = dfer_clip_state_dict(record_name)
+    save_as_training_script(dfer_clip_container(state, best), path, cuda_tensors=(best,))
+    return Path(path)

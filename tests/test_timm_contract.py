@@ -25,12 +25,16 @@ from timm.layers import Format
 from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
-MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer']  # zoo: arch only
+# the zoo: arch only
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer', 'dfer_clip']
 SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
 # other architectures: narrow and shallow everywhere (the contract does not depend on width), their own small size
-CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2)}
-SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5))}
-PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227'}  # LOGO-Former's otherwise
+CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2),
+         'dfer_clip': dict(frame_embed_dim=64, frame_depth=2, frame_num_heads=1, depth=2, embed_dim=64, num_heads=2)}
+SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5)),
+             'dfer_clip': dict(num_frames=4, img_size=64)}
+PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227',
+             'dfer_clip': 'arXiv:2308.13382'}  # LOGO-Former's otherwise
 
 
 def cheap(model_name):
@@ -43,7 +47,7 @@ def small(model_name):
 
 CHANNEL_DIM = {'NCTHW': 1, 'NTHWC': 4, 'NLC': 2, 'NRLC': 3}  # timm's get_channel_dim for the clip formats
 SPATIAL_DIMS = {'NCTHW': (3, 4), 'NTHWC': (2, 3)}  # timm's get_spatial_dim: (H', W') of the 5-D maps
-BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC'}  # the zoo's blocks: tokens, MAE-DFER's per region
+BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC', 'dfer_clip': 'NLC'}  # tokens; MAE-DFER's per region
 
 
 def min_feature_levels(model_name):
@@ -105,7 +109,7 @@ def test_model_backward(model_name):
 def test_model_default_cfgs(model_name):
     """timm's test for models with unpooled features: here forward_features gives (B, T'*H'*W', C) tokens, the cfg's
     pool_size being the grid (T', H', W'); without pooling and classifier, forward gives the same tokens."""
-    model = timm.create_model(model_name).eval()
+    model = timm.create_model(model_name, **cheap(model_name)).eval()  # the default size, narrow
     cfg = model.pretrained_cfg
     state_dict = model.state_dict()
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
@@ -122,7 +126,7 @@ def test_model_default_cfgs(model_name):
         assert outputs.shape == outputs_pre.shape == (1, model.head_hidden_size)
         model.reset_classifier(0, '')  # classifier removed and global pooling disabled
         assert model(x).shape == (1, tokens, model.num_features)
-        model = timm.create_model(model_name, num_classes=0, global_pool='').eval()
+        model = timm.create_model(model_name, num_classes=0, global_pool='', **cheap(model_name)).eval()
         assert model(x).shape == (1, tokens, model.num_features)
     for name in (cfg['classifier'],) if isinstance(cfg['classifier'], str) else cfg['classifier']:
         assert f'{name}.weight' in state_dict
@@ -550,7 +554,7 @@ def test_ddp_single_process_has_no_grad_stride_warning(tmp_path):
     assert not [w for w in caught if 'stride' in str(w.message)], [str(w.message) for w in caught]
 
 
-ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base', 'former_dfer', 'mae_dfer')
+ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base', 'former_dfer', 'mae_dfer', 'dfer_clip')
 
 
 def test_timm_lists_the_zoo_as_pretrained_and_says_where_its_files_are():
@@ -584,7 +588,7 @@ def test_fixed_input_size_is_the_instances_as_timm_reads_it(arch):
     fixed = timm.create_model(arch, **small(arch))
     assert fixed.pretrained_cfg['fixed_input_size'] is True
     assert timm.models.get_model_input_config(fixed)['fixed_input_size'] is True
-    if arch == 'mae_dfer':  # its regions tile one grid: another clip means building it with num_frames / img_size
+    if arch in ('mae_dfer', 'dfer_clip'):  # no dynamic_img_size: build them for another clip
         return
     flexible = timm.create_model(arch, dynamic_img_size=True, **small(arch)).eval()
     assert timm.models.get_model_input_config(flexible)['fixed_input_size'] is False

@@ -11,7 +11,9 @@ from logoformer_timm.bench import cli as bench_cli
 from logoformer_timm.dfer import evaluate, synthetic, train
 from logoformer_timm.video import export as onnx_export
 from logoformer_timm.weights import hub
-from official_files import FORMER_DFER_RECORD, MAE_DFER_RECORD, write_former_dfer_file, write_mae_dfer_file
+from official_files import (
+    DFER_CLIP_RECORD, FORMER_DFER_RECORD, MAE_DFER_RECORD, write_dfer_clip_file, write_former_dfer_file,
+    write_mae_dfer_file)
 from official_fill import fixed_input
 
 NAME = 'former_dfer.dfew_fold1'
@@ -109,6 +111,7 @@ def test_bench_dfer_peers_at_their_protocol_and_a_common_clip(capsys):
     assert clips[('logoformer_tiny', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=protocol')] == '16x112x112'
     assert clips[('former_dfer', 'clip=2x32')] == '2x32x32'
+    assert clips[('dfer_clip', 'clip=protocol')] == '16x224x224' and clips[('dfer_clip', 'clip=2x32')] == '2x32x32'
 
 
 def test_mae_dfer_official_file_through_hub_export_verify_and_eval(demo_data, tmp_path, capsys):
@@ -125,3 +128,75 @@ def test_mae_dfer_official_file_through_hub_export_verify_and_eval(demo_data, tm
     assert evaluate.main(['--checkpoint', str(out), '--data-root', str(demo_data), '--list',
                           str(demo_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--workers', '0']) == 0
     assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['num_clips'] == 4
+
+
+# DFER-CLIP: an official file of the recorded small CLIP ('small': the released model's structure, 64-wide towers)
+# through every command; the export holds no text tower, and its logits are the official code's
+DFER_CLIP_SMALL = ['frame_embed_dim=64', 'frame_depth=2', 'frame_num_heads=1', 'img_size=64']
+
+
+@pytest.fixture(scope='module')
+def dfer_clip_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp('dfer_clip')
+    path = write_dfer_clip_file(root / 'DFEW-set1-model_best.pth', 'small')
+    out = root / 'repo'
+    assert hub.main(['export', '--model', 'dfer_clip.dfew_fold1', '--checkpoint', str(path), '--out', str(out),
+                     '--model-kwargs', *DFER_CLIP_SMALL]) == 0
+    return path, out
+
+
+def _dfer_clip_official():
+    record = DFER_CLIP_RECORD['records']['small']
+    clip = fixed_input(record['input']['shape']).transpose(1, 2)  # (n, t, c, h, w) -> (B, C, T, H, W)
+    return clip, torch.tensor(record['logits'], dtype=torch.float64)
+
+
+def test_dfer_clip_official_file_through_hub_export_verify_push_and_local_dir(dfer_clip_export, capsys):
+    path, out = dfer_clip_export
+    assert hub.main(['verify', str(out), '--checkpoint', str(path), '--model-kwargs', *DFER_CLIP_SMALL]) == 0
+    assert 'logits identical' in capsys.readouterr().out
+    assert hub.main(['push', str(out), '--repo-id', 'me/dfer_clip.dfew_fold1', '--checkpoint', str(path),
+                     '--model-kwargs', *DFER_CLIP_SMALL]) == 0  # a dry run: verified, nothing uploaded
+    from safetensors.torch import load_file
+    keys = load_file(str(out / 'model.safetensors'))
+    assert not any(k.startswith(('text', 'prompt', 'clip_model')) for k in keys)
+    assert keys['head.weight'].shape == (7, 512)
+    model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    clip, logits = _dfer_clip_official()
+    with torch.no_grad():
+        assert (model(clip).double() - logits).abs().max().item() < 1e-4
+    assert "authors' own weights" in (out / 'README.md').read_text()
+
+
+def test_dfer_clip_export_through_eval_predict_and_onnx(dfer_clip_export, demo_data, tmp_path, capsys):
+    _, out = dfer_clip_export
+    assert evaluate.main(['--checkpoint', str(out), '--data-root', str(demo_data), '--list',
+                          str(demo_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--workers', '0']) == 0
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['num_clips'] == 4 and list(metrics['per_class'])[0] == 'Happy'
+    capsys.readouterr()
+    from video_helpers import media
+    from logoformer_timm.video import predict
+    assert predict.main([str(media('single_face.mp4')), '--checkpoint', str(out), '--json']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['model'].startswith('dfer_clip')
+    assert abs(sum(result['windows'][0]['probabilities'].values()) - 1) < 1e-4
+    pytest.importorskip('onnxruntime')
+    import onnxruntime
+    path = tmp_path / 'dfer_clip.onnx'
+    assert onnx_export.main(['--model', 'dfer_clip', '--checkpoint', str(out), '--onnx', str(path)]) == 0
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    clip, logits = _dfer_clip_official()
+    (got,) = session.run(None, {session.get_inputs()[0].name: clip[:1].numpy()})
+    assert (torch.from_numpy(got).double() - logits[:1]).abs().max().item() < 1e-4
+
+
+def test_dfer_clip_fine_tuning_from_the_official_file(dfer_clip_export, demo_data, tmp_path):
+    path, _ = dfer_clip_export
+    assert train.main(['--model', 'dfer_clip', '--checkpoint', str(path), '--num-classes', '2',
+                       '--model-kwargs', *DFER_CLIP_SMALL[:3], '--img-size', '64',
+                       '--data-root', str(demo_data), '--train-list', str(demo_data / 'train.txt'),
+                       '--val-list', str(demo_data / 'test.txt'), '--output', str(tmp_path / 'run'), '--epochs', '1',
+                       '--batch-size', '2', '--workers', '0', '--num-segments', '2', '--frames-per-segment', '2']) == 0
+    tuned = timm.create_model(f'local-dir:{tmp_path / "run" / "last"}', pretrained=True)
+    assert tuned.num_classes == 2 and tuned.num_frames == 4 and tuned.head.weight.shape == (2, 512)

@@ -10,19 +10,19 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..data import ClipTransform, resolve_video_data_config, sample_frame_indices
 from ..errors import UserError
 
 __all__ = [
-    'ClipRecord', 'ClipFolderDataset', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
+    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
     'collate_clips', 'build_dataset', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
 ]
 
@@ -172,7 +172,8 @@ class ClipFolderDataset(Dataset):
 
     Training randomness (frame offsets, crop, flip) is a function of ``(seed, epoch, index)`` only, so a
     run gives the same clips whatever the number of workers or processes, and a resumed run repeats it.
-    Call ``set_epoch`` before every epoch. With ``num_views > 1`` (test only) an item is ``(V, C, T, H, W)``:
+    Call ``set_epoch`` before every epoch, or index it with ``(epoch, index)`` pairs (:class:`EpochIndices`),
+    which also reach persistent DataLoader workers. With ``num_views > 1`` (test only) an item is ``(V, C, T, H, W)``:
     evenly shifted deterministic clips for test-time averaging.
     """
 
@@ -220,12 +221,13 @@ class ClipFolderDataset(Dataset):
         frames = _read_frames(record, indices)
         return self.transform(frames) if self.transform is not None else frames
 
-    def __getitem__(self, index: int) -> Optional[Tuple[torch.Tensor, int]]:
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Optional[Tuple[torch.Tensor, int]]:
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         record = self.records[index]
         try:
             if self.train:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
                     clip = self._load(record, 0)
             elif self.num_views == 1:
                 clip = self._load(record, 0)
@@ -237,6 +239,31 @@ class ClipFolderDataset(Dataset):
             _logger.warning('skipping clip: %s', e)
             return None  # dropped (and counted) by collate_clips
         return clip, record.label
+
+
+class EpochIndices(Sampler):
+    """``(epoch, index)`` pairs of ``sampler``'s indices: the epoch reaches persistent DataLoader workers too.
+
+    A worker keeps its own copy of the dataset for the whole run, so ``set_epoch`` on the main process's copy
+    would not reach it; the epoch travels with each index instead.
+    """
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the indices to come (and of ``sampler``'s shuffle, where it has one)."""
+        self.epoch = epoch
+        if hasattr(self.sampler, 'set_epoch'):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def build_dataset(

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..weights.loading import create_model, label_names
-from .datasets import build_dataset, collate_clips
+from .datasets import EpochIndices, build_dataset, collate_clips
 from .distributed import DistInfo, ShardSampler, all_ranks_have_data, all_reduce_sum
 from .evaluate import evaluate
 from .loss import DferCriterion
@@ -90,14 +90,20 @@ class Trainer:
         self.val_set = build_dataset(
             self.model, val_list, args.data_root, train=False, num_segments=args.num_segments,
             frames_per_segment=args.frames_per_segment, skip_bad_clips=args.skip_bad_clips)
-        self.train_sampler = DistributedSampler(
-            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed)
-        loader_args = dict(num_workers=args.workers, collate_fn=collate_clips, pin_memory=device.type == 'cuda')
+        self.train_sampler = EpochIndices(DistributedSampler(
+            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed))
+        # Workers live for the whole run (starting them costs more than a small epoch); the epoch reaches them
+        # with each index. Each loader draws its worker seeds from a generator of its own: from the global RNG,
+        # a loader's draws (one per epoch without persistent workers, one per run with them) would shift the
+        # dropout and drop-path draws with --workers.
+        loader_args = dict(num_workers=args.workers, persistent_workers=args.workers > 0, collate_fn=collate_clips,
+                           pin_memory=device.type == 'cuda')
         self.train_loader = DataLoader(
-            self.train_set, batch_size=micro_batch, sampler=self.train_sampler, drop_last=False, **loader_args)
+            self.train_set, batch_size=micro_batch, sampler=self.train_sampler, drop_last=False,
+            generator=torch.Generator(), **loader_args)
         self.val_loader = DataLoader(
             self.val_set, batch_size=micro_batch, sampler=ShardSampler(len(self.val_set), info.rank, info.world_size),
-            **loader_args)
+            generator=torch.Generator(), **loader_args)
         self.updates_per_epoch = math.ceil(len(self.train_loader) / args.grad_accum)
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
@@ -131,7 +137,6 @@ class Trainer:
         args, device, info = self.args, self.info.device, self.info
         self.step_module.train()
         self.train_sampler.set_epoch(epoch)
-        self.train_set.set_epoch(epoch)
         totals = torch.zeros(6, dtype=torch.float64)  # loss, classification term, intra, inter (sums), correct, clips
         skipped = 0
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()

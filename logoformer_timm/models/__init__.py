@@ -8,18 +8,19 @@ import torch.nn as nn
 
 from ..weights.filtering import CheckpointMismatchError, checkpoint_filter_fn
 from ..weights.pretrained import PretrainedWeightsError, PretrainedWeightsUnavailableError
+from .dfer_clip import DferClip
 from .former_dfer import FormerDFER
 from .logoformer import DFER_LABELS, LogoFormer, refresh_pretrained_cfgs
 from .mae_dfer import MAFW_LABELS, MaeDfer
 from .released import REPORTED_RESULTS, ReportedResult
 
 __all__ = [
-    'DFER_LABELS', 'CheckpointMismatchError', 'FormerDFER', 'LogoFormer', 'MAFW_LABELS', 'MODEL_MODULES', 'MaeDfer',
-    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult',
+    'DFER_LABELS', 'CheckpointMismatchError', 'DferClip', 'FormerDFER', 'LogoFormer', 'MAFW_LABELS', 'MODEL_MODULES',
+    'MaeDfer', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult',
     'checkpoint_filter_fn', 'checkpoint_filter_of', 'citation_of', 'list_clip_models', 'refresh_pretrained_cfgs']
 
 # the model files of this package, as timm files them (``timm.list_models(module=...)``)
-MODEL_MODULES = ('logoformer', 'former_dfer', 'mae_dfer')
+MODEL_MODULES = ('logoformer', 'former_dfer', 'mae_dfer', 'dfer_clip')
 
 
 def list_clip_models(include_tags: bool = False) -> List[str]:

@@ -9,10 +9,11 @@ import torch
 import torch.nn as nn
 from timm.layers import Format, get_device_dtype
 from timm.models._features import FeatureGetterNet, feature_take_indices
+from timm.models._manipulate import checkpoint_seq
 
 from ..layers import check_int
 
-__all__ = ['ClipModelApi', 'OUTPUT_FMTS', 'grid_as', 'label_feature_maps', 'resolve_output_fmt']
+__all__ = ['ClipModelApi', 'FrameTokenApi', 'OUTPUT_FMTS', 'grid_as', 'label_feature_maps', 'resolve_output_fmt']
 
 OUTPUT_FMTS = ('NCTHW', 'NLC')  # (B, C, T', H', W') maps or (B, T'*H'*W', C) tokens
 # the other names forward_intermediates accepts, as strings or timm's Format enum: channels-first is NCTHW here
@@ -75,9 +76,12 @@ class ClipModelApi:
                 raise ValueError(f'global_pool must be one of {self.global_pools}, got {global_pool!r}.')
             self.global_pool = global_pool
         self.num_classes = check_int('num_classes', num_classes, 0)
-        dd = get_device_dtype(self)
-        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head = self.new_head(num_classes) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)
+
+    def new_head(self, num_classes: int) -> nn.Module:
+        """A new, untrained classifier for ``num_classes`` classes on the model's device / dtype (a linear layer)."""
+        return nn.Linear(self.head_hidden_size, num_classes, **get_device_dtype(self))
 
     def run_blocks(
             self,
@@ -116,3 +120,53 @@ class ClipModelApi:
         if prune_head:
             self.reset_classifier(0, '')
         return take_indices
+
+
+class FrameTokenApi(ClipModelApi):
+    """Mixin for models whose ``blocks`` are a temporal Transformer over one token per frame, class token first
+    (Former-DFER, DFER-CLIP): ``forward_features`` / ``forward_head`` / ``forward_intermediates`` around the model's
+    ``embed(x)`` (clip to ``(B, 1 + T, C)``), ``norm``, ``head_drop`` and ``head``. ``forward`` stays in the model's
+    own file: torch.fx leaves the not-traced input checks out of the graph where it finds them in the globals of the
+    traced ``forward``'s module."""
+
+    global_pools = ('token', 'avg', '')  # class token (the official models'), mean of the frame tokens, all tokens
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Temporal Transformer output ``(B, 1 + T, C)``: the class token, then one token per frame."""
+        x = self.embed(x)
+        if self.grad_checkpointing:
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool ('token': class token, 'avg': mean of frame tokens), dropout, classify; ``pre_logits`` stops before."""
+        if self.global_pool == 'token':
+            x = x[:, 0]
+        elif self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: Union[str, Format] = 'NCTHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Temporal layer outputs without the class token: ``(B, C, T, 1, 1)`` maps ('NCTHW') or ``(B, T, C)``
+        tokens ('NLC'); arguments as for ``LogoFormer.forward_intermediates``."""
+        output_fmt = resolve_output_fmt(output_fmt)
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens:]
+            return y.transpose(1, 2)[..., None, None] if output_fmt == 'NCTHW' else y  # 'b t c -> b c t 1 1'
+
+        x, intermediates = self.run_blocks(self.embed(x), indices, stop_early, take)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates

@@ -20,14 +20,14 @@ distributed through ``pretrained_cfg_overlay=dict(file=...)`` (see :func:`checkp
 import math
 import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import Format, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models import adapt_input_conv, register_model
 from timm.models._input import update_model_input_size
-from timm.models._manipulate import checkpoint_seq, named_apply
+from timm.models._manipulate import named_apply
 from timm.models.resnet import BasicBlock, downsample_conv
 from timm.models.vision_transformer import Block
 
@@ -37,11 +37,11 @@ from ..layers import (
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_clip_model, clip_default_cfgs
-from ._clip_api import ClipModelApi, label_feature_maps, resolve_output_fmt
+from ._clip_api import FrameTokenApi, label_feature_maps
 from .logoformer import _cfg as _dfer_cfg, _init_linear
 from .released import ReportedResult, released_cfg
 
-__all__ = ['FormerDFER', 'CITATION', 'checkpoint_filter_fn']
+__all__ = ['FormerDFER', 'CITATION', 'checkpoint_filter_fn', 'official_layer_key', 'resample_with_class_token']
 
 CITATION = """@inproceedings{zhao2021former,
   title={Former-DFER: Dynamic Facial Expression Recognition Transformer},
@@ -52,13 +52,10 @@ CITATION = """@inproceedings{zhao2021former,
 }"""
 
 FRAME_DIM = 512  # ResNet-18 layer4 channels: the width of the temporal Transformer
-GLOBAL_POOLS = ('token', 'avg', '')  # class token (official), mean of the frame tokens, or all tokens
 
 
-class FormerDFER(ClipModelApi, nn.Module):
+class FormerDFER(FrameTokenApi, nn.Module):
     """Former-DFER for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
-
-    global_pools = GLOBAL_POOLS
 
     def __init__(
             self,
@@ -115,8 +112,8 @@ class FormerDFER(ClipModelApi, nn.Module):
         check_int('num_classes', num_classes, 0)
         if input_layout not in INPUT_LAYOUTS:
             raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
-        if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f'global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}.')
+        if global_pool not in self.global_pools:
+            raise ValueError(f'global_pool must be one of {self.global_pools}, got {global_pool!r}.')
         widths = (('spatial_num_heads', STEM_CHANS, spatial_num_heads), ('num_heads', FRAME_DIM, num_heads))
         for name, dim, heads in widths:
             if dim % heads:
@@ -226,7 +223,7 @@ class FormerDFER(ClipModelApi, nn.Module):
         spatial_grid = (img_size[0] // STEM_STRIDE, img_size[1] // STEM_STRIDE)
         with torch.no_grad():
             spatial = resample_spatial_pos_embed(self.pos_embed_spatial, spatial_grid)
-            temporal = _resample_with_class_token(self.pos_embed_temporal, num_frames)
+            temporal = resample_with_class_token(self.pos_embed_temporal, num_frames)
         self.pos_embed_spatial = nn.Parameter(spatial, requires_grad=self.pos_embed_spatial.requires_grad)
         self.pos_embed_temporal = nn.Parameter(temporal, requires_grad=self.pos_embed_temporal.requires_grad)
         self.img_size, self.num_frames, self.spatial_grid = img_size, num_frames, spatial_grid
@@ -234,6 +231,9 @@ class FormerDFER(ClipModelApi, nn.Module):
         for info in self.feature_info:
             info['reduction'] = img_size[0]
         update_model_input_size(self, img_size, num_frames=num_frames)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip."""
@@ -261,61 +261,27 @@ class FormerDFER(ClipModelApi, nn.Module):
         x = self.frame_tokens(x.transpose(1, 2) if self.input_layout == 'BCTHW' else x)
         pos = self.pos_embed_temporal
         if self.dynamic_img_size:
-            pos = _resample_with_class_token(pos, x.shape[1])
+            pos = resample_with_class_token(pos, x.shape[1])
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         return self.pos_drop(x + pos)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Temporal Transformer output ``(B, 1 + T, 512)``: the class token, then one token per frame."""
-        x = self.embed(x)
-        if self.grad_checkpointing:
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool ('token': class token, 'avg': mean of frame tokens), dropout, classify; ``pre_logits`` stops before."""
-        if self.global_pool == 'token':
-            x = x[:, 0]
-        elif self.global_pool == 'avg':
-            x = x[:, self.num_prefix_tokens:].mean(dim=1)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: Union[str, Format] = 'NCTHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Temporal layer outputs without the class token: ``(B, 512, T, 1, 1)`` maps ('NCTHW') or ``(B, T, 512)``
-        tokens ('NLC'); arguments as for ``LogoFormer.forward_intermediates``."""
-        output_fmt = resolve_output_fmt(output_fmt)
-
-        def take(x: torch.Tensor) -> torch.Tensor:
-            y = (self.norm(x) if norm else x)[:, self.num_prefix_tokens:]
-            return y.transpose(1, 2)[..., None, None] if output_fmt == 'NCTHW' else y  # 'b t c -> b c t 1 1'
-
-        x, intermediates = self.run_blocks(self.embed(x), indices, stop_early, take)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-
-def _resample_with_class_token(pos_embed: torch.Tensor, num_frames: int) -> torch.Tensor:
+def resample_with_class_token(pos_embed: torch.Tensor, num_frames: int) -> torch.Tensor:
     """A ``(1, 1 + T, C)`` temporal embedding for ``num_frames`` frames; the class token's position is kept."""
     return torch.cat((pos_embed[:, :1], resample_temporal_pos_embed(pos_embed[:, 1:], num_frames)), dim=1)
 
 
-# official key (as main_DFEW.py saves it, 'module.' stripped by unwrap_checkpoint) -> ours; the official
-# Transformer layer i is ModuleList([Residual(PreNorm(Attention)), Residual(PreNorm(FeedForward))])
+# the layer keys of the Transformer both of this author's models use (Former-DFER's and DFER-CLIP's
+# Temporal_Model.py): layer i is ModuleList([Residual(PreNorm(Attention)), Residual(PreNorm(FeedForward))]),
+# which is timm's pre-norm Block
+_OFFICIAL_LAYER_KEYS = [(re.compile(pattern), repl) for pattern, repl in (
+    (r'\.0\.fn\.norm\.', '.norm1.'),
+    (r'\.0\.fn\.fn\.to_qkv\.', '.attn.qkv.'),
+    (r'\.0\.fn\.fn\.to_out\.0\.', '.attn.proj.'),
+    (r'\.1\.fn\.norm\.', '.norm2.'),
+    (r'\.1\.fn\.fn\.net\.0\.', '.mlp.fc1.'),
+    (r'\.1\.fn\.fn\.net\.3\.', '.mlp.fc2.'),
+)]
+# official key (as main_DFEW.py saves it, 'module.' stripped by unwrap_checkpoint) -> ours
 _OFFICIAL_KEYS = [(re.compile(pattern), repl) for pattern, repl in (
     (r'^s_former\.pos_embedding$', 'pos_embed_spatial'),
     (r'^s_former\.(conv1|bn1|layer[123])\.', r'stem.\1.'),
@@ -325,19 +291,20 @@ _OFFICIAL_KEYS = [(re.compile(pattern), repl) for pattern, repl in (
     (r'^t_former\.pos_embedding$', 'pos_embed_temporal'),
     (r'^t_former\.spatial_transformer\.layers\.(\d+)\.', r'blocks.\1.'),  # the official name of the temporal stack
     (r'^fc\.', 'head.'),
-    (r'\.0\.fn\.norm\.', '.norm1.'),
-    (r'\.0\.fn\.fn\.to_qkv\.', '.attn.qkv.'),
-    (r'\.0\.fn\.fn\.to_out\.0\.', '.attn.proj.'),
-    (r'\.1\.fn\.norm\.', '.norm2.'),
-    (r'\.1\.fn\.fn\.net\.0\.', '.mlp.fc1.'),
-    (r'\.1\.fn\.fn\.net\.3\.', '.mlp.fc2.'),
 )]
+
+
+def official_layer_key(key: str) -> str:
+    """A key inside an official ``Transformer`` layer (``...layers.i.0.fn.fn.to_qkv.weight``) as timm's ``Block``'s."""
+    for pattern, repl in _OFFICIAL_LAYER_KEYS:
+        key = pattern.sub(repl, key)
+    return key
 
 
 def _official_to_ours(key: str) -> str:
     for pattern, repl in _OFFICIAL_KEYS:
         key = pattern.sub(repl, key)
-    return key
+    return official_layer_key(key)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: FormerDFER) -> Dict[str, torch.Tensor]:
@@ -362,7 +329,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: FormerDFER) -> Dict[
             if key == 'pos_embed_spatial' and value.ndim == 4:
                 value = resample_spatial_pos_embed(value, model.spatial_grid)
             elif key == 'pos_embed_temporal' and value.ndim == 3 and value.shape[1] > 1:
-                value = _resample_with_class_token(value, model.num_frames)
+                value = resample_with_class_token(value, model.num_frames)
             elif key == 'stem.conv1.weight' and value.ndim == 4 and value.shape[1] != model.in_chans:
                 value = adapt_input_conv(model.in_chans, value, base_chans=value.shape[1])
         out[key] = value

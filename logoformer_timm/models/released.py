@@ -18,15 +18,16 @@ class ReportedResult:
     dataset: str
     fold: Optional[int]
     uar: Optional[float]  # None where the authors publish no UAR for this file
-    war: float
+    war: Optional[float]  # None where the authors publish no figure for this file
     source: str
 
     def describe(self) -> str:
         """One line, labelled as the authors' figure: 'Reported by the authors (not measured here): ...'."""
         split = f' fold {self.fold}' if self.fold is not None else ''
         uar = 'UAR not reported' if self.uar is None else f'UAR {self.uar:.2f}'
+        war = 'WAR not reported' if self.war is None else f'WAR {self.war:.2f}'
         return (f'Reported by the authors (not measured by this project): {self.dataset}{split} '
-                f'{uar} / WAR {self.war:.2f}, source: {self.source}')
+                f'{uar} / {war}, source: {self.source}')
 
 
 # 'arch.tag' -> the authors' reported result for that file (filled by :func:`released_cfg`)
