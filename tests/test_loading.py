@@ -297,14 +297,23 @@ def test_sha256_check_holds_for_any_revision_and_letter_case(
     ('blocks.0.local_attn.attn.qkv.weight', float('nan'), 'NaN or Inf values in blocks.0.local_attn.attn.qkv.weight'),
     ('head.bias', float('inf'), 'NaN or Inf values in head.bias'),
     ('head.weight', 'int', r'integer tensors where the model has floating point ones: head.weight \(torch.int64\)'),
+    # the imaginary part (NaN here) used to be dropped with only a torch warning
+    ('head.bias', 'complex', r'tensors of a dtype weights are never read from: head.bias \(torch.complex64\); weights must be'),
+    # used to crash check_weights: torch.isfinite has no float8 kernel
+    ('norm.weight', 'float8', r'tensors of a dtype weights are never read from: norm.weight \(torch.float8_e4m3fn\)'),
 ])
-def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_path, key, value, problem):
+def test_non_finite_integer_or_unsupported_dtype_weights_are_refused_on_every_route(
+        source, tmp_path, key, value, problem):
     from logoformer_timm.weights.loading import create_model
     from logoformer_timm.weights.files import read_checkpoint
     from logoformer_timm.weights.files import WeightsFileError
     weights = dict(source.state_dict())
     if value == 'int':
         weights[key] = weights[key].round().long()
+    elif value == 'complex':
+        weights[key] = torch.complex(weights[key], torch.full_like(weights[key], float('nan')))
+    elif value == 'float8':
+        weights[key] = weights[key].to(torch.float8_e4m3fn)
     else:
         weights[key] = weights[key].clone()
         weights[key].view(-1)[0] = value
