@@ -4,6 +4,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -190,7 +191,7 @@ def broken(exported, tmp_path):
 
 def test_verify_rejects_changed_weights_and_incomplete_folders(exported, broken, tmp_path):
     checkpoint = exported[1]
-    with pytest.raises(HubFolderError, match=r'local-dir:.*logits differ from the checkpoint'):
+    with pytest.raises(HubFolderError, match=r'broken/model\.safetensors is not the weights of .*: head\.bias differs'):
         verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
     (broken / 'config.json').unlink()
     with pytest.raises(HubFolderError, match=r'broken is missing config\.json'):
@@ -199,6 +200,23 @@ def test_verify_rejects_changed_weights_and_incomplete_folders(exported, broken,
     (broken / 'optimizer.pth').write_bytes(b'')
     with pytest.raises(HubFolderError, match='must not publish: optimizer.pth'):
         verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
+
+
+def test_verify_compares_every_tensor_not_only_the_logits(exported, tmp_path, capsys):
+    # one flipped bit in a tensor whose change the fixed clip does not reach: verify used to exit 0 and push publish it
+    source, checkpoint, folder, _ = exported
+    flipped = tmp_path / 'flipped'
+    shutil.copytree(folder, flipped)
+    weights = load_file(flipped / 'model.safetensors')
+    weights['stem.conv1.weight'].view(-1).view(torch.uint8)[0] ^= 1
+    save_file(weights, flipped / 'model.safetensors')
+    clip = clip_for(source)
+    assert torch.equal(logits(timm.create_model(f'local-dir:{flipped}', pretrained=True), clip), logits(source, clip))
+    assert verify_cli.main([str(flipped), '--checkpoint', str(checkpoint), *KWARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err, err
+    assert re.search(r'flipped/model\.safetensors is not the weights of .*checkpoint\.pth \(after its key mapping\): '
+                     r'stem\.conv1\.weight differs\. Export the folder again', err), err
 
 
 class FakeHfApi:
@@ -240,7 +258,7 @@ def test_push_refuses_a_folder_that_fails_verification(exported, broken, tmp_pat
     api = FakeHfApi(tmp_path)
     argv = [str(broken), '--repo-id', 'logoformer-timm/x', '--checkpoint', str(exported[1]), '--yes', *KWARGS]
     assert push_cli.main(argv, api=api) == 2
-    assert api.calls == [] and 'logits differ' in capsys.readouterr().err
+    assert api.calls == [] and 'head.bias differs' in capsys.readouterr().err
 
 
 def test_export_refuses_a_bare_file_without_its_architecture(exported, tmp_path):

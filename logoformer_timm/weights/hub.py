@@ -20,7 +20,8 @@ classes are read from the weights, the rest of the architecture from the checkpo
 --model-kwargs for a bare weights file); the metrics table of the card comes only from --metrics."""
 _VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
 
-Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
+Checks that every tensor of model.safetensors is bitwise the source checkpoint's (after its key mapping), then
+reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
 that both give logits identical to the source checkpoint on a fixed clip. Exits non-zero on any difference."""
 _PUSH_DOC = """Publish a verified export folder to the Hugging Face Hub.
 
@@ -90,7 +91,9 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    for route, diff in verify_folder(args.folder, args.checkpoint, args.model_kwargs).items():
+    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs)
+    print(f'model.safetensors: every tensor bitwise identical to {args.checkpoint} (after its key mapping)')
+    for route, diff in routes.items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
     print(f'OK: {args.folder} is ready to push')
 
