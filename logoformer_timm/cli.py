@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence, Tuple, Type
 
 if TYPE_CHECKING:  # only for annotations: torch is imported where a command needs it
     import torch
@@ -72,8 +72,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def check_output_dir(path: str, flag: str) -> None:
-    """Check, before any work is done, that an output folder exists writable or can be created (it is not made)."""
+def check_output_dir(
+        path: str, flag: str, results: Optional[Sequence[str]] = (), overwrite: bool = False, hint: str = '') -> None:
+    """Check, before any work is done, that an output folder exists writable or can be created (it is not made),
+    and that it holds no earlier results unless ``overwrite`` (the command's ``--overwrite`` flag).
+
+    ``results`` names the entries a command writes there (``None``: any entry, hidden ones such as ``.lock``
+    aside); ``hint`` is another way out, e.g. ``'--resume DIR to continue the run, '``.
+    """
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -81,6 +87,15 @@ def check_output_dir(path: str, flag: str) -> None:
         raise UsageError(f'{flag} {path}: cannot create the folder, {existing} is a file; pass another {flag}.')
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f'{flag} {path}: {existing} is not writable; pass another {flag}.')
+    if overwrite or existing != os.path.abspath(path):
+        return
+    found = sorted(name for name in os.listdir(path)
+                   if (name in results if results is not None else not name.startswith('.')))
+    if found:
+        listing = ', '.join(found[:6]) + (f', ... ({len(found)} in all)' if len(found) > 6 else '')
+        raise UsageError(
+            f'{flag} {path} already holds {listing}; nothing is replaced without --overwrite: pass {hint}a new '
+            f'{flag}, or --overwrite to replace what is there.')
 
 
 def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:

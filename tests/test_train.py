@@ -388,6 +388,48 @@ def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, ca
     assert not (out / 'summary.json').exists()
 
 
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
+    return err
+
+
+def test_no_command_replaces_earlier_results_without_overwrite(tiny_data, full_run, tmp_path, capsys):
+    # logoformer-train used to replace a finished run's log, summary and checkpoints, logoformer-eval a metrics.json
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 2
+    err = _one_error_line(capsys)
+    assert f'--output {out} already holds args.json, best, last, log.jsonl, summary.json;' in err
+    assert f'pass --resume {out} to continue the run, a new --output, or --overwrite' in err
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+    unrelated = tmp_path / 'notes'
+    unrelated.mkdir()
+    (unrelated / 'paper.pdf').write_text('mine')
+    assert train_cli.main(_train_args(tiny_data, unrelated, '--epochs', '1')) == 2
+    assert f'--output {unrelated} already holds paper.pdf; nothing is replaced without --overwrite' in _one_error_line(capsys)
+    assert train_cli.main(['--resume', str(out), '--overwrite']) == 2
+    assert '--resume continues the run in its folder and --overwrite deletes it' in _one_error_line(capsys)
+    # --overwrite: the earlier run is deleted first, other files are left alone
+    (out / 'paper.pdf').write_text('mine')
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1', '--overwrite')) == 0
+    assert [r['epoch'] for r in _log(out)] == [1] and (out / 'paper.pdf').read_text() == 'mine'
+    assert json.loads((out / 'summary.json').read_text())['epochs'] == 1
+    assert 'overwrite' not in json.loads((out / 'args.json').read_text())
+    capsys.readouterr()
+
+    evaluation = ['--checkpoint', str(out / 'last'), '--data-root', str(tiny_data), '--list',
+                  str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2', '--workers', '0']
+    (tmp_path / 'eval').mkdir()
+    (tmp_path / 'eval' / 'metrics.json').write_text('{"earlier": true}')
+    assert eval_cli.main(evaluation) == 2
+    assert f'--output {tmp_path / "eval"} already holds metrics.json; nothing is replaced' in _one_error_line(capsys)
+    assert (tmp_path / 'eval' / 'metrics.json').read_text() == '{"earlier": true}'
+    assert eval_cli.main(evaluation + ['--overwrite']) == 0
+    assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['num_clips'] == 7
+
+
 def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
     out = tmp_path / 'run'
     with run_folder.output_lock(str(out)):  # a live run holds the folder

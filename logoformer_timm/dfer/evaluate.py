@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--data-root', default='', help='root the list paths are relative to')
     parser.add_argument('--list', required=True, help='annotation list: "<frame_dir> <num_frames> <label>" per line')
     parser.add_argument('--output', required=True, help='folder for metrics.json')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUTPUT/metrics.json')
     parser.add_argument('--num-segments', type=positive_int, default=8)
     parser.add_argument('--frames-per-segment', type=positive_int, default=2)
     parser.add_argument('--img-size', type=positive_int, help='resolution (default: the model\'s)')
@@ -132,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
-        check_output_dir(args.output, '--output')
+        check_output_dir(args.output, '--output', results=('metrics.json',), overwrite=args.overwrite)
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(
         args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,

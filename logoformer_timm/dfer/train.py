@@ -30,7 +30,7 @@ from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_i
 from .datasets import default_num_workers
 from .distributed import DistInfo, init_distributed
 from .loss import LOSSES
-from .run_folder import atomic_write_json, output_lock
+from .run_folder import atomic_write_json, output_lock, remove_run
 from .trainer import OPTIMISM_NOTE, Trainer
 
 __all__ = ['main', 'build_parser', 'train_run']
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('run')
     g.add_argument('--output', help='output folder')
     g.add_argument('--resume', metavar='OUTPUT', help='continue the run in OUTPUT from its last finished epoch')
+    g.add_argument('--overwrite', action='store_true',
+                   help='train into an --output that is not empty: the earlier run there (log, summaries, checkpoints, '
+                        'fold runs) is deleted first')
     g.add_argument('--seed', type=int, default=42)
     g.add_argument('--deterministic', action='store_true', help='deterministic algorithms only (slower on GPU)')
     g.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
@@ -127,6 +130,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             parser.set_defaults(**json.load(f))
         args = parser.parse_args(argv)  # the saved arguments, overridden by the ones given now
         args.output, args.resume = args.resume, args.resume
+    if args.resume and args.overwrite:
+        raise ValueError('--resume continues the run in its folder and --overwrite deletes it: pass one.')
     missing = [f'--{n.replace("_", "-")}' for n in ('output', 'train_list', 'val_list') if not getattr(args, n)]
     if missing:
         raise ValueError(f'missing {", ".join(missing)} (or --resume OUTPUT of an earlier run).')
@@ -199,15 +204,19 @@ def _main(args: argparse.Namespace) -> int:
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
     if info.is_main:
-        check_output_dir(args.output, '--output')
+        earlier_run = os.path.isfile(os.path.join(args.output, 'args.json'))
+        check_output_dir(args.output, '--output', results=() if args.resume else None, overwrite=args.overwrite,
+                         hint=f'--resume {args.output} to continue the run, ' if earlier_run else '')
     with output_lock(args.output) if info.is_main else nullcontext():
+        if info.is_main and args.overwrite:
+            remove_run(args.output)
         return _train_folds(args, info, folds)
 
 
 def _train_folds(args: argparse.Namespace, info: DistInfo, folds: List[Optional[int]]) -> int:
     if info.is_main:
         atomic_write_json(os.path.join(args.output, 'args.json'),
-                          {k: v for k, v in vars(args).items() if k not in ('resume', 'output')})
+                          {k: v for k, v in vars(args).items() if k not in ('resume', 'output', 'overwrite')})
     results = {fold: train_run(args, info, fold) for fold in folds}
     if info.is_main and folds != [None]:
         table = folds_table(results)
