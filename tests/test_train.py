@@ -388,6 +388,20 @@ def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, ca
     assert not (out / 'summary.json').exists()
 
 
+def test_resume_checks_the_log_of_a_finished_run_too(tiny_data, full_run, tmp_path, capsys, caplog):
+    # a finished run used to be accepted without reading its log
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    log = out / 'log.jsonl'
+    complete = log.read_text()
+    log.write_text(complete.splitlines()[0] + '\n')
+    assert train_cli.main(['--resume', str(out)]) == 2
+    assert 'holds epochs [1] but the checkpoint is after epoch 2: the log was deleted or edited' in _one_error_line(capsys)
+    log.write_text(complete + '{"epoch": 3, "lr": 0.0')
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert 'dropped its torn last line' in caplog.text and log.read_text() == complete
+
+
 def _one_error_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err

@@ -30,7 +30,7 @@ from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_i
 from .datasets import default_num_workers
 from .distributed import DistInfo, init_distributed
 from .loss import LOSSES
-from .run_folder import atomic_write_json, output_lock, remove_run
+from .run_folder import atomic_write_json, output_lock, read_log, remove_run, rewrite_log
 from .trainer import OPTIMISM_NOTE, Trainer
 
 __all__ = ['main', 'build_parser', 'train_run']
@@ -159,7 +159,10 @@ def train_run(args: argparse.Namespace, info: DistInfo, fold: Optional[int] = No
     if args.resume and os.path.isfile(done):
         with open(done, encoding='utf-8') as f:
             summary = json.load(f)
-        if summary['epochs'] == args.epochs:
+        if summary['epochs'] == args.epochs:  # finished: its log is checked (and a torn line dropped) all the same
+            history = read_log(run_dir, upto=summary['last']['epoch'])
+            if info.is_main:
+                rewrite_log(run_dir, history)
             return summary
     os.makedirs(run_dir, exist_ok=True)
     fmt = (lambda s: s.replace('{fold}', str(fold))) if fold is not None else (lambda s: s)
