@@ -9,6 +9,7 @@ checkpoint of another class count, a tampered weight file, a locked output folde
 loss). It is reported without a traceback; anything else is a bug and keeps its traceback.
 """
 import argparse
+import logging
 import math
 import os
 import sys
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # only for annotations: torch is imported where a command nee
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
-    'resolve_device', 'user_errors', 'error_line', 'run_cli']
+    'log_to_stderr', 'resolve_device', 'user_errors', 'error_line', 'run_cli']
 
 
 class UsageError(ValueError):
@@ -108,6 +109,13 @@ def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:
         raise UsageError(f'{flag} {path}: {folder} is not writable; pass another {flag}.')
     if not overwrite and os.path.exists(path):
         raise UsageError(f'{flag} {path}: {path} already exists; pass a new path (nothing is ever overwritten).')
+
+
+def log_to_stderr() -> None:
+    """Log this package's messages from INFO up to stderr, bare; other libraries' only from WARNING up (timm's
+    "Loading pretrained weights ..." is not the command's to say)."""
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    logging.getLogger(__name__.split('.')[0]).setLevel(logging.INFO)
 
 
 def resolve_device(name: str) -> 'torch.device':

@@ -163,6 +163,33 @@ def test_bad_input_gives_one_line_and_no_output(data, video, tmp_path, capsys, e
         assert not (data / 'out' / absent).exists()
 
 
+@pytest.mark.parametrize('weights', ['two.safetensors', 'folder'])
+def test_a_real_run_prints_only_the_error_line(data, tmp_path, weights):
+    # in a real process (pytest's log capture aside), timm's INFO lines "Loading pretrained weights from ..." and
+    # "Loaded  from checkpoint ..." used to come first, because the model was built before --list was read
+    import os
+    import subprocess
+    import sys
+    if not (data / 'folder').exists():
+        model = timm.create_model('logoformer_tiny', num_classes=2, num_frames=4, img_size=16)
+        (data / 'folder').mkdir()
+        run_folder._write_model_folder(str(data / 'folder'), model, model.state_dict())
+    argv = [*eval_args(data)[:-2], '--checkpoint', str(data / weights), '--list', str(tmp_path / 'missing.txt')]
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.dfer.evaluate', *argv], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert proc.returncode == 2 and proc.stderr == f'error: Annotation list not found: {tmp_path / "missing.txt"}\n'
+
+
+def test_every_input_is_checked_before_the_model_is_built(data, tmp_path, monkeypatch, capsys):
+    from logoformer_timm.dfer import trainer
+    for module in (eval_cli, trainer):
+        monkeypatch.setattr(module, 'create_model', lambda *a, **k: pytest.fail('built the model first'))
+    missing = str(tmp_path / 'missing.txt')
+    assert eval_cli.main([*eval_args(data), '--list', missing]) == 2
+    assert train_cli.main(train_args(data, '--val-list', missing)) == 2
+    assert capsys.readouterr().err == f'error: Annotation list not found: {missing}\n' * 2
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_path(data, tmp_path):
     from logoformer_timm.dfer import read_annotation_list
     listed = tmp_path / 'bom.txt'

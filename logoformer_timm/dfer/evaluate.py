@@ -9,7 +9,6 @@ confusion matrix, number of clips, protocol) and prints a table. Runs under ``to
 matrix is summed over ranks; every clip is counted once).
 """
 import argparse
-import logging
 import os
 import sys
 from contextlib import nullcontext
@@ -20,11 +19,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, run_cli
+from ..cli import ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli
 from ..data import resolve_video_data_config
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from ..weights.loading import create_model, label_names
-from .datasets import build_dataset, collate_clips, default_num_workers
+from .datasets import build_dataset, collate_clips, default_num_workers, read_list_lines
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
 from .metrics import confusion_matrix, summarize
 from .run_folder import atomic_write_json
@@ -122,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    log_to_stderr()
     return run_cli(lambda: _run(args))
 
 
@@ -134,6 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
         check_output_dir(args.output, '--output', results=('metrics.json',), overwrite=args.overwrite)
+    read_list_lines(args.list)  # a missing or unreadable list fails before the model is built
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(
         args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,

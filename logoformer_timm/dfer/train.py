@@ -17,17 +17,16 @@ Under ``torchrun`` it trains with DistributedDataParallel (NCCL on GPU, gloo on 
 """
 import argparse
 import json
-import logging
 import os
 import sys
 from contextlib import nullcontext
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
-from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
-from .datasets import default_num_workers
+from ..cli import ArgumentParser, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli
+from .datasets import default_num_workers, read_list_lines
 from .distributed import DistInfo, init_distributed
 from .loss import LOSSES
 from .run_folder import atomic_write_json, output_lock, read_log, remove_run, rewrite_log
@@ -152,6 +151,11 @@ def _folds(args: argparse.Namespace) -> List[Optional[int]]:
         raise ValueError(f'--folds must be comma-separated integers such as 1,2,3,4,5, got {args.folds!r}.') from None
 
 
+def _lists(args: argparse.Namespace, fold: Optional[int]) -> Tuple[str, str]:
+    """The training and validation lists of ``fold``."""
+    return tuple(s if fold is None else s.replace('{fold}', str(fold)) for s in (args.train_list, args.val_list))
+
+
 def train_run(args: argparse.Namespace, info: DistInfo, fold: Optional[int] = None) -> Dict[str, Any]:
     """Train one run (one fold when ``fold`` is given); resumes when ``args.resume`` is set."""
     run_dir = args.output if fold is None else os.path.join(args.output, f'fold_{fold}')
@@ -165,8 +169,7 @@ def train_run(args: argparse.Namespace, info: DistInfo, fold: Optional[int] = No
                 rewrite_log(run_dir, history)
             return summary
     os.makedirs(run_dir, exist_ok=True)
-    fmt = (lambda s: s.replace('{fold}', str(fold))) if fold is not None else (lambda s: s)
-    trainer = Trainer(args, run_dir, fmt(args.train_list), fmt(args.val_list), info)
+    trainer = Trainer(args, run_dir, *_lists(args, fold), info)
     summary = trainer.run()
     if info.is_main:
         print(_summary_text(summary, fold))
@@ -195,7 +198,7 @@ def folds_table(results: Dict[int, Dict[str, Any]]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    log_to_stderr()
     return run_cli(lambda: _main(_parse_args(argv)))
 
 
@@ -206,6 +209,9 @@ def _main(args: argparse.Namespace) -> int:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
+    for fold in folds:  # a missing list fails before any model is built
+        for listed in _lists(args, fold):
+            read_list_lines(listed)
     if info.is_main:
         earlier_run = os.path.isfile(os.path.join(args.output, 'args.json'))
         check_output_dir(args.output, '--output', results=() if args.resume else None, overwrite=args.overwrite,
