@@ -1,6 +1,7 @@
 """A table of bad inputs per entry point: each gives ONE line `error: ...` naming the problem, a non-zero exit
 (2 for usage errors) and leaves no output file behind. Everything runs in-process on tiny settings."""
 import importlib.util
+import json
 import re
 import shutil
 from pathlib import Path
@@ -44,6 +45,12 @@ def data(tmp_path_factory):
     (root / 'corrupt').mkdir()
     run_folder._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
     (root / 'corrupt' / 'model.safetensors').write_bytes(b'not safetensors')
+    # a model folder whose config.json divides the pixels by a std of 1e-45: the clips become Inf
+    (root / 'zero_std').mkdir()
+    run_folder._write_model_folder(str(root / 'zero_std'), model, model.state_dict())
+    config = json.loads((root / 'zero_std' / 'config.json').read_text())
+    config['pretrained_cfg']['std'] = [1e-45] * 3
+    (root / 'zero_std' / 'config.json').write_text(json.dumps(config))
     (root / 'exists.onnx').write_text('an earlier export')
     (root / 'crops').mkdir()
     (root / 'crops' / 'window_000').mkdir()
@@ -121,6 +128,13 @@ CASES = [
     ('onnx', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'corrupt'), '--onnx',
                         str(d / 'out' / 'm.onnx')], 1, r'logoformer_tiny with pretrained weights from', 'm.onnx'),
     ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'corrupt')), 1, r'could not load .*corrupt', None),
+    # NaN / Inf pixels are refused, not turned into NaN logits and a metrics.json
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', str(d / 'zero_std')], 2,
+     r'a clip holds NaN or Inf pixel values.*mean / std of the model', 'eval/metrics.json'),
+    ('train', lambda d: [*train_args(d), '--checkpoint', str(d / 'zero_std')], 2, r'a clip holds NaN or Inf pixel',
+     'train/last'),
+    ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'zero_std'), '--no-detect'), 1,
+     r'a clip holds NaN or Inf pixel values', None),
     # outputs are never overwritten
     ('onnx', lambda d: ['--model', 'logoformer_tiny', '--random-init', '--onnx', str(d / 'exists.onnx')], 1,
      r'exists.onnx already exists; pass a new path', None),

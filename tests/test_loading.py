@@ -179,6 +179,14 @@ def test_unexpected_keys_are_listed(source, tmp_path):
         tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
+@pytest.mark.parametrize('name', ['model.bin', 'MODEL.SAFETENSORS', 'weights'])
+def test_safetensors_are_read_by_their_content_whatever_the_name(source, weights_file, tmp_path, name):
+    # a valid safetensors file named .bin (or upper case) used to be refused as a corrupt torch file
+    from logoformer_timm.weights.loading import create_model
+    (tmp_path / name).write_bytes(weights_file.read_bytes())
+    assert_same_weights(create_model('logoformer_tiny', str(tmp_path / name), **SMALL), source)
+
+
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
 def test_corrupt_safetensors_raise_naming_the_file(weights_file, tmp_path, damage):
     data = weights_file.read_bytes()

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from ..cli import ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli
 from ..data import resolve_video_data_config
+from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from ..weights.loading import create_model, label_names
 from .datasets import build_dataset, collate_clips, default_num_workers, read_list_lines
@@ -57,6 +58,7 @@ def evaluate(
         if not len(labels):
             continue
         clips, labels = clips.to(device, non_blocking=True), labels.to(device)
+        check_finite_pixels(clips)
         views = clips.shape[1] if clips.ndim == 6 else 0
         with autocast:
             if views:

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..layers import check_finite_pixels
 from ..weights.loading import create_model, label_names
 from .datasets import build_dataset, collate_clips
 from .distributed import DistInfo, ShardSampler, all_ranks_have_data, all_reduce_sum
@@ -143,6 +144,7 @@ class Trainer:
             if not all_ranks_have_data(len(labels), info):
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            check_finite_pixels(clips)
             step_now = (i + 1) % args.grad_accum == 0 or i + 1 == batches
             sync = nullcontext() if step_now or not info.enabled else self.ddp.no_sync()
             with sync:

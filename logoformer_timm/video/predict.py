@@ -23,6 +23,7 @@ from einops import rearrange
 
 from ..cli import ArgumentParser, positive_float, run_cli
 from ..data import ClipTransform, resolve_video_data_config
+from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
@@ -280,6 +281,7 @@ def predict_video(
     def run(batch):
         tic = time.perf_counter()
         clips = torch.stack([c for _, c in batch]).to(device)
+        check_finite_pixels(clips)
         probs = model(clips).float().softmax(dim=-1).cpu()  # .cpu() waits for the device
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p

@@ -156,12 +156,21 @@ def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return clean_state_dict(checkpoint)
 
 
+def _holds_safetensors(path: Path) -> bool:
+    """Whether a file's content is safetensors, whatever its name: a little-endian u64 header length that fits the
+    file, then the JSON header's ``{`` (a torch file starts with a zip's ``PK`` or a pickle's ``0x80``)."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and 8 + int.from_bytes(head[:8], 'little') <= path.stat().st_size
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a checkpoint file as saved (containers kept); its weights are checked for NaN / Inf on the way."""
+    """Read a checkpoint file as saved (containers kept): safetensors by its content (any name) or suffix, else a
+    weights-only torch file; its weights are checked (:func:`check_weights`) on the way."""
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f'Checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
+    if path.suffix.lower() == '.safetensors' or _holds_safetensors(path):
         checkpoint = read_safetensors(path.read_bytes(), path)
         check_weights(checkpoint, path)
         return checkpoint
