@@ -110,7 +110,7 @@ CASES = [
     ('predict', lambda d: ['video.mp4', '--window', '2', '--stride', '0'], 2, r'--stride: must be a finite number > 0',
      None),
     ('predict', lambda d: ['video.mp4', '--margin', 'inf'], 2, r'--margin: must be a finite number > 0, got inf', None),
-    ('predict', lambda d: ['video.mp4', '--margin', '1e9'], 2, r'--margin at most 10', None),
+    ('predict', lambda d: ['video.mp4', '--margin', '1e9'], 2, r'--margin must be at most 10', None),
     ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
                           str(d / 'a_file'), '--model-kwargs'], 2, r'--out .*a_file is a file', None),
     ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
@@ -140,6 +140,13 @@ CASES = [
      r'exists.onnx already exists; pass a new path', None),
     ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'crops')), 1,
      r'--save-crops .*crops is not empty; pass a new or empty folder', None),
+    # edges: each used to give a raw OSError, a wrong reason or a combined message
+    ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'a_file')), 1,
+     r'--save-crops .*a_file is a file; pass a new or empty folder', None),
+    ('predict', lambda d: ['video.mp4', '--top-k', '0'], 2, r'--top-k: must be an integer >= 1, got 0', None),
+    ('predict', lambda d: ['video.mp4', '--batch-size', '0'], 2, r'--batch-size: must be an integer >= 1, got 0', None),
+    ('train', lambda d: ['--resume', str(d / 'out' / 'nothing')], 2,
+     r'--resume .*nothing: the folder does not exist; pass the --output of a run', 'nothing'),
     # data tools
     ('lists', lambda d: ['dfew', '--data-root', str(d / 'dfew'), '--split-dir', 'split', '--frames-dir', 'clips',
                          '--output', str(d / 'out' / 'lists')], 2, r'set_3.csv:2: frame folder .*00099 does not exist',

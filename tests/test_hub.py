@@ -291,6 +291,34 @@ def test_export_from_a_run_folder_takes_its_architecture_and_verifies(exported, 
     assert 'ready to push' in capsys.readouterr().out
 
 
+def test_export_of_a_run_folder_needs_no_model_name(exported, run_folder, tmp_path, capsys):
+    # --model used to be required although the folder's config.json names the architecture
+    checkpoint, folder = run_folder
+    assert export_cli.main(['--checkpoint', str(checkpoint), '--out', str(tmp_path / 'repo')]) == 0
+    assert (tmp_path / 'repo' / 'model.safetensors').read_bytes() == (folder / 'model.safetensors').read_bytes()
+    assert verify_cli.main([str(tmp_path / 'repo'), '--checkpoint', str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert export_cli.main(['--checkpoint', str(exported[1]), '--out', str(tmp_path / 'file'), *KWARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'checkpoint.pth does not name its architecture' in err and 'pass --model' in err
+
+
+def test_the_loser_of_two_exports_to_one_folder_gets_one_line(exported, run_folder, tmp_path, capsys, monkeypatch):
+    # both passed the empty-folder check; the second to finish used to fail with a raw "[Errno 39] Directory not empty"
+    from logoformer_timm.weights import publish
+    out = tmp_path / 'repo'
+    card = publish.model_card
+
+    def winner_finishes_first(*args, **kwargs):
+        shutil.copytree(run_folder[1], out)
+        return card(*args, **kwargs)
+    monkeypatch.setattr(publish, 'model_card', winner_finishes_first)
+    assert export_cli.main(['--checkpoint', str(run_folder[0]), '--out', str(out)]) == 2
+    assert capsys.readouterr().err == f'error: {out} was written by another export meanwhile; pass a new --out.\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['repo']  # the winner's folder, no temporary left
+    assert (out / 'README.md').read_text() == (run_folder[1] / 'README.md').read_text()
+
+
 @pytest.mark.parametrize('key, value', [
     ('model_args.local_window', [1, 1, 1]), ('pretrained_cfg.mean', [0.5, 0.5, 0.5]),
     ('pretrained_cfg.label_names', ['x', 'y', 'z', 'v', 'w'])])

@@ -123,6 +123,8 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume:
         saved = os.path.join(args.resume, 'args.json')
+        if not os.path.isdir(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume}: the folder does not exist; pass the --output of a run.')
         if not os.path.isfile(saved):
             raise FileNotFoundError(f'--resume {args.resume}: no args.json there; is it the --output of a run?')
         with open(saved, encoding='utf-8') as f:

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser('export', help=_EXPORT_DOC.split('\n')[0], description=_EXPORT_DOC,
                                  formatter_class=raw)
-    export.add_argument('--model', required=True,
-                        help='architecture the checkpoint was trained as, e.g. logoformer_base')
+    export.add_argument('--model',
+                        help='architecture the checkpoint was trained as, e.g. logoformer_base (default: the one a '
+                             "checkpoint folder's config.json names; a weights file needs it)")
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')

@@ -1,10 +1,13 @@
 """Export a training checkpoint to a Hugging Face Hub repo folder, verify such a folder against its checkpoint, and
 push it with ``HfApi``; the folder's model card and metrics schema are in :mod:`.card`.
 """
+import errno
 import json
 import math
+import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -97,7 +100,7 @@ class ExportResult:
 
 
 def export_folder(
-        model_name: str,
+        model_name: Optional[str],
         checkpoint: PathLike,
         out: PathLike,
         tag: Optional[str] = None,
@@ -109,7 +112,12 @@ def export_folder(
         license: str = 'mit',
         hub_org: str = HUB_ORG,
 ) -> ExportResult:
-    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint.
+
+    ``model_name`` (``ARCH`` or ``ARCH.TAG``) may be None for a checkpoint folder, whose ``config.json`` names it.
+    """
+    if model_name is None:
+        model_name = _folder_architecture(Path(checkpoint))
     arch, _, name_tag = model_name.partition('.')
     if arch not in list_clip_models():
         raise HubFolderError(
@@ -141,16 +149,21 @@ def export_folder(
 
     name = f'{arch}.{tag}' if tag else arch
     hf_hub_id = f'{hub_org}/{name}' if tag else None
-    tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
-    shutil.rmtree(tmp, ignore_errors=True)
+    # written completely in a folder of its own, then renamed: never a half-written --out; of two exports to one
+    # --out, the rename of the second fails (a folder is only renamed over an empty one)
+    tmp = out.parent / f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
     try:
+        tmp.mkdir()
         save_for_hf(model, tmp, **_export_config(model, tag, license), safe_serialization=True)
         (tmp / 'README.md').write_text(model_card(
             model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
             license=license, dtype=dtype), encoding='utf-8')
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise HubFolderError(f'{out} was written by another export meanwhile; pass a new --out.') from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sha256 = file_sha256(out / WEIGHTS_FILENAME)
@@ -217,6 +230,17 @@ def _source_model(
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
     name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
     return _build_from_checkpoint(name, path, ckpt, {**known, **(model_kwargs or {})})
+
+
+def _folder_architecture(path: Path) -> str:
+    """The architecture a checkpoint folder's ``config.json`` records; a weights file needs ``--model``."""
+    config = path / 'config.json'
+    architecture = _read_json(config).get('architecture') if path.is_dir() and config.is_file() else None
+    if not isinstance(architecture, str):
+        raise HubFolderError(
+            f'{path} does not name its architecture (no checkpoint folder with config.json): pass --model, the '
+            f'architecture the weights were trained as (e.g. logoformer_base).')
+    return architecture
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
