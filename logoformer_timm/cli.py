@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # only for annotations: torch is imported where a command nee
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
-    'log_to_stderr', 'resolve_device', 'user_errors', 'error_line', 'run_cli']
+    'log_to_stderr', 'progress', 'resolve_device', 'user_errors', 'error_line', 'run_cli']
 
 
 class UsageError(ValueError):
@@ -116,6 +116,13 @@ def log_to_stderr() -> None:
     "Loading pretrained weights ..." is not the command's to say)."""
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     logging.getLogger(__name__.split('.')[0]).setLevel(logging.INFO)
+
+
+def progress(iterable: Any, desc: str, enabled: bool = True) -> Any:
+    """A tqdm progress bar over ``iterable``, drawn only when stderr is a terminal: a redirected log gets no
+    carriage returns (the commands print one line per epoch or evaluation instead)."""
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
 
 
 def resolve_device(name: str) -> 'torch.device':

@@ -347,6 +347,22 @@ def test_model_card_renders_free_text_literally(exported):
     assert '<b>' not in body and r'\<b\>\*\*99 %\*\*\</b\> \| x \|' in body
 
 
+READABLE = 'Former-DFER (not measured), doi:10.1145/3503161.3547865 v1.2 + 3! {x}'
+INTERPRETED = '# DFEW snake_case _em_ a*b* [link](u) <i> &amp; ~~s~~ $x$ a\\b'
+
+
+def test_model_card_text_is_readable_and_renders_as_typed(exported):
+    # ordinary text used to be escaped everywhere: doi:10\.1145, Former\-DFER, \(not measured\)
+    card = model_card(exported[0], 'logoformer_tiny', train_dataset=READABLE)
+    assert f'Trained on **{READABLE}** (as stated by the exporter).' in card
+    from logoformer_timm.weights.card import _md_text
+    assert _md_text('1. Former-DFER') == '1\\. Former-DFER'  # an ordered list item otherwise
+    markdown_it = pytest.importorskip('markdown_it')  # a CommonMark renderer as the reference
+    for text in (READABLE, INTERPRETED, '1. x', '- x', '> x', '=', 'DFEW <b>**99 %**</b> | x |'):
+        html = markdown_it.MarkdownIt('commonmark').enable(['table', 'strikethrough']).render(_md_text(text)).strip()
+        assert html == '<p>' + text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;') + '</p>', text
+
+
 @pytest.mark.parametrize('flag, value', [('--recipe', INJECTED), ('--train-dataset', 'DFEW---x'),
                                          ('--license', 'mit\nfake: 1')])
 def test_export_refuses_multi_line_or_yaml_breaking_text(exported, tmp_path, capsys, flag, value):

@@ -402,6 +402,22 @@ def test_resume_checks_the_log_of_a_finished_run_too(tiny_data, full_run, tmp_pa
     assert 'dropped its torn last line' in caplog.text and log.read_text() == complete
 
 
+def test_a_redirected_log_gets_lines_not_progress_bars(tiny_data, tmp_path):
+    # the progress bars used to write hundreds of carriage returns into a redirected log
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    train = subprocess.run(
+        [sys.executable, '-m', 'logoformer_timm.dfer.train', *_train_args(tiny_data, tmp_path / 'run', '--epochs', '2')],
+        capture_output=True, text=True, env=env, timeout=600)
+    evaluation = subprocess.run(
+        [sys.executable, '-m', 'logoformer_timm.dfer.evaluate', '--checkpoint', str(tmp_path / 'run' / 'last'),
+         '--data-root', str(tiny_data), '--list', str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'),
+         '--num-segments', '2', '--workers', '0'], capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0 and evaluation.returncode == 0, train.stderr + evaluation.stderr
+    assert train.stderr == evaluation.stderr == ''
+    assert [line.split('  ')[0] for line in train.stdout.splitlines() if line.startswith('epoch')] == [
+        'epoch 1/2', 'epoch 2/2']
+
+
 def _one_error_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err

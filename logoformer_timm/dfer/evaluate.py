@@ -19,7 +19,9 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..cli import ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli
+from ..cli import (
+    ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli,
+    progress as progress_bar)
 from ..data import resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, prepare_for_inference
@@ -46,14 +48,13 @@ def evaluate(
     Clips come in the model's layout (``build_dataset`` makes them so); items ``(B, V, ...)`` (several views per
     clip) are classified by the mean of the views' logits.
     """
-    from tqdm import tqdm
     model.eval()
     device = info.device
     preds, targets = [], []
     loss_sum = torch.zeros((), dtype=torch.float64)
     skipped = 0
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    for clips, labels, num_skipped in tqdm(loader, desc='eval', disable=not (progress and info.is_main), leave=False):
+    for clips, labels, num_skipped in progress_bar(loader, 'eval', enabled=progress and info.is_main):
         skipped += num_skipped
         if not len(labels):
             continue
