@@ -1,5 +1,11 @@
-"""A table of bad inputs per entry point: each gives ONE line `error: ...` naming the problem, a non-zero exit
-(2 for usage errors) and leaves no output file behind. Everything runs in-process on tiny settings."""
+"""Bad input to every command gives ONE line `error: ...` (`PROG: error: ...` for predict and the ONNX export)
+naming the problem, exit 2 (1 for those two) and no output file.
+
+The table covers bad arguments, unusable or mismatched weights, unreadable lists and clips, NaN / Inf pixels,
+outputs that exist (never overwritten) and the edges (--save-crops at a file, --resume of a missing folder). The
+tests below it check that a real process prints nothing but that line (no library INFO lines), that every list is
+read before a model is built, a read-only --output, a byte order mark, duplicate list lines, too many windows and
+push without a token. Everything runs in-process on tiny settings, except the real-process check."""
 import importlib.util
 import json
 import re
