@@ -1,5 +1,5 @@
 """Bad input to every command gives ONE line `error: ...` (`PROG: error: ...` for predict and the ONNX export)
-naming the problem, exit 2 (1 for those two) and no output file.
+naming the problem, exit 2 (those two: 1, but 2 for a bad flag value) and no output file.
 
 The table covers bad arguments, unusable or mismatched weights, unreadable lists and clips, NaN / Inf pixels,
 outputs that exist (never overwritten) and the edges (--save-crops at a file, --resume of a missing folder). The
