@@ -482,6 +482,7 @@ def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
 
 def test_eval_missing_checkpoint_says_the_path_does_not_exist(tmp_path, capsys):
     # without --model it used to say "Pass --model NAME", as if the path were fine
+    (tmp_path / 'test.txt').write_text('')  # the list is read first
     args = ['--checkpoint', str(tmp_path / 'does' / 'not' / 'exist'), '--data-root', str(tmp_path), '--list',
             str(tmp_path / 'test.txt'), '--output', str(tmp_path / 'eval')]
     assert eval_cli.main(args) == 2
