@@ -179,6 +179,14 @@ def test_unexpected_keys_are_listed(source, tmp_path):
         tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
+@pytest.mark.parametrize('name', ['model.bin', 'MODEL.SAFETENSORS', 'weights'])
+def test_safetensors_are_read_by_their_content_whatever_the_name(source, weights_file, tmp_path, name):
+    # a valid safetensors file named .bin (or upper case) used to be refused as a corrupt torch file
+    from logoformer_timm.weights.loading import create_model
+    (tmp_path / name).write_bytes(weights_file.read_bytes())
+    assert_same_weights(create_model('logoformer_tiny', str(tmp_path / name), **SMALL), source)
+
+
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
 def test_corrupt_safetensors_raise_naming_the_file(weights_file, tmp_path, damage):
     data = weights_file.read_bytes()
@@ -297,14 +305,23 @@ def test_sha256_check_holds_for_any_revision_and_letter_case(
     ('blocks.0.local_attn.attn.qkv.weight', float('nan'), 'NaN or Inf values in blocks.0.local_attn.attn.qkv.weight'),
     ('head.bias', float('inf'), 'NaN or Inf values in head.bias'),
     ('head.weight', 'int', r'integer tensors where the model has floating point ones: head.weight \(torch.int64\)'),
+    # the imaginary part (NaN here) used to be dropped with only a torch warning
+    ('head.bias', 'complex', r'tensors of a dtype weights are never read from: head.bias \(torch.complex64\); weights must be'),
+    # used to crash check_weights: torch.isfinite has no float8 kernel
+    ('norm.weight', 'float8', r'tensors of a dtype weights are never read from: norm.weight \(torch.float8_e4m3fn\)'),
 ])
-def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_path, key, value, problem):
+def test_non_finite_integer_or_unsupported_dtype_weights_are_refused_on_every_route(
+        source, tmp_path, key, value, problem):
     from logoformer_timm.weights.loading import create_model
     from logoformer_timm.weights.files import read_checkpoint
     from logoformer_timm.weights.files import WeightsFileError
     weights = dict(source.state_dict())
     if value == 'int':
         weights[key] = weights[key].round().long()
+    elif value == 'complex':
+        weights[key] = torch.complex(weights[key], torch.full_like(weights[key], float('nan')))
+    elif value == 'float8':
+        weights[key] = weights[key].to(torch.float8_e4m3fn)
     else:
         weights[key] = weights[key].clone()
         weights[key].view(-1)[0] = value

@@ -21,6 +21,21 @@ def test_integer_clip_names_dtype_and_fix(dtype):
         tiny()(torch.zeros(1, 3, 4, 32, 32, dtype=dtype))
 
 
+@pytest.mark.parametrize('name', ['logoformer_tiny', 'former_dfer', 'mae_dfer'])
+def test_a_list_or_numpy_clip_names_the_conversion(name):
+    # every model used to raise AttributeError ('list' object has no attribute 'ndim')
+    model = timm.create_model(name, **(SMALL if name != 'mae_dfer' else {})).eval()
+    shape = (1, 3, model.num_frames, *model.img_size)
+    if model.input_layout == 'BTCHW':
+        shape = (1, model.num_frames, 3, *model.img_size)
+    clip = torch.rand(shape)
+    with pytest.raises(TypeError, match=r'expects a torch\.Tensor clip, got a builtins\.list: convert it with '
+                                        r'torch\.tensor\(x\)'):
+        model(clip.tolist())
+    with pytest.raises(TypeError, match=r'got a numpy\.ndarray: convert it with torch\.from_numpy\(x\)'):
+        model(clip.numpy())
+
+
 def test_float64_clip_names_both_fixes():
     with pytest.raises(TypeError, match=r'torch.float64 but the model is torch.float32.*model.to\(torch.float64\)'):
         tiny()(torch.rand(1, 3, 4, 32, 32, dtype=torch.float64))

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset, Sampler
 from ..data import ClipTransform, resolve_video_data_config, sample_frame_indices
 
 __all__ = [
-    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
+    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
+    'read_list_lines', 'list_frames',
     'collate_clips', 'build_dataset', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
 ]
 
@@ -54,6 +55,20 @@ class ClipRecord:
     source: str  # 'list_file:line' for error messages
 
 
+def read_list_lines(list_file: str) -> List[str]:
+    """The lines of an annotation list; an ``AnnotationError`` when it is missing or not UTF-8 text (the commands
+    call it before they build a model)."""
+    if not os.path.isfile(list_file):
+        raise AnnotationError(f'Annotation list not found: {list_file}')
+    try:
+        with open(list_file, encoding='utf-8-sig') as f:  # a UTF-8 byte order mark (Windows editors) is not a path
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        line_no = e.object[:e.start].count(b'\n') + 1
+        raise AnnotationError(
+            f'{list_file}:{line_no} is not UTF-8 text (byte {e.object[e.start]:#04x}); save the list as UTF-8.') from None
+
+
 def read_annotation_list(
         list_file: str,
         data_root: str = '',
@@ -65,15 +80,7 @@ def read_annotation_list(
     Every problem raises an ``AnnotationError`` naming the file and line, unless ``skip_bad_clips`` is set, in
     which case the line is skipped, a warning is logged and the problem is returned.
     """
-    if not os.path.isfile(list_file):
-        raise AnnotationError(f'Annotation list not found: {list_file}')
-    try:
-        with open(list_file, encoding='utf-8-sig') as f:  # a UTF-8 byte order mark (Windows editors) is not a path
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        line_no = e.object[:e.start].count(b'\n') + 1
-        raise AnnotationError(
-            f'{list_file}:{line_no} is not UTF-8 text (byte {e.object[e.start]:#04x}); save the list as UTF-8.') from None
+    lines = read_list_lines(list_file)
     records, problems = [], []
     for line_no, line in enumerate(lines, 1):
         line = line.strip()

@@ -9,7 +9,6 @@ confusion matrix, number of clips, protocol) and prints a table. Runs under ``to
 matrix is summed over ranks; every clip is counted once).
 """
 import argparse
-import logging
 import os
 import sys
 from contextlib import nullcontext
@@ -20,11 +19,14 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, run_cli
+from ..cli import (
+    ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli,
+    progress as progress_bar)
 from ..data import resolve_video_data_config
+from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from ..weights.loading import create_model, label_names
-from .datasets import build_dataset, collate_clips, default_num_workers
+from .datasets import build_dataset, collate_clips, default_num_workers, read_list_lines
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
 from .metrics import confusion_matrix, summarize
 from .run_folder import atomic_write_json
@@ -46,18 +48,18 @@ def evaluate(
     Clips come in the model's layout (``build_dataset`` makes them so); items ``(B, V, ...)`` (several views per
     clip) are classified by the mean of the views' logits.
     """
-    from tqdm import tqdm
     model.eval()
     device = info.device
     preds, targets = [], []
     loss_sum = torch.zeros((), dtype=torch.float64)
     skipped = 0
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    for clips, labels, num_skipped in tqdm(loader, desc='eval', disable=not (progress and info.is_main), leave=False):
+    for clips, labels, num_skipped in progress_bar(loader, 'eval', enabled=progress and info.is_main):
         skipped += num_skipped
         if not len(labels):
             continue
         clips, labels = clips.to(device, non_blocking=True), labels.to(device)
+        check_finite_pixels(clips)
         views = clips.shape[1] if clips.ndim == 6 else 0
         with autocast:
             if views:
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--data-root', default='', help='root the list paths are relative to')
     parser.add_argument('--list', required=True, help='annotation list: "<frame_dir> <num_frames> <label>" per line')
     parser.add_argument('--output', required=True, help='folder for metrics.json')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUTPUT/metrics.json')
     parser.add_argument('--num-segments', type=positive_int, default=8)
     parser.add_argument('--frames-per-segment', type=positive_int, default=2)
     parser.add_argument('--img-size', type=positive_int, help='resolution (default: the model\'s)')
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    log_to_stderr()
     return run_cli(lambda: _run(args))
 
 
@@ -132,7 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError('--amp is short for --precision bf16 (CPU) or fp16 (GPU): give one of them, not both.')
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
-        check_output_dir(args.output, '--output')
+        check_output_dir(args.output, '--output', results=('metrics.json',), overwrite=args.overwrite)
+    read_list_lines(args.list)  # a missing or unreadable list fails before the model is built
     num_frames = args.num_segments * args.frames_per_segment
     model = create_model(
         args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,

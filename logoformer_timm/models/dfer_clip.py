@@ -277,6 +277,8 @@ class DferClip(FrameTokenApi, nn.Module):
         return CosineClassifier(self.embed_dim, num_classes, self.logit_scale, **get_device_dtype(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:

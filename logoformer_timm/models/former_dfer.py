@@ -233,6 +233,8 @@ class FormerDFER(FrameTokenApi, nn.Module):
         update_model_input_size(self, img_size, num_frames=num_frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -292,6 +292,8 @@ class LogoFormer(ClipModelApi, nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(

@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from ..cli import ArgumentParser, positive_float, run_cli
+from ..cli import ArgumentParser, positive_float, positive_int, run_cli
 from ..data import ClipTransform, resolve_video_data_config
+from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
@@ -214,6 +215,15 @@ def load_clip(
     return _clip_tensor(faces.crops)
 
 
+def check_save_crops(directory: Optional[str]) -> None:
+    """A ``--save-crops`` folder must be new or empty: crops are never overwritten or mixed with another run's."""
+    if directory and os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f'--save-crops {directory} is a file; pass a new or empty folder for the crops.')
+    if directory and os.path.isdir(directory) and os.listdir(directory):
+        raise ValueError(f'--save-crops {directory} is not empty; pass a new or empty folder (crops are never '
+                         f'overwritten or mixed with another run\'s).')
+
+
 def _save_crops(directory: str, window: int, indices: Sequence[int], crops: np.ndarray) -> None:
     cv2 = _import_cv2()
     folder = os.path.join(directory, f'window_{window:03d}')
@@ -254,9 +264,7 @@ def predict_video(
         batch_size: Clips per forward pass.
     """
     check_clip_model(model)
-    if save_crops and os.path.isdir(save_crops) and os.listdir(save_crops):
-        raise ValueError(f'--save-crops {save_crops} is not empty; pass a new or empty folder (crops are never '
-                         f'overwritten or mixed with another run\'s).')
+    check_save_crops(save_crops)
     info = probe_video(path)
     if window is None:
         if stride is not None:
@@ -280,6 +288,7 @@ def predict_video(
     def run(batch):
         tic = time.perf_counter()
         clips = torch.stack([c for _, c in batch]).to(device)
+        check_finite_pixels(clips)
         probs = model(clips).float().softmax(dim=-1).cpu()  # .cpu() waits for the device
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p
@@ -374,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument('--pretrained', action='store_true', help='published weights (none are published yet)')
     weights.add_argument(
         '--random-init', action='store_true', help='random weights: tests the pipeline, predictions are meaningless')
-    parser.add_argument('--top-k', type=int, default=3, help='labels to show per window (default: 3)')
+    parser.add_argument('--top-k', type=positive_int, default=3, help='labels to show per window (default: 3)')
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--json', action='store_true', help='print JSON (schema: predict.PREDICTION_SCHEMA)')
     parser.add_argument('--save-crops', metavar='DIR', help='write the face crops the model saw as PNGs')
@@ -386,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
-    parser.add_argument('--batch-size', type=int, default=8, help='windows per forward pass (default: 8)')
+    parser.add_argument('--batch-size', type=positive_int, default=8, help='windows per forward pass (default: 8)')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='bf16/fp16: autocast (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
     parser.add_argument('--compile', action='store_true',
@@ -400,14 +409,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``logoformer-predict``; user errors print one line to stderr and exit with 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.margin > MAX_MARGIN:
-        parser.error(f'--top-k and --batch-size must be >= 1 and --margin at most {MAX_MARGIN}.')
+    if args.margin > MAX_MARGIN:
+        parser.error(f'--margin must be at most {MAX_MARGIN}, got {args.margin}.')
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
     from ..models import PretrainedWeightsUnavailableError
 
     def body() -> None:
-        probe_video(args.video)  # fail on a bad video before building the model
+        probe_video(args.video)  # fail on a bad video or crops folder before building the model
+        check_save_crops(args.save_crops)
         try:
             model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
                                         args.precision, args.compile)

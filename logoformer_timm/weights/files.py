@@ -22,10 +22,13 @@ from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
 __all__ = [
-    'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
+    'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
 PathLike = Union[str, os.PathLike]
+
+# the floating dtypes weights are read in (cast to the model's exactly); integer tensors are the model's buffers
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class WeightsFileError(RuntimeError):
@@ -115,7 +118,8 @@ def read_safetensors(data: bytes, name: PathLike) -> Dict[str, torch.Tensor]:
 
 def check_weights(
         weights: Mapping[str, Any], source: PathLike, reference: Optional[Mapping[str, torch.Tensor]] = None) -> None:
-    """Refuse NaN / Inf values, and integer tensors where ``reference`` (the model's state dict) has floating point.
+    """Refuse tensors of an unsupported dtype (complex, float8: any float not in ``WEIGHT_DTYPES``), NaN / Inf
+    values, and integer tensors where ``reference`` (the model's state dict) has floating point.
 
     Every loading route calls it: :func:`read_checkpoint`, the manifest loader and ``checkpoint_filter_fn``.
     Integer buffers of the model itself (BatchNorm ``num_batches_tracked``) load as they are.
@@ -124,6 +128,12 @@ def check_weights(
         return ', '.join(keys[:6]) + (f', ... ({len(keys)} in all)' if len(keys) > 6 else '')
 
     tensors = {k: v for k, v in weights.items() if torch.is_tensor(v)}
+    unsupported = [f'{k} ({v.dtype})' for k, v in tensors.items()
+                   if v.dtype not in WEIGHT_DTYPES and (v.is_floating_point() or v.is_complex())]
+    if unsupported:  # complex or float8: a cast would drop the imaginary part or keep 3 bits of mantissa
+        raise WeightsFileError(
+            f'{source} holds tensors of a dtype weights are never read from: {listing(unsupported)}; weights must '
+            f'be {", ".join(str(d).removeprefix("torch.") for d in WEIGHT_DTYPES)} (integer buffers aside).')
     non_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise WeightsFileError(
@@ -131,7 +141,7 @@ def check_weights(
             f'Use a checkpoint saved before training diverged.')
     integer = [f'{k} ({v.dtype})' for k, v in tensors.items()
                if reference is not None and k in reference and reference[k].is_floating_point()
-               and not (v.is_floating_point() or v.is_complex())]
+               and not v.is_floating_point()]
     if integer:
         raise WeightsFileError(
             f'{source} holds integer tensors where the model has floating point ones: {listing(integer)}; '
@@ -146,12 +156,21 @@ def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return clean_state_dict(checkpoint)
 
 
+def _holds_safetensors(path: Path) -> bool:
+    """Whether a file's content is safetensors, whatever its name: a little-endian u64 header length that fits the
+    file, then the JSON header's ``{`` (a torch file starts with a zip's ``PK`` or a pickle's ``0x80``)."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and 8 + int.from_bytes(head[:8], 'little') <= path.stat().st_size
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a checkpoint file as saved (containers kept); its weights are checked for NaN / Inf on the way."""
+    """Read a checkpoint file as saved (containers kept): safetensors by its content (any name) or suffix, else a
+    weights-only torch file; its weights are checked (:func:`check_weights`) on the way."""
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f'Checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
+    if path.suffix.lower() == '.safetensors' or _holds_safetensors(path):
         checkpoint = read_safetensors(path.read_bytes(), path)
         check_weights(checkpoint, path)
         return checkpoint

@@ -20,7 +20,8 @@ classes are read from the weights, the rest of the architecture from the checkpo
 --model-kwargs for a bare weights file); the metrics table of the card comes only from --metrics."""
 _VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
 
-Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
+Checks that every tensor of model.safetensors is bitwise the source checkpoint's (after its key mapping), then
+reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
 that both give logits identical to the source checkpoint on a fixed clip. Exits non-zero on any difference."""
 _PUSH_DOC = """Publish a verified export folder to the Hugging Face Hub.
 
@@ -41,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser('export', help=_EXPORT_DOC.split('\n')[0], description=_EXPORT_DOC,
                                  formatter_class=raw)
-    export.add_argument('--model', required=True,
-                        help='architecture the checkpoint was trained as, e.g. logoformer_base')
+    export.add_argument('--model',
+                        help='architecture the checkpoint was trained as, e.g. logoformer_base (default: the one a '
+                             "checkpoint folder's config.json names; a weights file needs it)")
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
@@ -90,7 +92,9 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    for route, diff in verify_folder(args.folder, args.checkpoint, args.model_kwargs).items():
+    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs)
+    print(f'model.safetensors: every tensor bitwise identical to {args.checkpoint} (after its key mapping)')
+    for route, diff in routes.items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
     print(f'OK: {args.folder} is ready to push')
 

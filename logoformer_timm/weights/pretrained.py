@@ -4,7 +4,7 @@ before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weight
 import os
 import pickle
 from functools import partial
-from typing import Callable, Dict, Union
+from typing import Any, Callable, Dict, Union
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from .filtering import CheckpointMismatchError
 
 __all__ = [
     'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_model_with_pretrained_weights',
-    'read_resnet_state_dict']
+    'check_tag_classes', 'read_resnet_state_dict']
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
@@ -64,8 +64,42 @@ def _for_loading(model_cls: Callable[..., nn.Module], **kwargs) -> nn.Module:
     return model
 
 
+def check_tag_classes(weights: Dict[str, torch.Tensor], variant: str, tag: str, classifier: str = 'head') -> None:
+    """Weights loaded as the tag ``variant.tag`` must have its class count (its label set): else a
+    :class:`CheckpointMismatchError` names the tags of ``variant`` that fit, or the untagged name and num_classes."""
+    import timm
+    from timm.models import get_pretrained_cfg
+    head = weights.get(f'{classifier}.weight')
+    tag_classes = get_pretrained_cfg(f'{variant}.{tag}').num_classes
+    if not torch.is_tensor(head) or head.shape[0] == tag_classes:
+        return
+    classes = head.shape[0]
+    fits = [name for name in timm.list_models(f'{variant}.*', include_tags=True)
+            if get_pretrained_cfg(name).num_classes == classes]
+    fix = (f'the tag that fits: {", ".join(fits)}' if fits else
+           f'name the architecture without a tag ({variant}) with num_classes={classes}')
+    raise CheckpointMismatchError(
+        f'the weights\' classifier has {classes} classes but {variant}.{tag} is a {tag_classes}-class tag (its '
+        f'label set); use {fix}.')
+
+
+def _checking_tag_classes(filter_fn: Callable, variant: str, tag: str) -> Callable:
+    """``filter_fn`` followed by :func:`check_tag_classes` (the model's cfg names its classifier)."""
+    def filter_and_check(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+        weights = filter_fn(state_dict, model) if filter_fn is not None else state_dict
+        check_tag_classes(weights, variant, tag, model.pretrained_cfg.get('classifier') or 'head')
+        return weights
+    return filter_and_check
+
+
 def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], variant: str, **kwargs) -> nn.Module:
-    """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source."""
+    """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source.
+
+    A tag named explicitly (``NAME.TAG``) holds weights of its own class count (:func:`check_tag_classes`).
+    """
+    if isinstance(kwargs.get('pretrained_cfg'), str):  # timm passes the tag of 'NAME.TAG' here
+        kwargs['pretrained_filter_fn'] = _checking_tag_classes(
+            kwargs.get('pretrained_filter_fn'), variant, kwargs['pretrained_cfg'])
     cfg = resolve_pretrained_cfg(
         variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     _check_weights_exist(variant, cfg)

@@ -1,10 +1,13 @@
 """Export a training checkpoint to a Hugging Face Hub repo folder, verify such a folder against its checkpoint, and
 push it with ``HfApi``; the folder's model card and metrics schema are in :mod:`.card`.
 """
+import errno
 import json
 import math
+import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,7 +19,7 @@ from timm.models._hub import save_config_for_hf
 
 from .. import __version__
 from .card import card_problem, load_eval_metrics, model_card
-from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from .files import PathLike, check_weights, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
 from ..models import REPORTED_RESULTS, PretrainedWeightsError, list_clip_models
 from .filtering import CheckpointMismatchError
@@ -97,7 +100,7 @@ class ExportResult:
 
 
 def export_folder(
-        model_name: str,
+        model_name: Optional[str],
         checkpoint: PathLike,
         out: PathLike,
         tag: Optional[str] = None,
@@ -109,7 +112,12 @@ def export_folder(
         license: str = 'mit',
         hub_org: str = HUB_ORG,
 ) -> ExportResult:
-    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint.
+
+    ``model_name`` (``ARCH`` or ``ARCH.TAG``) may be None for a checkpoint folder, whose ``config.json`` names it.
+    """
+    if model_name is None:
+        model_name = _folder_architecture(Path(checkpoint))
     arch, _, name_tag = model_name.partition('.')
     if arch not in list_clip_models():
         raise HubFolderError(
@@ -141,16 +149,21 @@ def export_folder(
 
     name = f'{arch}.{tag}' if tag else arch
     hf_hub_id = f'{hub_org}/{name}' if tag else None
-    tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
-    shutil.rmtree(tmp, ignore_errors=True)
+    # written completely in a folder of its own, then renamed: never a half-written --out; of two exports to one
+    # --out, the rename of the second fails (a folder is only renamed over an empty one)
+    tmp = out.parent / f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
     try:
+        tmp.mkdir()
         save_for_hf(model, tmp, **_export_config(model, tag, license), safe_serialization=True)
         (tmp / 'README.md').write_text(model_card(
             model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
             license=license, dtype=dtype), encoding='utf-8')
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise HubFolderError(f'{out} was written by another export meanwhile; pass a new --out.') from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sha256 = file_sha256(out / WEIGHTS_FILENAME)
@@ -217,6 +230,17 @@ def _source_model(
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
     name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
     return _build_from_checkpoint(name, path, ckpt, {**known, **(model_kwargs or {})})
+
+
+def _folder_architecture(path: Path) -> str:
+    """The architecture a checkpoint folder's ``config.json`` records; a weights file needs ``--model``."""
+    config = path / 'config.json'
+    architecture = _read_json(config).get('architecture') if path.is_dir() and config.is_file() else None
+    if not isinstance(architecture, str):
+        raise HubFolderError(
+            f'{path} does not name its architecture (no checkpoint folder with config.json): pass --model, the '
+            f'architecture the weights were trained as (e.g. logoformer_base).')
+    return architecture
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -294,6 +318,22 @@ def _differences(expected: Any, actual: Any, prefix: str = '') -> List[str]:
     return [] if expected == actual else [prefix.rstrip('.') or 'the whole file']
 
 
+def _tensor_differences(expected: Dict[str, torch.Tensor], actual: Dict[str, torch.Tensor]) -> List[str]:
+    """Each key whose tensor is not bitwise the expected one (dtype, shape and bytes), missing or unexpected."""
+    def raw(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+
+    differ = [f'{k} is missing' for k in expected if k not in actual]
+    differ += [f'{k} is unexpected' for k in actual if k not in expected]
+    for key in (k for k in expected if k in actual):
+        a, b = expected[key], actual[key]
+        if a.dtype != b.dtype or a.shape != b.shape:
+            differ.append(f'{key} is {b.dtype} {tuple(b.shape)}, not {a.dtype} {tuple(a.shape)}')
+        elif not torch.equal(raw(a), raw(b)):
+            differ.append(f'{key} differs')
+    return differ
+
+
 def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
     shape = (model.in_chans, model.num_frames, *model.img_size)
     if model.input_layout == 'BTCHW':
@@ -303,9 +343,12 @@ def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
 
 def verify_folder(
         folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
-    """Reload a repo folder through ``local-dir:`` and a seeded offline ``hf-hub:`` cache; logits must equal the source.
+    """Check a repo folder against its source checkpoint: every tensor bitwise, then the logits of a fixed clip
+    through ``local-dir:`` and a seeded offline ``hf-hub:`` cache.
 
-    The source is the training checkpoint built from its own architecture record (a checkpoint folder's
+    Every tensor of ``model.safetensors`` must be bitwise the source's after the architecture's documented key
+    mapping (its ``checkpoint_filter_fn``: an official release's keys become ours), so a change the fixed clip
+    does not reach is found too. The source is the training checkpoint built from its own architecture record (a checkpoint folder's
     ``config.json``, or ``model_kwargs`` for a bare file), never from the folder's, and the folder's
     ``config.json`` must be exactly what an export of that source writes. The source is rounded to the folder's
     weight dtype, so a float16 export is compared exactly with the float16-rounded source. Returns the max
@@ -314,6 +357,7 @@ def verify_folder(
     folder = Path(folder)
     config = _check_folder(folder)
     exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
+    check_weights(exported, folder / WEIGHTS_FILENAME)
     arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
     source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag)
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
@@ -330,8 +374,14 @@ def verify_folder(
         raise HubFolderError(
             f'{folder / "config.json"} is not what {checkpoint} exports to: {", ".join(differ[:8])} differ. '
             f'Export the folder again with hub/export.py.')
-    source.load_state_dict({
-        k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()})
+    expected = {k: v.to(dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    differ = _tensor_differences(expected, exported)
+    if differ:
+        raise HubFolderError(
+            f'{folder / WEIGHTS_FILENAME} is not the weights of {checkpoint} (after its key mapping): '
+            f'{"; ".join(differ[:6])}{f" ... ({len(differ)} in all)" if len(differ) > 6 else ""}. '
+            f'Export the folder again with hub/export.py.')
+    source.load_state_dict({k: v.to(source.state_dict()[k].dtype) for k, v in expected.items()})
     clip = _fixed_clip(source)
     with torch.no_grad():
         reference = source(clip)
