@@ -7,6 +7,8 @@ import torch
 from timm.models import get_pretrained_cfg
 
 import logoformer_timm  # noqa: F401 (registers the models)
+from logoformer_timm.models import list_clip_models
+from test_timm_contract import small
 
 SMALL = dict(num_frames=4, img_size=32)
 
@@ -21,10 +23,10 @@ def test_integer_clip_names_dtype_and_fix(dtype):
         tiny()(torch.zeros(1, 3, 4, 32, 32, dtype=dtype))
 
 
-@pytest.mark.parametrize('name', ['logoformer_tiny', 'former_dfer', 'mae_dfer'])
+@pytest.mark.parametrize('name', list_clip_models())
 def test_a_list_or_numpy_clip_names_the_conversion(name):
     # every model used to raise AttributeError ('list' object has no attribute 'ndim')
-    model = timm.create_model(name, **(SMALL if name != 'mae_dfer' else {})).eval()
+    model = timm.create_model(name, **small(name)).eval()
     shape = (1, 3, model.num_frames, *model.img_size)
     if model.input_layout == 'BTCHW':
         shape = (1, model.num_frames, 3, *model.img_size)
