@@ -111,6 +111,7 @@ def measure_model(name: str, args: argparse.Namespace, before, log: Callable[[st
     profiles = {p: (broadcast_linear_weights(models[p], configs[(p, 'eager')]), top_ops(configs[(p, 'eager')]))
                 for p in PRECISIONS}
     if 'inductor' in args.mode:
+        torch._dynamo.reset()  # the models share forward code objects: a fresh recompile budget for each model
         for precision in PRECISIONS:
             start = time.perf_counter()
             fn = call(torch.compile(models[precision]), inputs[precision], precision)
