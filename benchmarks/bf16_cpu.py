@@ -169,6 +169,7 @@ def markdown(rows: List[Dict[str, Any]], header: List[str]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog='python benchmarks/bf16_cpu.py', description=__doc__.split('\n\n')[1])
     parser.add_argument('--model', nargs='+', default=['logoformer_tiny', 'logoformer_small', 'logoformer_base',
                                                        'former_dfer', 'mae_dfer'],
@@ -181,8 +182,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--gemm-size', type=int, default=2048)
     parser.add_argument('--results-file', nargs='*', default=[], metavar='FILE.md|FILE.json')
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    command = 'python benchmarks/bf16_cpu.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    try:
+        run(args, 'python benchmarks/bf16_cpu.py ' + ' '.join(sys.argv[1:] if argv is None else argv))
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process (a test) keeps its thread count
+    return 0
+
+
+def run(args: argparse.Namespace, command: str) -> None:
+    """Measure, print and write the results for the parsed arguments."""
     cpu = torch.device('cpu')
     peaks = {p: [gemm_peak(cpu, p, args.gemm_size)] for p in ('float32', 'bfloat16')}
     load_start = load_avg()
@@ -219,7 +229,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         Path(path).write_text(text)
         print(f'written {path}')
     print(markdown(rows, header))
-    return 0
 
 
 if __name__ == '__main__':
