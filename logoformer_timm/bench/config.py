@@ -2,7 +2,9 @@
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ['BenchConfig', 'BenchmarkError', 'PRECISIONS', 'MODEL_DTYPES', 'AMP_DTYPES', 'SWEEP_PARAMS', 'GRID_PARAMS', 'BENCH_MODES', 'NUM_CLASSES']
+__all__ = [
+    'BenchConfig', 'BenchmarkError', 'PRECISIONS', 'MODEL_DTYPES', 'AMP_DTYPES', 'SWEEP_PARAMS', 'GRID_PARAMS',
+    'BENCH_MODES', 'NUM_CLASSES']
 
 # timm benchmark.py's names: a dtype = weights and input cast to it (--model-dtype); amp_<dtype> = autocast to it
 # with float32 weights (--amp --amp-dtype); amp = autocast to float16 on CUDA, bfloat16 on CPU
