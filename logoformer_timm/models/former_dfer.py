@@ -253,7 +253,9 @@ class FormerDFER(FrameTokenApi, nn.Module):
         # '(b t) c h w -> (b t) (h w) c', tokens in row-major (h, w) order as the official flatten
         x = maps.flatten(0, 1).flatten(2).transpose(1, 2)
         x = self.spatial_blocks(x + pos.flatten(1, 2))
-        x = self.layer4(x.transpose(1, 2).unflatten(2, grid))  # '(b t) (h w) c -> (b t) c h w'
+        # '(b t) (h w) c -> (b t) c h w', contiguous: on the channels-last view every convolution of layer4 would
+        # copy its weight to channels-last, call after call (larger than the 7x7 maps, and slower)
+        x = self.layer4(x.transpose(1, 2).unflatten(2, grid).contiguous())
         return x.mean((2, 3)).unflatten(0, maps.shape[:2])  # average pool, '(b t) c -> b t c'
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -271,8 +271,9 @@ class LogoFormer(ClipModelApi, nn.Module):
         self._warn_on_pixel_range(x)
         # 'b c t h w -> b t c h w' (a view; BTCHW clips already are)
         frames = self.stem.forward_clip(x.transpose(1, 2) if self.input_layout == 'BCTHW' else x)
-        # 'b t c h w -> b t h w c'
-        x = self.token_embed(frames.permute(0, 1, 3, 4, 2))
+        # 'b t c h w -> b t h w c', contiguous (a no-op for channels-last maps): matmul folds only a
+        # (tokens, C) matrix into one multiply; on the permuted view it broadcasts the weight per (b, t, h) row
+        x = self.token_embed(frames.permute(0, 1, 3, 4, 2).contiguous())
         return self.pos_drop(x + self._pos_embed(x.shape[1:4]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -397,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
     parser.add_argument('--batch-size', type=positive_int, default=8, help='windows per forward pass (default: 8)')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='bf16/fp16: autocast (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
+                        help='bf16: weights cast to bfloat16 (measured faster than bf16 autocast, as exact); fp16: '
+                             'autocast (needs a GPU or an AMX-FP16 CPU) (default: fp32)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model (the first batch compiles: tens of seconds on CPU)')
     parser.add_argument('--verbose', action='store_true',
