@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from contextlib import nullcontext
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -28,7 +28,7 @@ from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int
 from ..data import TEST_PROTOCOLS, TestProtocol, merge_views, resolve_video_data_config
 from ..weights.inference import PRECISIONS, prepare_for_inference
 from ..weights.loading import create_model, label_names
-from .datasets import build_dataset, collate_clips, default_num_workers, parse_path_prefix
+from .datasets import build_dataset, collate_clips, default_num_workers, parse_path_prefix, read_annotation_list
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
 from .metrics import confusion_matrix, summarize
 from .run_folder import atomic_write, atomic_write_json
@@ -67,11 +67,12 @@ def evaluate(
         skipped += num_skipped
         if not len(labels):
             continue
-        clips = clips.to(device, non_blocking=True)
         views = clips.shape[1] if clips.ndim == 6 else 1
+        clips = clips.flatten(0, 1) if clips.ndim == 6 else clips
+        unique, where = _unique_views(clips, views)  # a short clip's temporal views are often the same frames
         with autocast:
-            logits = model(clips.flatten(0, 1) if clips.ndim == 6 else clips).float()
-        probs = merge_views(logits.reshape(len(labels), views, -1).cpu(), merge)
+            logits = model(unique.to(device, non_blocking=True)).float().cpu()[where]
+        probs = merge_views(logits.reshape(len(labels), views, -1), merge)
         loss_sum -= probs.gather(1, labels[:, None]).clamp_min(1e-300).log().sum()
         preds.append(probs.argmax(dim=1))
         targets.append(labels)
@@ -93,6 +94,20 @@ def evaluate(
     out['loss'] = float(totals[0] / max(out['num_clips'], 1))
     out['skipped_clips'] = int(totals[1])
     return out
+
+
+def _unique_views(clips: torch.Tensor, views: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The distinct clips of ``(B * V, ...)`` views (each clip's views compared with each other) and, per view, the
+    position of its clip among them: the model runs once per distinct view, every view keeps its logits."""
+    keep, where = [], []
+    for i in range(len(clips)):
+        first = i - i % views
+        same = next((where[j] for j in range(first, i) if torch.equal(clips[j], clips[i])), None)
+        if same is None:
+            keep.append(i)
+            same = len(keep) - 1
+        where.append(same)
+    return clips[keep], torch.tensor(where)
 
 
 def format_metrics_table(metrics: Dict[str, Any], label_names: Sequence[str]) -> str:
@@ -159,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
         check_output_dir(args.output, '--output')
+    if not args.skip_bad_clips:  # a bad line or folder of the list fails now, before the weights are read
+        read_annotation_list(args.list, args.data_root, args.num_classes, path_prefix=args.path_prefix)
     load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry)
     model = create_model(args.model, args.checkpoint, args.pretrained, **load)
     protocol = test_protocol_of(model, args)
