@@ -13,13 +13,17 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from ..models.logoformer import DFER_LABELS
-from ..models.mae_dfer import MAFW_LABELS
 from .sampling import sample_frame_indices
 
 __all__ = [
-    'TestProtocol', 'TEST_PROTOCOLS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS', 'RESIZES', 'MERGES',
-    'get_test_protocol', 'merge_views']
+    'TestProtocol', 'TEST_PROTOCOLS', 'DFER_LABELS', 'MAFW_LABELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS',
+    'RESIZES', 'MERGES', 'get_test_protocol', 'merge_views']
+
+# the label orders of the datasets' lists (a protocol's label order; the models' cfgs name them too)
+DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')  # DFEW, FERV39K: list label 0-6
+MAFW_LABELS = (  # MAFW: the label order of MAE-DFER's preprocess/mafw.py
+    'Anger', 'Disgust', 'Fear', 'Happiness', 'Neutral', 'Sadness', 'Surprise', 'Contempt', 'Anxiety', 'Helplessness',
+    'Disappointment')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

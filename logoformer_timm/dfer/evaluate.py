@@ -253,10 +253,12 @@ def metrics_record(
         authors_protocol=protocol.authors,
     )
     if not protocol.authors:
-        own = protocol.name == 'logoformer'
+        base, _, changed = protocol.name.partition(' with ')
         record['protocol_note'] = (
-            "this project's protocol for LOGO-Former" if own else
-            "not the authors' protocol: figures are not comparable with the ones they report")
+            ("this project's protocol for LOGO-Former" + (f', changed: {changed}' if changed else ''))
+            if base == 'logoformer' else
+            f"not the authors' protocol ({base} changed: {changed}): figures are not comparable with the ones they "
+            f"report")
     if args.dataset:
         record['dataset'] = args.dataset
     if args.fold is not None:

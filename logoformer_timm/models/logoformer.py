@@ -26,6 +26,7 @@ from timm.models import register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 
+from ..data.protocol import DFER_LABELS
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
     WindowSummary, check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
@@ -43,9 +44,6 @@ CITATION = """@inproceedings{ma2023logoformer,
   booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
   year={2023}
 }"""
-
-DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
-
 
 class LogoFormer(ClipModelApi, nn.Module):
     """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""

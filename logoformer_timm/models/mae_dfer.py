@@ -29,6 +29,7 @@ from timm.layers import DropPath, Format, Mlp, trunc_normal_, use_fused_attn
 from timm.models import register_model
 from timm.models._manipulate import checkpoint_seq
 
+from ..data.protocol import DFER_LABELS, MAFW_LABELS  # MAFW's: the label order of the official preprocess/mafw.py
 from ..layers import (
     INPUT_LAYOUTS, MAX_NUM_FRAMES, attend, check_clip, check_img_size, check_int, to_3tuple, window_merge,
     window_partition)
@@ -36,7 +37,6 @@ from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
-from .logoformer import DFER_LABELS
 from .released import ReportedResult, released_cfg
 
 __all__ = ['MaeDfer', 'CITATION', 'MAFW_LABELS', 'checkpoint_filter_fn']
@@ -49,10 +49,6 @@ CITATION = """@inproceedings{sun2023maedfer,
   year={2023}
 }"""
 
-# MAFW's 11 classes in the label order of the official preprocess/mafw.py
-MAFW_LABELS = (
-    'Anger', 'Disgust', 'Fear', 'Happiness', 'Neutral', 'Sadness', 'Surprise', 'Contempt', 'Anxiety', 'Helplessness',
-    'Disappointment')
 ATTN_TYPES = ('local_global', 'joint')
 CLASSIFY_TOKENS = ('region', 'org', 'all')  # pooled by forward_head: region tokens, grid tokens, or both
 PATCH_SIZE = 16
