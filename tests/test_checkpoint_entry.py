@@ -68,16 +68,17 @@ def _eval(demo, checkpoint, out, *extra):
     return [json.loads(line)['probs'] for line in (out / 'predictions.jsonl').read_text().splitlines()]
 
 
-def test_eval_and_train_take_the_model_entry_and_the_flag_the_other(files, demo, tmp_path, capsys):
+def test_eval_and_train_take_the_model_entry_and_the_flag_the_other(files, demo, tmp_path, capsys, caplog):
     assert _eval(demo, files['both'], tmp_path / 'a') == _eval(demo, files['model_file'], tmp_path / 'b')
-    assert "using 'model'" in capsys.readouterr().err
+    assert "holds 'model' and 'model_ema': using 'model'" in caplog.text
     assert (_eval(demo, files['both'], tmp_path / 'c', '--checkpoint-entry', 'model_ema')
             == _eval(demo, files['ema_file'], tmp_path / 'd'))
     code = evaluate.main(['--model', NAME, '--checkpoint', str(files['model_file']), '--checkpoint-entry', 'model_ema',
                           '--list', str(demo / 'test.txt'), '--data-root', str(demo), '--output', str(tmp_path / 'e')])
     assert code != 0 and 'has no entry' in capsys.readouterr().err  # a plain state dict has no entries
     code = train.main(['--model', NAME, '--checkpoint', str(files['both']), '--checkpoint-entry', 'nope',
-                       '--data-root', str(demo), '--train-list', str(demo / 'train.txt'), '--output',
+                       '--data-root', str(demo), '--train-list', str(demo / 'train.txt'), '--val-list',
+                       str(demo / 'test.txt'), '--output',
                        str(tmp_path / 'run'), '--epochs', '1', '--workers', '0', '--num-classes', '7'])
     assert code != 0 and "has no entry 'nope'" in capsys.readouterr().err  # the flag reaches the trainer's loader
 

@@ -203,9 +203,9 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write_json(os.path.join(args.output, 'metrics.json'), result)
         write_predictions(os.path.join(args.output, 'predictions.jsonl'), dataset.records, probabilities)
         print(format_metrics_table(metrics, list(result['per_class'])))
-        print(f'protocol: {protocol.name}' + ('' if protocol.authors else f' ({result["protocol_note"]})'))
-        print(f'metrics written to {os.path.join(args.output, "metrics.json")}, predictions to '
-              f'{os.path.join(args.output, "predictions.jsonl")}')
+        note = f'; {result["protocol_note"]}' if 'protocol_note' in result else ''
+        print(f'metrics written to {os.path.join(args.output, "metrics.json")} (protocol {protocol.name}{note}), '
+              f'predictions to {os.path.join(args.output, "predictions.jsonl")}')
     if info.enabled:
         dist.destroy_process_group()
     return 0
