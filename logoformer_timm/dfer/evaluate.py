@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..cli import ArgumentParser, UsageError, check_output_dir, non_negative_int, positive_int, run_cli
 from ..data import TEST_PROTOCOLS, TestProtocol, merge_views, resolve_video_data_config
 from ..weights.inference import PRECISIONS, prepare_for_inference
-from ..weights.loading import create_model, label_names
+from ..weights.loading import check_checkpoint_path, create_model, label_names
 from .datasets import build_dataset, collate_clips, default_num_workers, parse_path_prefix, read_annotation_list
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
 from .metrics import confusion_matrix, summarize
@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     if info.is_main:  # a read-only or impossible --output fails now, not after the evaluation
         check_output_dir(args.output, '--output')
+    if args.checkpoint:
+        check_checkpoint_path(args.checkpoint)
     if not args.skip_bad_clips:  # a bad line or folder of the list fails now, before the weights are read
         read_annotation_list(args.list, args.data_root, args.num_classes, path_prefix=args.path_prefix)
     load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry)

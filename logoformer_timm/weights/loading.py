@@ -19,7 +19,9 @@ from .filtering import CheckpointMismatchError
 from .files import WeightsFileError, read_state_dict
 from .inference import prepare_for_inference
 
-__all__ = ['create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights', 'RANDOM_INIT_SEED']
+__all__ = [
+    'check_checkpoint_path', 'create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights',
+    'RANDOM_INIT_SEED']
 
 _logger = logging.getLogger(__name__)
 
@@ -99,6 +101,14 @@ def classes_of_weights(model_name: str, weights: Dict[str, Any], **kwargs: Any) 
     return (head.shape[0] if torch.is_tensor(head) else 0), cfg.get('num_classes', model.num_classes)
 
 
+def check_checkpoint_path(checkpoint: str) -> None:
+    """Raise ``FileNotFoundError`` naming ``--checkpoint`` when the path does not exist."""
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(
+            f'--checkpoint {checkpoint}: no such file or folder. Checkpoint not found: pass a .safetensors or '
+            f'.pth file, or a model folder (a training run\'s last/ or best/, or a logoformer-hub export).')
+
+
 def create_model(
         model_name: Optional[str] = None,
         checkpoint: Optional[str] = None,
@@ -121,10 +131,7 @@ def create_model(
         raise ValueError(f'--checkpoint-entry {checkpoint_entry} names an entry of a checkpoint file (.pth / .pt); '
                          f'{"a model folder holds one model" if checkpoint else "pass --checkpoint FILE"}.')
     if checkpoint is not None:
-        if not os.path.exists(checkpoint):
-            raise FileNotFoundError(
-                f'--checkpoint {checkpoint}: no such file or folder. Checkpoint not found: pass a .safetensors or '
-                f'.pth file, or a model folder (a training run\'s last/ or best/, or a logoformer-hub export).')
+        check_checkpoint_path(checkpoint)
         if os.path.isdir(checkpoint):
             model = _from_folder(model_name, checkpoint, **kwargs)
         else:
