@@ -58,12 +58,15 @@ def test_file_overlay_safetensors_loads_exactly(source, weights_file):
     assert 'state_dict' not in model.pretrained_cfg
 
 
-def test_pth_container_prefers_ema_and_strips_wrapper_prefixes(source, tmp_path):
+def test_pth_container_takes_the_model_entry_and_strips_wrapper_prefixes(source, tmp_path):
+    """The model entry, as timm's validate.py without --use-ema; checkpoint_entry takes the EMA (every route:
+    tests/test_checkpoint_entry.py)."""
     other = tiny()
     ema = {f'module._orig_mod.{k}': v for k, v in source.state_dict().items()}
     path = tmp_path / 'checkpoint.pth'
     torch.save({'epoch': 7, 'state_dict': other.state_dict(), 'state_dict_ema': ema}, path)
-    model = tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_same_weights(tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path))), other)
+    model = tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path), checkpoint_entry='state_dict_ema'))
     assert_same_weights(model, source)
 
 

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model', default='logoformer_small', help='timm model name')
     g.add_argument('--pretrained', action='store_true', help='start from the published weights of --model (NAME.TAG)')
     g.add_argument('--checkpoint', help='start from weights: .safetensors file, checkpoint folder or hub/ folder')
+    g.add_argument('--checkpoint-entry', metavar='NAME',
+                   help="the entry of a training checkpoint file to start from, e.g. model_ema (default: the model "
+                        "entry, 'model' / 'state_dict')")
     g.add_argument('--num-classes', type=positive_int, default=7, help='classes of the label set (a new head if it differs)')
     g.add_argument('--stem-weights', help='ResNet-18 weights for the stem: timm name or local file')
     g.add_argument('--img-size', type=positive_int, help="resolution (default: the model's, 112 for LOGO-Former)")

@@ -69,7 +69,8 @@ class Trainer:
         self.model = create_model(
             args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
             img_size=args.img_size, drop_rate=args.drop, drop_path_rate=args.drop_path,
-            stem_weights=args.stem_weights, new_head=True, **args.model_kwargs).to(device)
+            stem_weights=args.stem_weights, new_head=True, checkpoint_entry=getattr(args, 'checkpoint_entry', None),
+            **args.model_kwargs).to(device)
         if args.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.criterion = DferCriterion(

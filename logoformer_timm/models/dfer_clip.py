@@ -27,14 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import get_act_layer, get_device_dtype, resample_abs_pos_embed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models._manipulate import named_apply
 from timm.models.vision_transformer import Block, VisionTransformer, _convert_openai_clip
 
+from ..data.protocol import DFER_CLIP_MAFW_LABELS as MAFW_LABELS  # DFER-CLIP's MAFW order, not MAE-DFER's
 from ..layers import INPUT_LAYOUTS, MAX_NUM_FRAMES, check_clip, check_img_size, check_int
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import CheckpointMismatchError, check_same_architecture
-from ..weights.pretrained import build_model_with_pretrained_weights
+from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import FrameTokenApi, label_feature_maps
 from .former_dfer import official_layer_key, resample_with_class_token
 from .logoformer import _cfg as _dfer_cfg, _init_linear
@@ -51,11 +52,6 @@ CITATION = """@inproceedings{zhao2023dferclip,
   year={2023}
 }"""
 
-# MAFW's 11 classes in DFER-CLIP's order (models/Text.py; its annotation files number MAFW's classes so): not the
-# order of MAE-DFER's MAFW files
-MAFW_LABELS = (
-    'Happiness', 'Sadness', 'Neutral', 'Anger', 'Surprise', 'Disgust', 'Fear', 'Contempt', 'Anxiety', 'Helplessness',
-    'Disappointment')
 CLIP_EOT_TOKEN = 49407  # the end-of-text token of CLIP's tokenizer (the last id of its vocabulary)
 _clip_norm = partial(nn.LayerNorm, eps=1e-5)
 
@@ -393,6 +389,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'input_size': (3, 224, 224),
         'pool_size': (16, 1, 1),
         'first_conv': 'image_encoder.patch_embed.proj',
+        'test_protocol': 'dfer_clip',  # logoformer_timm.data.TEST_PROTOCOLS
         'paper_ids': 'arXiv:2308.13382',
         'paper_name': 'Prompting Visual-Language Models for Dynamic Facial Expression Recognition',
         **kwargs,
@@ -433,7 +430,8 @@ def _released_cfgs() -> Dict[str, Any]:
                 f'{_SOURCE}: no per-fold figures are published, only the mean over the five {dataset} fold files, '
                 f'UAR {uar:.2f} / WAR {war:.2f}')
         split = f'fold {fold}' if fold else 'all scenes'
-        labels = dict(num_classes=11, label_names=MAFW_LABELS) if dataset == 'MAFW' else {}
+        labels = (dict(num_classes=11, label_names=MAFW_LABELS, test_protocol='dfer_clip_mafw')
+                  if dataset == 'MAFW' else {})
         cfgs[name] = released_cfg(
             name, _cfg(**labels), _DRIVE.format(drive_id),
             f'the DFER-CLIP {dataset} {split} .pth file linked from the README of github.com/zengqunzhao/DFER-CLIP, '
@@ -441,7 +439,7 @@ def _released_cfgs() -> Dict[str, Any]:
             f'class-specific context tokens, class descriptions, one temporal layer). Official test input: 16 frames '
             f'(the middle frame of each of 16 equal segments), 224 x 224, pixels / 255, one view.',
             reported)
-    return generate_default_cfgs(cfgs)
+    return clip_default_cfgs(cfgs)
 
 
 default_cfgs = _released_cfgs()
@@ -452,10 +450,7 @@ def _create_dfer_clip(variant: str, pretrained: bool = False, **kwargs) -> DferC
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=kwargs.get('depth', 1), feature_cls='getter'),  # all temporal layers
     )
-    if not pretrained:
-        model = build_model_with_cfg(DferClip, variant, pretrained, **build_kwargs, **kwargs)
-    else:
-        model = build_model_with_pretrained_weights(DferClip, variant, **build_kwargs, **kwargs)
+    model = build_clip_model(DferClip, variant, pretrained, **build_kwargs, **kwargs)
     if kwargs.get('features_only'):
         label_feature_maps(model, DferClip.block_output_fmt)
     return model

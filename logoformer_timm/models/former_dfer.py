@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Set, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
-from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import adapt_input_conv, register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import named_apply
 from timm.models.resnet import BasicBlock, downsample_conv
@@ -36,7 +36,7 @@ from ..layers import (
     resample_spatial_pos_embed, resample_temporal_pos_embed)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
-from ..weights.pretrained import build_model_with_pretrained_weights
+from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import FrameTokenApi, label_feature_maps
 from .logoformer import _cfg as _dfer_cfg, _init_linear
 from .released import ReportedResult, released_cfg
@@ -345,10 +345,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: FormerDFER) -> Dict[
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    # the DFER test protocol of LOGO-Former's cfg (16 x 112 x 112, whole face crop resized bilinear, pixels / 255,
-    # no mean/std, DFEW's label order), which is the official Former-DFER test transform
+    # LOGO-Former's cfg (16 x 112 x 112, pixels / 255, no mean/std, DFEW's label order) with the authors' test
+    # protocol (their loader's sampling and PIL resize)
     return _dfer_cfg(**{
         'pool_size': (16, 1, 1),
+        'test_protocol': 'former_dfer',  # logoformer_timm.data.TEST_PROTOCOLS
         'paper_ids': 'doi:10.1145/3474085.3475292',
         'paper_name': 'Former-DFER: Dynamic Facial Expression Recognition Transformer',
         **kwargs,
@@ -373,7 +374,7 @@ def _released_cfgs() -> Dict[str, Any]:
                 'DFEW', fold, None, war,
                 f'zengqunzhao/Former-DFER log/DFEW-set{fold}-log.txt, best test-fold accuracy over training '
                 f'(the 5-fold mean in the paper: UAR 53.69 / WAR 65.70)'))
-    return generate_default_cfgs(cfgs)
+    return clip_default_cfgs(cfgs)
 
 
 default_cfgs = _released_cfgs()
@@ -384,10 +385,7 @@ def _create_former_dfer(variant: str, pretrained: bool = False, **kwargs) -> For
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=kwargs.get('depth', 3), feature_cls='getter'),  # all temporal layers
     )
-    if not pretrained:
-        model = build_model_with_cfg(FormerDFER, variant, pretrained, **build_kwargs, **kwargs)
-    else:
-        model = build_model_with_pretrained_weights(FormerDFER, variant, **build_kwargs, **kwargs)
+    model = build_clip_model(FormerDFER, variant, pretrained, **build_kwargs, **kwargs)
     if kwargs.get('features_only'):
         label_feature_maps(model, FormerDFER.block_output_fmt)
     return model

@@ -22,17 +22,18 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.layers import Format, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 
+from ..data.protocol import DFER_LABELS
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
     WindowSummary, check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
     sizes_are_symbolic, to_3tuple)
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
-from ..weights.pretrained import build_model_with_pretrained_weights, read_resnet_state_dict
+from ..weights.pretrained import build_clip_model, clip_default_cfgs, read_resnet_state_dict
 from ._clip_api import OUTPUT_FMTS, ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
 
 __all__ = ['LogoFormer', 'CITATION', 'DFER_LABELS', 'OUTPUT_FMTS', 'refresh_pretrained_cfgs']
@@ -43,9 +44,6 @@ CITATION = """@inproceedings{ma2023logoformer,
   booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
   year={2023}
 }"""
-
-DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
-
 
 class LogoFormer(ClipModelApi, nn.Module):
     """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
@@ -350,6 +348,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'first_conv': 'stem.conv1',
         'classifier': 'head',
         'label_names': DFER_LABELS,
+        'test_protocol': 'logoformer',  # logoformer_timm.data.TEST_PROTOCOLS
         'license': 'mit',
         'paper_ids': 'arXiv:2305.03343',
         'paper_name': 'LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition',
@@ -371,7 +370,7 @@ def _published_cfgs() -> Dict[str, Any]:
             hf_hub_id=entry.hf_hub_id, hf_hub_filename=manifest.WEIGHTS_FILENAME, num_classes=entry.num_classes,
             license=entry.license, **labels)
     published_archs = {entry.arch for entry in manifest.PUBLISHED.values()}
-    return generate_default_cfgs({
+    return clip_default_cfgs({
         **{arch: _cfg() for arch in _ARCHS if arch not in published_archs}, **cfgs})
 
 
@@ -415,9 +414,7 @@ def _create_logoformer(variant: str, pretrained: bool = False, **kwargs) -> Logo
             warnings.warn(
                 f'{variant} was built from {source}:{location} with pretrained=False, so it has random weights, '
                 f'not the ones in {location}. Pass pretrained=True to load them.', stacklevel=3)
-        model = build_model_with_cfg(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
-    else:
-        model = build_model_with_pretrained_weights(LogoFormer, variant, **build_kwargs, **kwargs)
+    model = build_clip_model(LogoFormer, variant, pretrained, **build_kwargs, **kwargs)
     if kwargs.get('features_only'):
         label_feature_maps(model, LogoFormer.block_output_fmt)
     return model

@@ -2,7 +2,9 @@
 
 Pipeline: stream the video (:mod:`logoformer_timm.video.decode`), sample the model's frames uniformly over the clip
 (or over each ``--window`` seconds every ``--stride`` seconds), detect and crop the face
-(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label.
+(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label. A zoo tag samples each window
+and merges its views by its authors' test protocol (``logoformer_timm.data.protocol``), and the result's warnings
+say in one line what differs from their evaluation (the face crops, the video decode).
 
 Python: :func:`load_clip` gives the ``(C, T, H, W)`` tensor a model takes, :func:`predict_video` a
 :class:`VideoPrediction`. Needs the ``video`` extra.
@@ -22,7 +24,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from ..cli import ArgumentParser, positive_float, positive_int, run_cli
-from ..data import ClipTransform, resolve_video_data_config
+from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
 from ..weights.loading import check_clip_model, label_names, load_model
@@ -76,7 +78,10 @@ PREDICTION_SCHEMA: Dict[str, Any] = {
                 'properties': {
                     'start': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
                     'end': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
-                    'frame_indices': {'type': 'array', 'items': {'type': 'integer', 'minimum': 0}},
+                    'frame_indices': {
+                        'type': 'array', 'items': {'type': 'integer', 'minimum': 0},
+                        'description': 'sampled frame per clip frame; a protocol with several views: one view after '
+                                       'another'},
                     'frame_times': {'type': 'array', 'items': {'type': 'number', 'minimum': 0}},
                     'faces_found': {
                         'type': 'array', 'items': {'type': 'boolean'},
@@ -103,7 +108,7 @@ class WindowPrediction:
     """Prediction for one clip of the video (the whole video, or one sliding window)."""
     start: float  # seconds
     end: float  # seconds
-    frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos)
+    frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos; several views one after another)
     frame_times: List[float]  # seconds
     faces_found: List[bool]  # per sampled frame: the detector found a face there
     boxes: List[Box]  # per sampled frame: the crop box in frame pixels
@@ -168,6 +173,23 @@ def _clip_plan(info: VideoInfo, num_frames: int, start: Optional[float], end: Op
         raise ValueError(f'start={start} s is past the end of the video ({info.duration:.2f} s).')
     frames = window_indices(info, start, end)
     return uniform_indices(len(frames), num_frames, start=frames.start)
+
+
+def _protocol_plan(info: VideoInfo, protocol, start: float, end: float) -> List[List[int]]:
+    """The frames of every temporal view of the window ``[start, end)`` by a test protocol's sampler."""
+    frames = window_indices(info, start, end)
+    return [[frames.start + i for i in view] for view in protocol.view_indices(len(frames))]
+
+
+def _protocol_note(protocol, detect: bool) -> str:
+    """One line: what a prediction by a zoo tag's protocol does differently from its authors' evaluation, and why."""
+    done = (f'{protocol.name}: each window\'s frames are sampled and its {protocol.num_views} views merged as the '
+            f'authors\' evaluation does ({protocol.merge.replace("_", " ")})')
+    if detect:
+        return (done + '; but the faces are detected and cropped here and resized with OpenCV, where the authors '
+                       'evaluated face crops made beforehand and resized with PIL (a video holds whole frames)')
+    return done + ('; the frames are decoded from the video, where the authors read JPEG frames (the pixels differ '
+                   'by the video codec)')
 
 
 def _per_frame_boxes(boxes: Optional[Sequence[Optional[Box]]], info: VideoInfo, indices: Sequence[int]):
@@ -273,23 +295,33 @@ def predict_video(
     else:
         spans = sliding_windows(info.duration, window, window if stride is None else stride)
     num_frames, size = model.num_frames, tuple(model.img_size)
-    plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
-    transform = ClipTransform(**resolve_video_data_config(model))  # the crops are already at the model's size
+    config = resolve_video_data_config(model)
+    protocol = config['test_protocol']
+    if protocol is not None and protocol.authors:  # a zoo tag: its authors' sampling, views and merge
+        views = [_protocol_plan(info, protocol, s, e) for s, e in spans]
+        notes = [_protocol_note(protocol, detect)]
+    else:  # LOGO-Former: one clip of uniformly sampled frames
+        views = [[_clip_plan(info, num_frames, s, e)] for s, e in spans]
+        notes, protocol = [], None
+    plans = [[i for view in window_views for i in view] for window_views in views]
+    transform = ClipTransform(**config)  # the protocol's resize (PIL for a zoo tag), scaling and mean / std
+    merge = protocol.merge if protocol is not None else 'logit_mean'
     labels = label_names(model)
     top_k = max(1, min(top_k, len(labels)))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
 
-    notes, faces_by_window, probs_by_window, pending = [], {}, {}, []
+    faces_by_window, probs_by_window, pending = {}, {}, []
     timing = dict(decode=0., faces=0., model=0.)
     started = time.perf_counter()
 
     def run(batch):
         tic = time.perf_counter()
-        clips = torch.stack([c for _, c in batch]).to(device)
+        clips = torch.stack([c for _, c in batch])  # (B, V, ...)
         check_finite_pixels(clips)
-        probs = model(clips).float().softmax(dim=-1).cpu()  # .cpu() waits for the device
+        logits = model(clips.flatten(0, 1).to(device)).float().cpu()  # .cpu() waits for the device
+        probs = merge_views(logits.reshape(*clips.shape[:2], -1), merge).float()
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p
         timing.setdefault('first_batch', time.perf_counter() - tic)
@@ -315,7 +347,10 @@ def predict_video(
             faces_by_window[number] = faces
             if save_crops:
                 _save_crops(save_crops, number, plans[number], faces.crops)
-            pending.append((number, transform(rearrange(torch.from_numpy(faces.crops), 't h w c -> t c h w'))))
+            # whole face frames (no detection) reach the protocol's resize as they are, as the authors' frames do
+            pixels = np.stack(frames) if protocol is not None and not detect else faces.crops
+            pixels = rearrange(torch.from_numpy(pixels), '(v t) h w c -> v t c h w', v=len(views[number]))
+            pending.append((number, torch.stack([transform(view) for view in pixels])))
             if len(pending) == batch_size:
                 run(pending)
                 pending = []
@@ -380,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument('--checkpoint', help='.safetensors / .pth weights file, or a model folder with config.json')
+    parser.add_argument('--checkpoint-entry', metavar='NAME',
+                        help="the entry of a training checkpoint file to load, e.g. model_ema (default: the model "
+                             "entry, 'model' / 'state_dict', as its authors' evaluation loads it)")
     weights.add_argument('--pretrained', action='store_true', help='published weights (none are published yet)')
     weights.add_argument(
         '--random-init', action='store_true', help='random weights: tests the pipeline, predictions are meaningless')
@@ -421,7 +459,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_save_crops(args.save_crops)
         try:
             model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
-                                        args.precision, args.compile)
+                                        args.precision, args.compile, args.checkpoint_entry)
         except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
             if args.checkpoint is None or isinstance(e, PretrainedWeightsUnavailableError):
                 raise

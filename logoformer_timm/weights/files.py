@@ -10,6 +10,7 @@ Every route that reads weights goes through here: the model loader (``logoformer
 imports model code, so the model may import it.
 """
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -22,10 +23,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
 __all__ = [
-    'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
+    'EMA_ENTRIES', 'MODEL_ENTRIES', 'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError',
+    'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
 PathLike = Union[str, os.PathLike]
+_logger = logging.getLogger(__name__)
 
 # the floating dtypes weights are read in (cast to the model's exactly); integer tensors are the model's buffers
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -148,12 +151,41 @@ def check_weights(
             f'weights are never cast from integers, so these are not the trained values.')
 
 
-def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The weights inside a training checkpoint (EMA first, as timm does), without DDP / compile prefixes."""
-    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(container), dict):
-            return clean_state_dict(checkpoint[container])
-    return clean_state_dict(checkpoint)
+# The one rule for which entry of a training container is the model, on every route (the Python API, every
+# command, the export): the trained model itself, as each official evaluation loads it (MAE-DFER's ``model``,
+# ``--model_key model|module``; Former-DFER's ``state_dict``) and as timm's validate.py does without --use-ema;
+# an EMA entry only when it is the only one, or when asked for (``entry=``, ``--checkpoint-entry``).
+MODEL_ENTRIES = ('model', 'state_dict', 'module')
+EMA_ENTRIES = ('model_ema', 'state_dict_ema')
+
+
+def checkpoint_entries(checkpoint: Mapping[str, Any]) -> List[str]:
+    """The entries of a training container that hold weights, in the order of the rule (model first, then EMA)."""
+    return [name for name in MODEL_ENTRIES + EMA_ENTRIES if isinstance(checkpoint.get(name), dict)]
+
+
+def unwrap_checkpoint(checkpoint: Dict[str, Any], entry: Optional[str] = None, source: PathLike = 'the checkpoint',
+                      ) -> Dict[str, Any]:
+    """The weights inside a training checkpoint, without DDP / compile prefixes: ``entry`` when given, else the
+    first of :data:`MODEL_ENTRIES` then :data:`EMA_ENTRIES`; a file with a model and an EMA entry logs which it took.
+    A plain state dict is returned as it is (an ``entry`` it does not have raises)."""
+    entries = checkpoint_entries(checkpoint)
+    if entry is not None:
+        if entry not in entries:
+            held = ', '.join(entries) or 'none (it is a plain state dict)'
+            raise WeightsFileError(
+                f'{source} has no entry {entry!r} holding weights; its entries: {held}. Drop --checkpoint-entry or '
+                f'name one of them.')
+        return clean_state_dict(checkpoint[entry])
+    if not entries:
+        return clean_state_dict(checkpoint)
+    if len(entries) > 1 and any(e in EMA_ENTRIES for e in entries):
+        other = next(e for e in entries[1:] if (e in EMA_ENTRIES) != (entries[0] in EMA_ENTRIES))
+        _logger.warning(
+            "%s holds %s: using '%s' (the model its authors' evaluation loads); pass --checkpoint-entry %s "
+            "(Python: pretrained_cfg_overlay=dict(checkpoint_entry='%s')) for the other",
+            source, ' and '.join(f"'{e}'" for e in entries), entries[0], other, other)
+    return clean_state_dict(checkpoint[entries[0]])
 
 
 def _holds_safetensors(path: Path) -> bool:
@@ -177,12 +209,13 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     checkpoint = _torch_load(path)
     if not isinstance(checkpoint, dict):
         raise WeightsFileError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
-    check_weights(unwrap_checkpoint(checkpoint), path)
+    for entry in checkpoint_entries(checkpoint) or [None]:
+        check_weights(unwrap_checkpoint(checkpoint, entry, path), path)
     return checkpoint
 
 
-def read_state_dict(path: PathLike) -> Dict[str, Any]:
+def read_state_dict(path: PathLike, entry: Optional[str] = None) -> Dict[str, Any]:
     """The weights of a checkpoint file or model folder (its ``model.safetensors``), unwrapped (see above)."""
     if os.path.isdir(path):
         path = os.path.join(path, 'model.safetensors')
-    return unwrap_checkpoint(read_checkpoint(path))
+    return unwrap_checkpoint(read_checkpoint(path), entry, path)

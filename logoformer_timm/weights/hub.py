@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
     push.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
                         help='for a bare weights file: the --model-kwargs it was exported with')
+    for command in (export, verify, push):
+        command.add_argument(
+            '--checkpoint-entry', metavar='NAME',
+            help="the entry of a training checkpoint file to take, e.g. model_ema (default: the model entry, 'model' "
+                 "/ 'state_dict', as its authors' evaluation loads it)")
     push.add_argument('--yes', action='store_true', help='really upload (default: dry run)')
     push.add_argument('--dry-run', action='store_true', help='only list what would be uploaded (the default)')
     push.add_argument('--private', action='store_true', help='create the repo as private')
@@ -81,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace, api: Any) -> None:
     result = export_folder(
         args.model, args.checkpoint, args.out, tag=args.tag, metrics=args.metrics, dtype=args.dtype,
-        model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license)
+        model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license,
+        checkpoint_entry=args.checkpoint_entry)
     print(f'wrote {result.folder}: ' + ', '.join(sorted(p.name for p in result.folder.iterdir())))
     print(f'sha256(model.safetensors) = {result.sha256}')
     if result.hf_hub_id:
@@ -92,7 +98,7 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs)
+    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs, args.checkpoint_entry)
     print(f'model.safetensors: every tensor bitwise identical to {args.checkpoint} (after its key mapping)')
     for route, diff in routes.items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
@@ -102,7 +108,7 @@ def _verify(args: argparse.Namespace, api: Any) -> None:
 def _push(args: argparse.Namespace, api: Any) -> None:
     result = push_folder(
         args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api,
-        model_kwargs=args.model_kwargs)
+        model_kwargs=args.model_kwargs, checkpoint_entry=args.checkpoint_entry)
     print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
     print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
     for name, size in result['files']:

@@ -1,24 +1,50 @@
 """Pretrained weights a model is built with: ``pretrained=True`` (published weights checked against the manifest
 before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem).
 """
+import dataclasses
 import os
 import pickle
 from functools import partial
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from timm.models import PretrainedCfg, build_model_with_cfg
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
 from . import manifest
-from .files import read_checkpoint, read_state_dict
+from .files import read_state_dict
 from .filtering import CheckpointMismatchError
 
 __all__ = [
-    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_model_with_pretrained_weights',
-    'check_tag_classes', 'read_resnet_state_dict']
+    'ClipPretrainedCfg', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_clip_model',
+    'build_model_with_pretrained_weights', 'check_tag_classes', 'clip_default_cfgs', 'read_resnet_state_dict']
+
+
+@dataclasses.dataclass
+class ClipPretrainedCfg(PretrainedCfg):
+    """timm's pretrained cfg with what a clip model's evaluation needs beside ``crop_pct`` and ``interpolation``."""
+
+    # the test-time protocol: a name in logoformer_timm.data.TEST_PROTOCOLS, or a dict of its fields
+    test_protocol: Optional[Union[str, Dict[str, Any]]] = None
+    # the entry of a training container that holds the model ('model', 'model_ema', ...; None: files.py's rule)
+    checkpoint_entry: Optional[str] = None
+
+
+def clip_default_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """timm's ``generate_default_cfgs`` for 'arch.tag' cfgs of clip models (:class:`ClipPretrainedCfg`)."""
+    return generate_default_cfgs({k: v if isinstance(v, PretrainedCfg) else ClipPretrainedCfg(**v) for k, v in cfgs.items()})
+
+
+def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """``build_model_with_cfg`` (or, with ``pretrained``, :func:`build_model_with_pretrained_weights`) for a clip
+    model; a cfg given as a dict (a ``local-dir:`` or ``hf-hub:`` config.json) keeps the clip fields."""
+    if isinstance(kwargs.get('pretrained_cfg'), dict):
+        kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
+    if pretrained:
+        return build_model_with_pretrained_weights(model_cls, variant, **kwargs)
+    return build_model_with_cfg(model_cls, variant, False, **kwargs)
 
 
 class PretrainedWeightsUnavailableError(RuntimeError):
@@ -111,9 +137,11 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
         if cfg.file and not cfg.state_dict and cfg.source != 'local-dir':
-            # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load
+            # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load,
+            # and its one rule for the entry of a training container that holds the model
             kwargs['pretrained_cfg_overlay'] = dict(
-                kwargs.get('pretrained_cfg_overlay') or {}, state_dict=read_checkpoint(cfg.file))
+                kwargs.get('pretrained_cfg_overlay') or {},
+                state_dict=read_state_dict(cfg.file, entry=getattr(cfg, 'checkpoint_entry', None)))
         model = build_model_with_cfg(partial(_for_loading, model_cls), variant, True, **kwargs)
     except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
         if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):

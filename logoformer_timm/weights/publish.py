@@ -111,8 +111,10 @@ def export_folder(
         recipe: Optional[str] = None,
         license: str = 'mit',
         hub_org: str = HUB_ORG,
+        checkpoint_entry: Optional[str] = None,
 ) -> ExportResult:
-    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint.
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint
+    (``checkpoint_entry``: the entry of a training container to export; default: the model entry).
 
     ``model_name`` (``ARCH`` or ``ARCH.TAG``) may be None for a checkpoint folder, whose ``config.json`` names it.
     """
@@ -143,7 +145,7 @@ def export_folder(
     released = reported is not None
     if released:  # the dataset the authors' release was trained on, unless the exporter states it
         train_dataset = train_dataset or reported.dataset
-    model = _source_model(checkpoint, model_kwargs, arch, tag)
+    model = _source_model(checkpoint, model_kwargs, arch, tag, checkpoint_entry)
     if dtype == 'float16':
         model = model.half()
 
@@ -185,14 +187,15 @@ def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> 
 
 def _source_model(
         checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None,
-        tag: Optional[str] = None) -> torch.nn.Module:
+        tag: Optional[str] = None, checkpoint_entry: Optional[str] = None) -> torch.nn.Module:
     """The model a training checkpoint was trained as, its architecture from a source that knows it.
 
     A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
     under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
     (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture; a registered
     ``tag`` gives its pretrained cfg: protocol, label names, the authors' reported results. An official release's
-    file needs no ``model_kwargs``: its architecture is the tag's own.
+    file needs no ``model_kwargs``: its architecture is the tag's own. A training container's weights are its
+    ``checkpoint_entry``, by default the model entry (the one rule of ``files.unwrap_checkpoint``).
     """
     if model_kwargs is None and f'{arch}.{tag}' in REPORTED_RESULTS:
         model_kwargs = {}
@@ -229,7 +232,8 @@ def _source_model(
     if arch is None:
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
     name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
-    return _build_from_checkpoint(name, path, ckpt, {**known, **(model_kwargs or {})})
+    weights = unwrap_checkpoint(ckpt, checkpoint_entry, path)
+    return _build_from_checkpoint(name, path, weights, {**known, **(model_kwargs or {})})
 
 
 def _folder_architecture(path: Path) -> str:
@@ -342,7 +346,8 @@ def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
 
 
 def verify_folder(
-        folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+        folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None,
+        checkpoint_entry: Optional[str] = None) -> Dict[str, float]:
     """Check a repo folder against its source checkpoint: every tensor bitwise, then the logits of a fixed clip
     through ``local-dir:`` and a seeded offline ``hf-hub:`` cache.
 
@@ -359,7 +364,8 @@ def verify_folder(
     exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
     check_weights(exported, folder / WEIGHTS_FILENAME)
     arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
-    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag)
+    source = _source_model(
+        checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag, checkpoint_entry)
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
     if len(dtypes) != 1:
         raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
@@ -417,6 +423,7 @@ def push_folder(
         commit_message: Optional[str] = None,
         api: Any = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
+        checkpoint_entry: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
 
@@ -431,7 +438,7 @@ def push_folder(
             raise HubFolderError(
                 'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
     folder = Path(folder)
-    verified = verify_folder(folder, checkpoint, model_kwargs)
+    verified = verify_folder(folder, checkpoint, model_kwargs, checkpoint_entry)
     files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
     result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
                   commit_url=None)
