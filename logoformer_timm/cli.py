@@ -9,16 +9,17 @@ checkpoint of another class count, a tampered weight file, a locked output folde
 loss). It is reported without a traceback; anything else is a bug and keeps its traceback.
 """
 import argparse
+import logging
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Tuple, Type
+from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Type
 
 from .errors import UsageError, UserError
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
-    'check_output_file', 'user_errors', 'error_line', 'run_cli']
+    'check_output_file', 'log_to_stderr', 'progress', 'user_errors', 'error_line', 'run_cli']
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -67,8 +68,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def check_output_dir(path: str, flag: str) -> None:
-    """Check, before any work is done, that an output folder exists writable or can be created (it is not made)."""
+def check_output_dir(
+        path: str, flag: str, results: Optional[Sequence[str]] = (), overwrite: bool = False, hint: str = '') -> None:
+    """Check, before any work is done, that an output folder exists writable or can be created (it is not made),
+    and that it holds no earlier results unless ``overwrite`` (the command's ``--overwrite`` flag).
+
+    ``results`` names the entries a command writes there (``None``: any entry, hidden ones such as ``.lock``
+    aside); ``hint`` is another way out, e.g. ``'--resume DIR to continue the run, '``.
+    """
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -76,6 +83,15 @@ def check_output_dir(path: str, flag: str) -> None:
         raise UsageError(f'{flag} {path}: cannot create the folder, {existing} is a file; pass another {flag}.')
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f'{flag} {path}: {existing} is not writable; pass another {flag}.')
+    if overwrite or existing != os.path.abspath(path):
+        return
+    found = sorted(name for name in os.listdir(path)
+                   if (name in results if results is not None else not name.startswith('.')))
+    if found:
+        listing = ', '.join(found[:6]) + (f', ... ({len(found)} in all)' if len(found) > 6 else '')
+        raise UsageError(
+            f'{flag} {path} already holds {listing}; nothing is replaced without --overwrite: pass {hint}a new '
+            f'{flag}, or --overwrite to replace what is there.')
 
 
 def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:
@@ -88,6 +104,20 @@ def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:
         raise UsageError(f'{flag} {path}: {folder} is not writable; pass another {flag}.')
     if not overwrite and os.path.exists(path):
         raise UsageError(f'{flag} {path}: {path} already exists; pass a new path (nothing is ever overwritten).')
+
+
+def log_to_stderr() -> None:
+    """Log this package's messages from INFO up to stderr, bare; other libraries' only from WARNING up (timm's
+    "Loading pretrained weights ..." is not the command's to say)."""
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    logging.getLogger(__name__.split('.')[0]).setLevel(logging.INFO)
+
+
+def progress(iterable: Any, desc: str, enabled: bool = True) -> Any:
+    """A tqdm progress bar over ``iterable``, drawn only when stderr is a terminal: a redirected log gets no
+    carriage returns (the commands print one line per epoch or evaluation instead)."""
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
 
 
 def user_errors() -> Tuple[Type[BaseException], ...]:

@@ -1,6 +1,13 @@
-"""A table of bad inputs per entry point: each gives ONE line `error: ...` naming the problem, a non-zero exit
-(2 for usage errors) and leaves no output file behind. Everything runs in-process on tiny settings."""
+"""Bad input to every command gives ONE line `error: ...` (`PROG: error: ...` for predict and the ONNX export)
+naming the problem, exit 2 (those two: 1, but 2 for a bad flag value) and no output file.
+
+The table covers bad arguments, unusable or mismatched weights, unreadable lists and clips, NaN / Inf pixels,
+outputs that exist (never overwritten) and the edges (--save-crops at a file, --resume of a missing folder). The
+tests below it check that a real process prints nothing but that line (no library INFO lines), that every list is
+read before a model is built, a read-only --output, a byte order mark, duplicate list lines, too many windows and
+push without a token. Everything runs in-process on tiny settings, except the real-process check."""
 import importlib.util
+import json
 import re
 import shutil
 from pathlib import Path
@@ -44,6 +51,12 @@ def data(tmp_path_factory):
     (root / 'corrupt').mkdir()
     run_folder._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
     (root / 'corrupt' / 'model.safetensors').write_bytes(b'not safetensors')
+    # a model folder whose config.json divides the pixels by a std of 1e-45: the clips become Inf
+    (root / 'zero_std').mkdir()
+    run_folder._write_model_folder(str(root / 'zero_std'), model, model.state_dict())
+    config = json.loads((root / 'zero_std' / 'config.json').read_text())
+    config['pretrained_cfg']['std'] = [1e-45] * 3
+    (root / 'zero_std' / 'config.json').write_text(json.dumps(config))
     (root / 'exists.onnx').write_text('an earlier export')
     (root / 'crops').mkdir()
     (root / 'crops' / 'window_000').mkdir()
@@ -103,7 +116,7 @@ CASES = [
     ('predict', lambda d: ['video.mp4', '--window', '2', '--stride', '0'], 2, r'--stride: must be a finite number > 0',
      None),
     ('predict', lambda d: ['video.mp4', '--margin', 'inf'], 2, r'--margin: must be a finite number > 0, got inf', None),
-    ('predict', lambda d: ['video.mp4', '--margin', '1e9'], 2, r'--margin at most 10', None),
+    ('predict', lambda d: ['video.mp4', '--margin', '1e9'], 2, r'--margin must be at most 10', None),
     ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
                           str(d / 'a_file'), '--model-kwargs'], 2, r'--out .*a_file is a file', None),
     ('export', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'two.safetensors'), '--out',
@@ -121,11 +134,25 @@ CASES = [
     ('onnx', lambda d: ['--model', 'logoformer_tiny', '--checkpoint', str(d / 'corrupt'), '--onnx',
                         str(d / 'out' / 'm.onnx')], 1, r'logoformer_tiny with pretrained weights from', 'm.onnx'),
     ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'corrupt')), 1, r'could not load .*corrupt', None),
+    # NaN / Inf pixels are refused, not turned into NaN logits and a metrics.json
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', str(d / 'zero_std')], 2,
+     r'a clip holds NaN or Inf pixel values.*mean / std of the model', 'eval/metrics.json'),
+    ('train', lambda d: [*train_args(d), '--checkpoint', str(d / 'zero_std')], 2, r'a clip holds NaN or Inf pixel',
+     'train/last'),
+    ('predict', lambda d: predict_args(d, '--checkpoint', str(d / 'zero_std'), '--no-detect'), 1,
+     r'a clip holds NaN or Inf pixel values', None),
     # outputs are never overwritten
     ('onnx', lambda d: ['--model', 'logoformer_tiny', '--random-init', '--onnx', str(d / 'exists.onnx')], 1,
      r'exists.onnx already exists; pass a new path', None),
     ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'crops')), 1,
      r'--save-crops .*crops is not empty; pass a new or empty folder', None),
+    # edges: each used to give a raw OSError, a wrong reason or a combined message
+    ('predict', lambda d: predict_args(d, '--random-init', '--no-detect', '--save-crops', str(d / 'a_file')), 1,
+     r'--save-crops .*a_file is a file; pass a new or empty folder', None),
+    ('predict', lambda d: ['video.mp4', '--top-k', '0'], 2, r'--top-k: must be an integer >= 1, got 0', None),
+    ('predict', lambda d: ['video.mp4', '--batch-size', '0'], 2, r'--batch-size: must be an integer >= 1, got 0', None),
+    ('train', lambda d: ['--resume', str(d / 'out' / 'nothing')], 2,
+     r'--resume .*nothing: the folder does not exist; pass the --output of a run', 'nothing'),
     # data tools
     ('lists', lambda d: ['dfew', '--data-root', str(d / 'dfew'), '--split-dir', 'split', '--frames-dir', 'clips',
                          '--output', str(d / 'out' / 'lists')], 2, r'set_3.csv:2: frame folder .*00099 does not exist',
@@ -161,6 +188,33 @@ def test_bad_input_gives_one_line_and_no_output(data, video, tmp_path, capsys, e
     assert 'Traceback' not in err and re.search(message, lines[0]), lines[0]
     if absent:
         assert not (data / 'out' / absent).exists()
+
+
+@pytest.mark.parametrize('weights', ['two.safetensors', 'folder'])
+def test_a_real_run_prints_only_the_error_line(data, tmp_path, weights):
+    # in a real process (pytest's log capture aside), timm's INFO lines "Loading pretrained weights from ..." and
+    # "Loaded  from checkpoint ..." used to come first, because the model was built before --list was read
+    import os
+    import subprocess
+    import sys
+    if not (data / 'folder').exists():
+        model = timm.create_model('logoformer_tiny', num_classes=2, num_frames=4, img_size=16)
+        (data / 'folder').mkdir()
+        run_folder._write_model_folder(str(data / 'folder'), model, model.state_dict())
+    argv = [*eval_args(data)[:-2], '--checkpoint', str(data / weights), '--list', str(tmp_path / 'missing.txt')]
+    proc = subprocess.run([sys.executable, '-m', 'logoformer_timm.dfer.evaluate', *argv], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert proc.returncode == 2 and proc.stderr == f'error: Annotation list not found: {tmp_path / "missing.txt"}\n'
+
+
+def test_every_input_is_checked_before_the_model_is_built(data, tmp_path, monkeypatch, capsys):
+    from logoformer_timm.dfer import trainer
+    for module in (eval_cli, trainer):
+        monkeypatch.setattr(module, 'create_model', lambda *a, **k: pytest.fail('built the model first'))
+    missing = str(tmp_path / 'missing.txt')
+    assert eval_cli.main([*eval_args(data), '--list', missing]) == 2
+    assert train_cli.main(train_args(data, '--val-list', missing)) == 2
+    assert capsys.readouterr().err == f'error: Annotation list not found: {missing}\n' * 2
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_path(data, tmp_path):

@@ -382,3 +382,42 @@ def test_kernel_ab_times_two_versions_on_the_same_weights(capsys):
     assert torch.get_num_threads() == threads  # the tests after it keep their thread count (and numerics)
     import timm
     assert type(timm.create_model('logoformer_tiny', num_frames=2, img_size=32)) is logoformer_timm.LogoFormer
+
+
+def test_timm_precision_flags_name_the_autocast_and_the_model_dtype():
+    """timm benchmark.py's --amp / --amp-dtype (autocast, float32 weights) and --model-dtype (weights cast)."""
+    from logoformer_timm.bench.timing import precision_dtypes
+    cpu = torch.device('cpu')
+    assert precision_dtypes('amp_bfloat16', cpu) == (torch.float32, torch.bfloat16)
+    assert precision_dtypes('bfloat16', cpu) == (torch.bfloat16, None)
+    parse = bench.build_parser().parse_args
+    assert bench.resolve_precision(parse(['--amp-dtype', 'bfloat16'])) == 'amp_bfloat16'
+    assert bench.resolve_precision(parse(['--amp'])) == 'amp'
+    assert bench.resolve_precision(parse(['--model-dtype', 'bfloat16'])) == 'bfloat16'
+    assert bench.resolve_precision(parse(['--precision', 'amp_bfloat16'])) == 'amp_bfloat16'
+    rows = bench.run([*TINY, '--model-dtype', 'bfloat16'], log=lambda line: None)
+    assert [r['precision'] for r in rows] == ['bfloat16'] and rows[0]['infer_step_time'] > 0
+    for conflict in (['--amp-dtype', 'bfloat16', '--model-dtype', 'bfloat16'],
+                     ['--precision', 'float16', '--model-dtype', 'bfloat16']):
+        assert bench.main([*TINY, *conflict]) == 2
+
+
+def test_bf16_cpu_script_times_the_three_precisions_and_finds_no_broadcast_weights(tmp_path):
+    """benchmarks/bf16_cpu.py: float32, bf16 autocast and bf16 weights side by side, profile and CPU named."""
+    import importlib.util
+    script = REPO / 'benchmarks' / 'bf16_cpu.py'
+    spec = importlib.util.spec_from_file_location('bf16_cpu', script)
+    bf16_cpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bf16_cpu)
+    threads = torch.get_num_threads()
+    out = tmp_path / 'r.json'
+    assert bf16_cpu.main(['--model', 'logoformer_tiny', '--mode', 'eager', '--warm', '0', '--iters', '1',
+                          '--gemm-size', '256', '--results-file', str(out), str(tmp_path / 'r.md')]) == 0
+    assert torch.get_num_threads() == threads
+    result = json.loads(out.read_text())
+    assert [r['precision'] for r in result['rows']] == ['float32', 'amp_bfloat16', 'bfloat16']
+    assert all(r['broadcast_weight_ops'] == {} for r in result['rows'])
+    assert result['rows'][0]['max_abs_logit_diff_vs_float32'] == 0
+    assert 0 < result['rows'][1]['max_abs_logit_diff_vs_float32'] < 0.05
+    assert 'avx512_bf16' in result['cpu'] and 'amx_bf16' in result['cpu']  # each extension is named, had or not
+    assert '| logoformer_tiny | 16x112x112 | 7.17 | bfloat16 | eager |' in (tmp_path / 'r.md').read_text()

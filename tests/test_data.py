@@ -144,8 +144,12 @@ def test_clip_transform_takes_the_resolved_model_config_and_feeds_the_model():
     for layout in ('BCTHW', 'BTCHW'):
         model = timm.create_model('logoformer_tiny', num_frames=4, img_size=64, input_layout=layout).eval()
         cfg = resolve_video_data_config(model)
-        assert set(cfg) == {'input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode', 'input_layout'}
+        assert set(cfg) == {
+            'input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode', 'input_layout', 'test_protocol'}
         assert cfg['input_size'] == (3, 4, 64, 64) and cfg['input_layout'] == layout
+        # LOGO-Former's own protocol, fitted to this model's clip (2 segments x 2 frames at 64x64)
+        protocol = cfg['test_protocol']
+        assert (protocol.num_frames, protocol.size, protocol.resize, protocol.authors) == (4, (64, 64), 'tensor', False)
         clip = ClipTransform(**cfg)(frames)
         resized = torch.nn.functional.interpolate(frames.float(), size=(64, 64), mode='bilinear', antialias=True)
         expected = resized.transpose(0, 1) / 255 if layout == 'BCTHW' else resized / 255
@@ -248,14 +252,20 @@ def test_unreadable_frames_and_wrong_counts(tmp_path):
         f.write(b'not an image')
     _write_clip(tmp_path, 'short', 5)
     lst = _write_list(tmp_path / 'list.txt', ['good 10 0', 'bad 10 1', 'short 10 2'])
+    # a folder with another frame count than its line fails when the list is read, before any clip is loaded
+    with pytest.raises(AnnotationError, match=r'list.txt:3: the list says 10 frames but .*short holds 5'):
+        ClipFolderDataset(lst, str(tmp_path), num_segments=4, frames_per_segment=2)
+    lst = _write_list(tmp_path / 'list.txt', ['good 10 0', 'bad 10 1', 'short 5 2'])
     ds = ClipFolderDataset(lst, str(tmp_path), num_segments=4, frames_per_segment=2)
     with pytest.raises(ClipLoadError, match=r'list.txt:2.*img_3.png'):
         ds[1]
-    with pytest.raises(ClipLoadError, match=r'list.txt:3: the list says 10 frames but .* holds 5'):
+    (tmp_path / 'short' / 'img_4.png').unlink()  # the folder changed after the list was read
+    with pytest.raises(ClipLoadError, match=r'list.txt:3: the list says 5 frames but .* holds 4'):
         ds[2]
     skipping = ClipFolderDataset(lst, str(tmp_path), num_segments=4, frames_per_segment=2, skip_bad_clips=True)
-    clips, labels, skipped = collate_clips([skipping[i] for i in range(3)])
-    assert clips.shape == (1, 8, 3, 20, 20) and labels.tolist() == [0] and skipped == 2
+    assert len(skipping) == 2 and len(skipping.problems) == 1  # the changed folder is skipped at the list
+    clips, labels, skipped = collate_clips([skipping[i] for i in range(2)])
+    assert clips.shape == (1, 8, 3, 20, 20) and labels.tolist() == [0] and skipped == 1
 
 
 def test_multi_view_items(tmp_path):

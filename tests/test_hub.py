@@ -4,6 +4,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from logoformer_timm.weights import manifest
 from logoformer_timm.weights.card import MetricsFileError, model_card, validate_eval_metrics
-from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder, verify_folder
+from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder
+from logoformer_timm.weights.verify import verify_folder
 
 
 
@@ -202,7 +204,7 @@ def broken(exported, tmp_path):
 
 def test_verify_rejects_changed_weights_and_incomplete_folders(exported, broken, tmp_path):
     checkpoint = exported[1]
-    with pytest.raises(HubFolderError, match=r'local-dir:.*logits differ from the checkpoint'):
+    with pytest.raises(HubFolderError, match=r'broken/model\.safetensors is not the weights of .*: head\.bias differs'):
         verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
     (broken / 'config.json').unlink()
     with pytest.raises(HubFolderError, match=r'broken is missing config\.json'):
@@ -211,6 +213,23 @@ def test_verify_rejects_changed_weights_and_incomplete_folders(exported, broken,
     (broken / 'optimizer.pth').write_bytes(b'')
     with pytest.raises(HubFolderError, match='must not publish: optimizer.pth'):
         verify_folder(broken, checkpoint, dict(local_window=(1, 2, 2)))
+
+
+def test_verify_compares_every_tensor_not_only_the_logits(exported, tmp_path, capsys):
+    # one flipped bit in a tensor whose change the fixed clip does not reach: verify used to exit 0 and push publish it
+    source, checkpoint, folder, _ = exported
+    flipped = tmp_path / 'flipped'
+    shutil.copytree(folder, flipped)
+    weights = load_file(flipped / 'model.safetensors')
+    weights['stem.conv1.weight'].view(-1).view(torch.uint8)[0] ^= 1
+    save_file(weights, flipped / 'model.safetensors')
+    clip = clip_for(source)
+    assert torch.equal(logits(timm.create_model(f'local-dir:{flipped}', pretrained=True), clip), logits(source, clip))
+    assert verify_cli.main([str(flipped), '--checkpoint', str(checkpoint), *KWARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err, err
+    assert re.search(r'flipped/model\.safetensors is not the weights of .*checkpoint\.pth \(after its key mapping\): '
+                     r'stem\.conv1\.weight differs\. Export the folder again', err), err
 
 
 class FakeHfApi:
@@ -252,7 +271,7 @@ def test_push_refuses_a_folder_that_fails_verification(exported, broken, tmp_pat
     api = FakeHfApi(tmp_path)
     argv = [str(broken), '--repo-id', 'logoformer-timm/x', '--checkpoint', str(exported[1]), '--yes', *KWARGS]
     assert push_cli.main(argv, api=api) == 2
-    assert api.calls == [] and 'logits differ' in capsys.readouterr().err
+    assert api.calls == [] and 'head.bias differs' in capsys.readouterr().err
 
 
 def test_export_refuses_a_bare_file_without_its_architecture(exported, tmp_path):
@@ -285,6 +304,34 @@ def test_export_from_a_run_folder_takes_its_architecture_and_verifies(exported, 
     assert 'ready to push' in capsys.readouterr().out
 
 
+def test_export_of_a_run_folder_needs_no_model_name(exported, run_folder, tmp_path, capsys):
+    # --model used to be required although the folder's config.json names the architecture
+    checkpoint, folder = run_folder
+    assert export_cli.main(['--checkpoint', str(checkpoint), '--out', str(tmp_path / 'repo')]) == 0
+    assert (tmp_path / 'repo' / 'model.safetensors').read_bytes() == (folder / 'model.safetensors').read_bytes()
+    assert verify_cli.main([str(tmp_path / 'repo'), '--checkpoint', str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert export_cli.main(['--checkpoint', str(exported[1]), '--out', str(tmp_path / 'file'), *KWARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'checkpoint.pth does not name its architecture' in err and 'pass --model' in err
+
+
+def test_the_loser_of_two_exports_to_one_folder_gets_one_line(exported, run_folder, tmp_path, capsys, monkeypatch):
+    # both passed the empty-folder check; the second to finish used to fail with a raw "[Errno 39] Directory not empty"
+    from logoformer_timm.weights import publish
+    out = tmp_path / 'repo'
+    card = publish.model_card
+
+    def winner_finishes_first(*args, **kwargs):
+        shutil.copytree(run_folder[1], out)
+        return card(*args, **kwargs)
+    monkeypatch.setattr(publish, 'model_card', winner_finishes_first)
+    assert export_cli.main(['--checkpoint', str(run_folder[0]), '--out', str(out)]) == 2
+    assert capsys.readouterr().err == f'error: {out} was written by another export meanwhile; pass a new --out.\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['repo']  # the winner's folder, no temporary left
+    assert (out / 'README.md').read_text() == (run_folder[1] / 'README.md').read_text()
+
+
 @pytest.mark.parametrize('key, value', [
     ('model_args.local_window', [1, 1, 1]), ('pretrained_cfg.mean', [0.5, 0.5, 0.5]),
     ('pretrained_cfg.label_names', ['x', 'y', 'z', 'v', 'w'])])
@@ -311,6 +358,22 @@ def test_model_card_renders_free_text_literally(exported):
     assert [line for line in body.splitlines() if line.startswith(('|', '#'))] == [
         '# logoformer_tiny', '## Training', '## Results', '## Usage', '## Limitations', '## Citation']
     assert '<b>' not in body and r'\<b\>\*\*99 %\*\*\</b\> \| x \|' in body
+
+
+READABLE = 'Former-DFER (not measured), doi:10.1145/3503161.3547865 v1.2 + 3! {x}'
+INTERPRETED = '# DFEW snake_case _em_ a*b* [link](u) <i> &amp; ~~s~~ $x$ a\\b'
+
+
+def test_model_card_text_is_readable_and_renders_as_typed(exported):
+    # ordinary text used to be escaped everywhere: doi:10\.1145, Former\-DFER, \(not measured\)
+    card = model_card(exported[0], 'logoformer_tiny', train_dataset=READABLE)
+    assert f'Trained on **{READABLE}** (as stated by the exporter).' in card
+    from logoformer_timm.weights.card import _md_text
+    assert _md_text('1. Former-DFER') == '1\\. Former-DFER'  # an ordered list item otherwise
+    markdown_it = pytest.importorskip('markdown_it')  # a CommonMark renderer as the reference
+    for text in (READABLE, INTERPRETED, '1. x', '- x', '> x', '=', 'DFEW <b>**99 %**</b> | x |'):
+        html = markdown_it.MarkdownIt('commonmark').enable(['table', 'strikethrough']).render(_md_text(text)).strip()
+        assert html == '<p>' + text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;') + '</p>', text
 
 
 @pytest.mark.parametrize('flag, value', [('--recipe', INJECTED), ('--train-dataset', 'DFEW---x'),

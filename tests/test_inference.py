@@ -21,10 +21,11 @@ def test_bf16_matches_fp32_within_tolerance():
     reference = model(x)
     fast = prepare_for_inference(model, 'bf16')
     assert isinstance(fast, InferenceModel) and fast.model is model
-    out = fast(x)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # bf16 casts the weights (in place)
+    out = fast(x)  # float32 clips are cast to the weights' dtype
     assert out.dtype == torch.float32 and out.shape == reference.shape
     torch.testing.assert_close(out.softmax(-1), reference.softmax(-1), atol=BF16_PROB_ATOL, rtol=0)
-    assert not torch.equal(out, reference)  # autocast really ran in bf16
+    assert not torch.equal(out, reference)  # it really ran in bf16
     # what predict and eval read from the model stays reachable
     assert (fast.num_frames, fast.num_classes, fast.input_layout) == (4, model.num_classes, model.input_layout)
     assert fast.pretrained_cfg is model.pretrained_cfg and not fast.training

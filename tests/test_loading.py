@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from timm.models import save_for_hf
 
 from logoformer_timm.weights import manifest
-from logoformer_timm.weights.publish import seed_hf_cache
+from logoformer_timm.weights.verify import seed_hf_cache
 from logoformer_timm.weights.manifest import PublishedWeights, WeightsChecksumError
 from logoformer_timm.models import PretrainedWeightsError, PretrainedWeightsUnavailableError, refresh_pretrained_cfgs
 
@@ -58,12 +58,15 @@ def test_file_overlay_safetensors_loads_exactly(source, weights_file):
     assert 'state_dict' not in model.pretrained_cfg
 
 
-def test_pth_container_prefers_ema_and_strips_wrapper_prefixes(source, tmp_path):
+def test_pth_container_takes_the_model_entry_and_strips_wrapper_prefixes(source, tmp_path):
+    """The model entry, as timm's validate.py without --use-ema; checkpoint_entry takes the EMA (every route:
+    tests/test_checkpoint_entry.py)."""
     other = tiny()
     ema = {f'module._orig_mod.{k}': v for k, v in source.state_dict().items()}
     path = tmp_path / 'checkpoint.pth'
     torch.save({'epoch': 7, 'state_dict': other.state_dict(), 'state_dict_ema': ema}, path)
-    model = tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert_same_weights(tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path))), other)
+    model = tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path), checkpoint_entry='state_dict_ema'))
     assert_same_weights(model, source)
 
 
@@ -177,6 +180,14 @@ def test_unexpected_keys_are_listed(source, tmp_path):
     save_file({**source.state_dict(), 'decoder.weight': torch.zeros(2)}, path)
     with pytest.raises(PretrainedWeightsError, match=r'extra\.safetensors.*unexpected keys: decoder\.weight'):
         tiny(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+@pytest.mark.parametrize('name', ['model.bin', 'MODEL.SAFETENSORS', 'weights'])
+def test_safetensors_are_read_by_their_content_whatever_the_name(source, weights_file, tmp_path, name):
+    # a valid safetensors file named .bin (or upper case) used to be refused as a corrupt torch file
+    from logoformer_timm.weights.loading import create_model
+    (tmp_path / name).write_bytes(weights_file.read_bytes())
+    assert_same_weights(create_model('logoformer_tiny', str(tmp_path / name), **SMALL), source)
 
 
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
@@ -297,14 +308,23 @@ def test_sha256_check_holds_for_any_revision_and_letter_case(
     ('blocks.0.local_attn.attn.qkv.weight', float('nan'), 'NaN or Inf values in blocks.0.local_attn.attn.qkv.weight'),
     ('head.bias', float('inf'), 'NaN or Inf values in head.bias'),
     ('head.weight', 'int', r'integer tensors where the model has floating point ones: head.weight \(torch.int64\)'),
+    # the imaginary part (NaN here) used to be dropped with only a torch warning
+    ('head.bias', 'complex', r'tensors of a dtype weights are never read from: head.bias \(torch.complex64\); weights must be'),
+    # used to crash check_weights: torch.isfinite has no float8 kernel
+    ('norm.weight', 'float8', r'tensors of a dtype weights are never read from: norm.weight \(torch.float8_e4m3fn\)'),
 ])
-def test_non_finite_or_integer_weights_are_refused_on_every_route(source, tmp_path, key, value, problem):
+def test_non_finite_integer_or_unsupported_dtype_weights_are_refused_on_every_route(
+        source, tmp_path, key, value, problem):
     from logoformer_timm.weights.loading import create_model
     from logoformer_timm.weights.files import read_checkpoint
     from logoformer_timm.weights.files import WeightsFileError
     weights = dict(source.state_dict())
     if value == 'int':
         weights[key] = weights[key].round().long()
+    elif value == 'complex':
+        weights[key] = torch.complex(weights[key], torch.full_like(weights[key], float('nan')))
+    elif value == 'float8':
+        weights[key] = weights[key].to(torch.float8_e4m3fn)
     else:
         weights[key] = weights[key].clone()
         weights[key].view(-1)[0] = value

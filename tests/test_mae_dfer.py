@@ -178,8 +178,28 @@ def test_every_tag_is_registered_with_the_reported_numbers():
     assert timm.create_model('mae_dfer.mafw_fold1', device='meta').num_classes == 11
 
 
+def test_a_tag_takes_only_weights_of_its_class_count_on_every_route(tmp_path):
+    # an 11-class (MAFW) file given to a 7-class DFEW tag used to become an 11-class model without label names through
+    # the commands, while timm's route refused it with a size mismatch
+    from safetensors.torch import save_file
+    from logoformer_timm.weights.loading import create_model
+    path = tmp_path / 'mafw.safetensors'
+    save_file(timm.create_model('mae_dfer', num_classes=11, **TINY).state_dict(), path)
+    fits = ('the weights\' classifier has 11 classes but mae_dfer.dfew_fold1 is a 7-class tag .*; use the tag that '
+            'fits: mae_dfer.mafw_fold1, ')
+    with pytest.raises(PretrainedWeightsError, match=f'file {path}: {fits}'):
+        timm.create_model('mae_dfer.dfew_fold1', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY)
+    with pytest.raises(PretrainedWeightsError, match=f'mae_dfer.dfew_fold1 with the weights of {path}: {fits}'):
+        create_model('mae_dfer.dfew_fold1', str(path), **TINY)
+    model = create_model('mae_dfer.mafw_fold1', str(path), **TINY)
+    assert model.num_classes == 11 and model.pretrained_cfg['label_names'] == MAFW_LABELS
+    assert create_model('mae_dfer', str(path), **TINY).num_classes == 11  # no tag named: the file's own classes
+
+
 def test_data_config_gives_the_official_test_input():
-    """Official test transform: every frame resized to 160 x 160 (bilinear), / 255, ImageNet mean / std."""
+    """Official test transform: every frame resized to 160 x 160 (PIL bilinear), / 255, ImageNet mean / std."""
+    import numpy as np
+    from PIL import Image
     from logoformer_timm.data import ClipTransform, resolve_video_data_config
     frames = torch.randint(0, 256, (4, 3, 120, 200), dtype=torch.uint8)
     for layout in ('BCTHW', 'BTCHW'):
@@ -189,12 +209,13 @@ def test_data_config_gives_the_official_test_input():
         assert cfg['input_size'] == (3, 4, 160, 160) and cfg['interpolation'] == 'bilinear'
         assert (cfg['crop_pct'], cfg['crop_mode']) == (1.0, 'squash') and cfg['input_layout'] == layout
         clip = ClipTransform(**cfg)(frames)
-        resized = torch.nn.functional.interpolate(frames.float(), size=(160, 160), mode='bilinear', antialias=True)
+        resized = torch.stack([torch.from_numpy(np.array(
+            Image.fromarray(f.permute(1, 2, 0).numpy()).resize((160, 160), Image.BILINEAR))) for f in frames])
         mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
         std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-        expected = (resized / 255 - mean) / std  # (T, C, H, W)
+        expected = (resized.permute(0, 3, 1, 2).float() / 255 - mean) / std  # (T, C, H, W)
         expected = expected.transpose(0, 1) if layout == 'BCTHW' else expected
-        assert (clip - expected).abs().max() < 1.01 / 255 / 0.224
+        assert (clip - expected).abs().max() < 1e-6  # the same PIL resize; float32 arithmetic in another order
         with torch.no_grad():
             assert model(clip[None]).shape == (1, 7)
 

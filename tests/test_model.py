@@ -318,3 +318,26 @@ def test_meta_device_build_then_init_weights_initialises_every_tensor(name):
     optimizer.step()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def test_linear_weights_are_not_copied_per_grid_row():
+    """Under bf16 autocast every Linear of logoformer_base at 16x112 multiplies its input as one (tokens, C) matrix:
+    no aten::copy_ or bmm of a (rows, a, b) tensor holding a Linear weight (a, b) once per grid row, and no
+    allocation as large as the smallest Linear weight times the 16 x 7 (frames x rows) grid rows. A strided view fed to
+    a Linear (a cropped grid, a permuted map) makes matmul broadcast the weight and multiply row by row."""
+    from torch.profiler import ProfilerActivity, profile
+    model = timm.create_model('logoformer_base').eval()  # 16x112: a 16 x 7 x 7 token grid, padded windows
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features > 7]
+    weight_shapes = {s for m in linears for s in (tuple(m.weight.shape), tuple(m.weight.shape[::-1]))}
+    rows_times_weight = 16 * 7 * min(m.weight.numel() for m in linears) * 2  # bf16: 29 MB
+    x = torch.rand(1, 3, 16, 112, 112)
+    with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16), profile(
+            activities=[ProfilerActivity.CPU], record_shapes=True, profile_memory=True) as prof:
+        model(x)
+    broadcast = [
+        (e.name, shape) for e in prof.events() if e.name in ('aten::copy_', 'aten::bmm')
+        for shape in map(tuple, e.input_shapes or ())
+        if len(shape) == 3 and shape[0] > 1 and shape[1:] in weight_shapes]
+    assert not broadcast
+    largest = max(e.cpu_memory_usage for e in prof.events() if e.name.startswith('aten::empty'))
+    assert 0 < largest < rows_times_weight, (largest, rows_times_weight)

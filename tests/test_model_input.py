@@ -7,6 +7,8 @@ import torch
 from timm.models import get_pretrained_cfg
 
 import logoformer_timm  # noqa: F401 (registers the models)
+from logoformer_timm.models import list_clip_models
+from test_timm_contract import small
 
 SMALL = dict(num_frames=4, img_size=32)
 
@@ -19,6 +21,21 @@ def tiny(**kwargs):
 def test_integer_clip_names_dtype_and_fix(dtype):
     with pytest.raises(TypeError, match=rf'dtype {dtype}.*clip.float\(\) / 255'):
         tiny()(torch.zeros(1, 3, 4, 32, 32, dtype=dtype))
+
+
+@pytest.mark.parametrize('name', list_clip_models())
+def test_a_list_or_numpy_clip_names_the_conversion(name):
+    # every model used to raise AttributeError ('list' object has no attribute 'ndim')
+    model = timm.create_model(name, **small(name)).eval()
+    shape = (1, 3, model.num_frames, *model.img_size)
+    if model.input_layout == 'BTCHW':
+        shape = (1, model.num_frames, 3, *model.img_size)
+    clip = torch.rand(shape)
+    with pytest.raises(TypeError, match=r'expects a torch\.Tensor clip, got a builtins\.list: convert it with '
+                                        r'torch\.tensor\(x\)'):
+        model(clip.tolist())
+    with pytest.raises(TypeError, match=r'got a numpy\.ndarray: convert it with torch\.from_numpy\(x\)'):
+        model(clip.numpy())
 
 
 def test_float64_clip_names_both_fixes():
@@ -132,7 +149,7 @@ def _config_folder(folder, **model_args):
 
 @pytest.mark.parametrize('pretrained', [False, True])
 def test_a_config_json_never_names_a_stem_file_to_read(tmp_path, monkeypatch, pretrained):
-    from logoformer_timm.weights.publish import seed_hf_cache
+    from logoformer_timm.weights.verify import seed_hf_cache
     from logoformer_timm.layers import FrameStem
     monkeypatch.setattr(FrameStem, 'load_resnet_weights', lambda *a: pytest.fail('a stem file was read'))
     folder = _config_folder(tmp_path / 'repo', stem_weights=str(tmp_path / 'secret.pth'))

@@ -388,6 +388,78 @@ def test_resume_refuses_a_log_that_lost_epochs(tiny_data, full_run, tmp_path, ca
     assert not (out / 'summary.json').exists()
 
 
+def test_resume_checks_the_log_of_a_finished_run_too(tiny_data, full_run, tmp_path, capsys, caplog):
+    # a finished run used to be accepted without reading its log
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    log = out / 'log.jsonl'
+    complete = log.read_text()
+    log.write_text(complete.splitlines()[0] + '\n')
+    assert train_cli.main(['--resume', str(out)]) == 2
+    assert 'holds epochs [1] but the checkpoint is after epoch 2: the log was deleted or edited' in _one_error_line(capsys)
+    log.write_text(complete + '{"epoch": 3, "lr": 0.0')
+    assert train_cli.main(['--resume', str(out)]) == 0
+    assert 'dropped its torn last line' in caplog.text and log.read_text() == complete
+
+
+def test_a_redirected_log_gets_lines_not_progress_bars(tiny_data, tmp_path):
+    # the progress bars used to write hundreds of carriage returns into a redirected log
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    train = subprocess.run(
+        [sys.executable, '-m', 'logoformer_timm.dfer.train', *_train_args(tiny_data, tmp_path / 'run', '--epochs', '2')],
+        capture_output=True, text=True, env=env, timeout=600)
+    evaluation = subprocess.run(
+        [sys.executable, '-m', 'logoformer_timm.dfer.evaluate', '--checkpoint', str(tmp_path / 'run' / 'last'),
+         '--data-root', str(tiny_data), '--list', str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'),
+         '--num-segments', '2', '--workers', '0'], capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0 and evaluation.returncode == 0, train.stderr + evaluation.stderr
+    assert train.stderr == evaluation.stderr == ''
+    assert [line.split('  ')[0] for line in train.stdout.splitlines() if line.startswith('epoch')] == [
+        'epoch 1/2', 'epoch 2/2']
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
+    return err
+
+
+def test_no_command_replaces_earlier_results_without_overwrite(tiny_data, full_run, tmp_path, capsys):
+    # logoformer-train used to replace a finished run's log, summary and checkpoints, logoformer-eval a metrics.json
+    out = tmp_path / 'run'
+    shutil.copytree(full_run, out)
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1')) == 2
+    err = _one_error_line(capsys)
+    assert f'--output {out} already holds args.json, best, last, log.jsonl, summary.json;' in err
+    assert f'pass --resume {out} to continue the run, a new --output, or --overwrite' in err
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+    unrelated = tmp_path / 'notes'
+    unrelated.mkdir()
+    (unrelated / 'paper.pdf').write_text('mine')
+    assert train_cli.main(_train_args(tiny_data, unrelated, '--epochs', '1')) == 2
+    assert f'--output {unrelated} already holds paper.pdf; nothing is replaced without --overwrite' in _one_error_line(capsys)
+    assert train_cli.main(['--resume', str(out), '--overwrite']) == 2
+    assert '--resume continues the run in its folder and --overwrite deletes it' in _one_error_line(capsys)
+    # --overwrite: the earlier run is deleted first, other files are left alone
+    (out / 'paper.pdf').write_text('mine')
+    assert train_cli.main(_train_args(tiny_data, out, '--epochs', '1', '--overwrite')) == 0
+    assert [r['epoch'] for r in _log(out)] == [1] and (out / 'paper.pdf').read_text() == 'mine'
+    assert json.loads((out / 'summary.json').read_text())['epochs'] == 1
+    assert 'overwrite' not in json.loads((out / 'args.json').read_text())
+    capsys.readouterr()
+
+    evaluation = ['--checkpoint', str(out / 'last'), '--data-root', str(tiny_data), '--list',
+                  str(tiny_data / 'test.txt'), '--output', str(tmp_path / 'eval'), '--num-segments', '2', '--workers', '0']
+    (tmp_path / 'eval').mkdir()
+    (tmp_path / 'eval' / 'metrics.json').write_text('{"earlier": true}')
+    assert eval_cli.main(evaluation) == 2
+    assert f'--output {tmp_path / "eval"} already holds metrics.json; nothing is replaced' in _one_error_line(capsys)
+    assert (tmp_path / 'eval' / 'metrics.json').read_text() == '{"earlier": true}'
+    assert eval_cli.main(evaluation + ['--overwrite']) == 0
+    assert json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['num_clips'] == 7
+
+
 def test_a_second_run_on_the_same_output_is_refused(tiny_data, tmp_path, capsys):
     out = tmp_path / 'run'
     with run_folder.output_lock(str(out)):  # a live run holds the folder
@@ -410,6 +482,7 @@ def test_a_killed_run_does_not_leave_its_output_locked(tmp_path):
 
 def test_eval_missing_checkpoint_says_the_path_does_not_exist(tmp_path, capsys):
     # without --model it used to say "Pass --model NAME", as if the path were fine
+    (tmp_path / 'test.txt').write_text('')  # the list is read first
     args = ['--checkpoint', str(tmp_path / 'does' / 'not' / 'exist'), '--data-root', str(tmp_path), '--list',
             str(tmp_path / 'test.txt'), '--output', str(tmp_path / 'eval')]
     assert eval_cli.main(args) == 2

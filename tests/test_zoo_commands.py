@@ -50,7 +50,7 @@ def test_hub_export_then_local_dir_and_verify_give_the_official_logits(official_
     with torch.no_grad():
         assert (model(_clip()).double() - _official_logits()).abs().max().item() < 1e-4
     card = (out / 'README.md').read_text()
-    assert "authors' own weights" in card and 'Reported by the authors \\(not measured by this project\\)' in card
+    assert "authors' own weights" in card and 'Reported by the authors (not measured by this project)' in card
     assert 'model-index' not in card  # the authors' figure is never a measured result
     config = json.loads((out / 'config.json').read_text())
     assert config['architecture'] == 'former_dfer' and config['pretrained_cfg']['tag'] == 'dfew_fold1'

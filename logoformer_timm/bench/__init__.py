@@ -29,7 +29,9 @@ The package, one job a module: ``config`` (settings), ``models`` (what to run: n
 (``python -m logoformer_timm.bench.summary``), ``gpu`` (the plan, ceilings and report of ``benchmarks/gpu.sh``,
 ``python -m logoformer_timm.bench.gpu``; not imported here).
 """
-from .config import BENCH_MODES, GRID_PARAMS, NUM_CLASSES, PRECISIONS, SWEEP_PARAMS, BenchConfig, BenchmarkError
+from .config import (
+    AMP_DTYPES, BENCH_MODES, GRID_PARAMS, MODEL_DTYPES, NUM_CLASSES, PRECISIONS, SWEEP_PARAMS, BenchConfig,
+    BenchmarkError)
 from .counting import COUNTER_NAME, LOGOFORMER_PARTS, FlopCount, ModelCount, count_flops, count_model, flops_by_part
 from .runner import benchmark, environment, measure, measure_parts, measure_with_retry
 from .models import PEER_NAMES, ModelSpec, build_model, joint_twin, parse_model_kwargs, peer_specs, resolve_models
@@ -37,14 +39,15 @@ from .report import COLUMNS, COLUMN_DOCS, DETAIL_COLUMN_DOCS, format_detail, for
 from .report import write_results
 from .sweeps import grid_configs, parse_grid, parse_sweep, sweep, sweep_table
 from .timing import gemm_peak, percentile, set_peak_fractions, time_steps, warm_up
-from .cli import build_parser, main, run
+from .cli import build_parser, main, resolve_precision, run
 
 __all__ = [
-    'BENCH_MODES', 'GRID_PARAMS', 'NUM_CLASSES', 'PRECISIONS', 'SWEEP_PARAMS', 'BenchConfig', 'BenchmarkError',
+    'AMP_DTYPES', 'BENCH_MODES', 'GRID_PARAMS', 'MODEL_DTYPES', 'NUM_CLASSES', 'PRECISIONS', 'SWEEP_PARAMS',
+    'BenchConfig', 'BenchmarkError',
     'COUNTER_NAME', 'LOGOFORMER_PARTS', 'FlopCount', 'ModelCount', 'count_flops', 'count_model', 'flops_by_part',
     'benchmark', 'environment', 'measure', 'measure_parts', 'measure_with_retry', 'PEER_NAMES', 'ModelSpec',
     'build_model', 'joint_twin', 'parse_model_kwargs', 'peer_specs', 'resolve_models', 'COLUMNS', 'COLUMN_DOCS',
     'DETAIL_COLUMN_DOCS', 'format_detail', 'format_sweep', 'format_table', 'plot_sweep', 'write_results',
     'grid_configs', 'parse_grid', 'parse_sweep', 'sweep', 'sweep_table', 'gemm_peak', 'percentile',
-    'set_peak_fractions', 'time_steps', 'warm_up', 'build_parser', 'main', 'run'
+    'set_peak_fractions', 'time_steps', 'warm_up', 'build_parser', 'main', 'resolve_precision', 'run'
 ]

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import timm
 import torch
 
-from .config import BENCH_MODES, PRECISIONS, BenchConfig, BenchmarkError
+from .config import AMP_DTYPES, BENCH_MODES, MODEL_DTYPES, PRECISIONS, BenchConfig, BenchmarkError
 from .counting import COUNTER_NAME
 from .runner import benchmark, environment, load_avg
 from .models import DFER_PEERS, PEER_NAMES, PEER_SETS, parse_model_kwargs, peer_specs, resolve_models
@@ -17,7 +17,7 @@ from ..cli import ArgumentParser, check_output_file, run_cli
 from ..device import resolve_device
 from .timing import gemm_peak, set_peak_fractions
 
-__all__ = ['build_parser', 'run', 'main']
+__all__ = ['build_parser', 'resolve_precision', 'run', 'main']
 
 _DESCRIPTION = 'Video model benchmark: exact GMACs (attention included), step time, memory and efficiency, peers side by side.'
 
@@ -45,7 +45,14 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     parser.add_argument('-b', '--batch-size', type=int, default=1, help='clips per step')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--precision', choices=PRECISIONS, default='float32',
-                        help='amp = autocast (float16 on cuda, bfloat16 on cpu)')
+                        help='float32, bfloat16 or float16 = weights and input in that dtype; amp = autocast '
+                             '(float16 on cuda, bfloat16 on cpu), amp_bfloat16 / amp_float16 = autocast to that dtype')
+    parser.add_argument('--amp', action='store_true', help='autocast, as timm benchmark.py: --precision amp')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES, default=None,
+                        help='autocast to this dtype (float32 weights), as timm benchmark.py: --precision amp_<dtype>')
+    parser.add_argument('--model-dtype', choices=MODEL_DTYPES, default=None,
+                        help='weights and input cast to this dtype, no autocast, as timm benchmark.py: '
+                             '--precision <dtype>')
     parser.add_argument('--channels-last', action='store_true', help='channels_last_3d input and weights')
     parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
                         help='torch.compile the model with this backend (inductor when none is named) (default: '
@@ -78,6 +85,24 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_precision(args: argparse.Namespace) -> str:
+    """One ``--precision`` value from ``--precision``, ``--amp`` / ``--amp-dtype`` and ``--model-dtype`` (timm's
+    benchmark.py flags); asking for two different precisions is a user error."""
+    asked = []
+    if args.amp or args.amp_dtype:
+        asked.append(f'amp_{args.amp_dtype}' if args.amp_dtype else 'amp')
+    if args.model_dtype:
+        asked.append(args.model_dtype)
+    if len(asked) > 1:
+        raise BenchmarkError(
+            f'--amp/--amp-dtype (autocast, float32 weights) and --model-dtype (weights cast, no autocast) are two '
+            f'precisions: give one of them, got {asked[0]} and {asked[1]}.')
+    if asked and args.precision not in ('float32', asked[0]):
+        raise BenchmarkError(f'--precision {args.precision} and {asked[0]} (from --amp/--amp-dtype/--model-dtype) '
+                             f'disagree: give one of them.')
+    return asked[0] if asked else args.precision
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for name in ('num_frames', 'img_size', 'batch_size', 'num_bench_iter'):
         if getattr(args, name) < 1:
@@ -105,6 +130,7 @@ def run(argv: Optional[Sequence[str]] = None, log: Callable[[str], None] = print
     """The CLI without exit handling: parse, benchmark (and sweep), print, write; returns the result rows."""
     args = build_parser(prog).parse_args(argv)
     _check_args(args)
+    args.precision = resolve_precision(args)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

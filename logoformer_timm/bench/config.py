@@ -4,9 +4,15 @@ from typing import Optional
 
 from ..errors import UserError
 
-__all__ = ['BenchConfig', 'BenchmarkError', 'PRECISIONS', 'SWEEP_PARAMS', 'GRID_PARAMS', 'BENCH_MODES', 'NUM_CLASSES']
+__all__ = [
+    'BenchConfig', 'BenchmarkError', 'PRECISIONS', 'MODEL_DTYPES', 'AMP_DTYPES', 'SWEEP_PARAMS', 'GRID_PARAMS',
+    'BENCH_MODES', 'NUM_CLASSES']
 
-PRECISIONS = ('float32', 'bfloat16', 'float16', 'amp', 'amp_bfloat16', 'amp_float16')
+# timm benchmark.py's names: a dtype = weights and input cast to it (--model-dtype); amp_<dtype> = autocast to it
+# with float32 weights (--amp --amp-dtype); amp = autocast to float16 on CUDA, bfloat16 on CPU
+MODEL_DTYPES = ('float32', 'bfloat16', 'float16')
+AMP_DTYPES = ('bfloat16', 'float16')
+PRECISIONS = (*MODEL_DTYPES, 'amp', *(f'amp_{d}' for d in AMP_DTYPES))
 SWEEP_PARAMS = ('num_frames', 'img_size')
 GRID_PARAMS = ('clip', 'batch_size', 'precision', 'torchcompile')
 BENCH_MODES = ('inference', 'train')

@@ -26,7 +26,9 @@ import torch.nn as nn
 from ..layers import hooks_see_chunks
 from .timing import synchronize
 
-__all__ = ['PartProfile', 'PartsProfile', 'profile_parts', 'part_modules', 'sdpa_backend_of', 'sdpa_backends']
+__all__ = [
+    'PartProfile', 'PartsProfile', 'profile_parts', 'part_modules', 'sdpa_backend_of', 'sdpa_backends',
+    'broadcast_linear_weights']
 
 _RANGE_PREFIX = 'part:'
 _STEP_RANGE = 'part-profile:step'
@@ -290,3 +292,25 @@ def sdpa_backends(run: Callable[[], Any], device: torch.device) -> Dict[str, int
         if backend:
             counts[backend] = counts.get(backend, 0) + 1
     return counts
+
+
+def broadcast_linear_weights(model: nn.Module, run: Callable[[], Any]) -> Dict[Tuple[str, Tuple[int, ...]], int]:
+    """Calls per ``(operator, shape)`` of ``aten::copy_`` and ``aten::bmm`` on ``(N, a, b)`` tensors, ``N > 1``,
+    whose ``(a, b)`` is a Linear weight of ``model`` or its transpose, while ``run()`` executes (torch.profiler
+    with ``record_shapes``): a Linear whose input matmul cannot fold into one 2-D multiply (a strided view) has
+    its weight broadcast to one copy per leading row and multiplied batch by batch. Empty when none is."""
+    from torch.profiler import ProfilerActivity, profile
+    weights = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)}
+    weights |= {w[::-1] for w in weights}
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    found: Dict[Tuple[str, Tuple[int, ...]], int] = {}
+    for event in prof.events():
+        if event.name not in ('aten::copy_', 'aten::bmm'):
+            continue
+        for shape in event.input_shapes or ():
+            if len(shape) == 3 and shape[0] > 1 and tuple(shape[1:]) in weights:
+                key = (event.name, tuple(shape))
+                found[key] = found.get(key, 0) + 1
+                break
+    return found

@@ -3,6 +3,8 @@ from typing import Any, Dict
 
 import torch.nn as nn
 
+from .protocol import get_test_protocol
+
 __all__ = ['resolve_video_data_config']
 
 
@@ -10,9 +12,15 @@ def resolve_video_data_config(model: nn.Module) -> Dict[str, Any]:
     """The keyword arguments of :class:`ClipTransform` for ``model`` (timm's ``resolve_data_config`` for clips).
 
     ``input_size`` is ``(C, T, H, W)``; the test transform defaults to the DFER protocol's resize only
-    (``crop_pct=1.0, crop_mode='squash'``) where the pretrained cfg does not say otherwise.
+    (``crop_pct=1.0, crop_mode='squash'``) where the pretrained cfg does not say otherwise. ``test_protocol`` is
+    the cfg's :class:`~logoformer_timm.data.TestProtocol` (None where it names none), fitted to the model's clip:
+    a model built for other frames or another size than its protocol's gets the protocol changed to them (and
+    marked as not its authors').
     """
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    protocol = get_test_protocol(cfg.get('test_protocol'))
+    if protocol is not None:
+        protocol = protocol.fit_clip(model.num_frames, tuple(model.img_size))
     return dict(
         input_size=(model.in_chans, model.num_frames, *model.img_size),
         interpolation=cfg.get('interpolation') or 'bilinear',
@@ -21,4 +29,5 @@ def resolve_video_data_config(model: nn.Module) -> Dict[str, Any]:
         crop_pct=cfg.get('crop_pct') or 1.0,
         crop_mode=cfg.get('crop_mode') or 'squash',
         input_layout=model.input_layout,
+        test_protocol=protocol,
     )

@@ -5,11 +5,12 @@ and ``F`` frames in the clip:
 
 * train: ``avg = (F - d + 1) // S``; segment ``s`` starts at ``s * avg + randint(0, avg - 1)``; when ``avg == 0``
   and ``F > S``, ``S`` sorted random starts in ``[0, F - d]``; otherwise all starts are 0.
-* test: when ``F > S + d - 1``, ``tick = (F - d + 1) / S`` and ``start_s = int(tick / 2 + s * tick)``; otherwise 0.
+* test: when ``F > S + d - 1``, ``tick = (F - d + 1) / S`` and ``start_s = int(tick / 2 + tick * s)``; otherwise 0
+  (``short_clip='first'``), or ``0, 1, ..., F - 1`` then ``F - 1`` repeated (``short_clip='edge'``).
 * each start ``p`` gives frames ``p, p + 1, ..., p + d - 1``, each clamped to ``F - 1``: short clips repeat frames.
 
 ``view`` / ``num_views`` generalise the test rule to evenly shifted deterministic clips for test-time averaging:
-``start_s = int(tick * (s + (view + 0.5) / num_views))``, which is the protocol's rule for one view.
+``start_s = int(tick * (view + 0.5) / num_views + tick * s)``, which is the protocol's rule for one view.
 """
 from typing import List, Optional
 
@@ -26,6 +27,7 @@ def segment_starts(
         generator: Optional[torch.Generator] = None,
         view: int = 0,
         num_views: int = 1,
+        short_clip: str = 'first',
 ) -> List[int]:
     """First frame of every segment, by the DFER protocol's train (random) or test (deterministic) rule."""
     if num_frames < 1:
@@ -46,7 +48,11 @@ def segment_starts(
         return [0] * num_segments
     if num_frames > num_segments + frames_per_segment - 1:
         tick = span / num_segments
-        return [int(tick * (s + (view + 0.5) / num_views)) for s in range(num_segments)]
+        return [int(tick * (view + 0.5) / num_views + tick * s) for s in range(num_segments)]
+    if short_clip == 'edge':
+        return [min(s, num_frames - 1) for s in range(num_segments)]
+    if short_clip != 'first':
+        raise ValueError(f"short_clip must be 'first' or 'edge', got {short_clip!r}.")
     return [0] * num_segments
 
 
@@ -58,7 +64,9 @@ def sample_frame_indices(
         generator: Optional[torch.Generator] = None,
         view: int = 0,
         num_views: int = 1,
+        short_clip: str = 'first',
 ) -> List[int]:
     """The ``num_segments * frames_per_segment`` frame indices of one clip (repeats frames of short clips)."""
-    starts = segment_starts(num_frames, num_segments, frames_per_segment, train, generator, view, num_views)
+    starts = segment_starts(
+        num_frames, num_segments, frames_per_segment, train, generator, view, num_views, short_clip)
     return [min(p + i, num_frames - 1) for p in starts for i in range(frames_per_segment)]

@@ -1,7 +1,10 @@
 """Annotation lists of frame folders (or video files) as clip datasets for the DFER protocol; :func:`build_dataset`
-makes a model's (its resolution, class count and mean/std) for training and evaluation.
+makes a model's (its resolution, class count, mean/std and test protocol) for training and evaluation.
 
-A list has one clip per line, ``<frame_dir> <num_frames> <label>``, paths relative to ``data_root``. A frame dir
+A list has one clip per line, ``<frame_dir> <num_frames> <label>`` (this project's lists and Former-DFER's /
+DFER-CLIP's ``annotation/*.txt``) or ``<frame_dir> <label>`` (MAE-DFER's ``saved/data/*/test.csv``: every frame of
+the folder); paths relative to ``data_root``, or absolute. ``path_prefix=(OLD, NEW)`` (``--path-prefix OLD=NEW``)
+maps the authors' absolute paths onto yours: a path that starts with OLD starts with NEW instead. A frame dir
 holds numbered images (``00001.jpg``, ``frame_2.png``, ...), ordered by the last number in the name. A path
 that is a video file (``.mp4``, ``.avi``, ...) is decoded with PyAV (``pip install logoformer-timm[video]``).
 """
@@ -10,7 +13,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,12 +21,13 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..data import ClipTransform, resolve_video_data_config, sample_frame_indices
+from ..data import ClipTransform, TestProtocol, resolve_video_data_config, sample_frame_indices
 from ..errors import UserError
 
 __all__ = [
-    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list', 'list_frames',
-    'collate_clips', 'build_dataset', 'default_num_workers', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
+    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
+    'read_list_lines', 'list_frames', 'collate_clips', 'build_dataset', 'default_num_workers', 'parse_path_prefix',
+    'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +57,32 @@ class ClipRecord:
     num_frames: int
     label: int
     source: str  # 'list_file:line' for error messages
+    name: str = ''  # the path as the list gives it
+
+
+PathPrefix = Optional[Tuple[str, str]]
+
+
+def parse_path_prefix(value: str) -> Tuple[str, str]:
+    """``'OLD=NEW'`` (the value of ``--path-prefix``) as ``(OLD, NEW)``."""
+    old, sep, new = value.partition('=')
+    if not sep or not old:
+        raise ValueError(f'--path-prefix takes OLD=NEW (e.g. /mnt/data/DFEW/Clip/jpg_256=DFEW/jpg_256), got {value!r}.')
+    return old, new
+
+
+def read_list_lines(list_file: str) -> List[str]:
+    """The lines of an annotation list; an ``AnnotationError`` when it is missing or not UTF-8 text (the commands
+    call it before they build a model)."""
+    if not os.path.isfile(list_file):
+        raise AnnotationError(f'Annotation list not found: {list_file}')
+    try:
+        with open(list_file, encoding='utf-8-sig') as f:  # a UTF-8 byte order mark (Windows editors) is not a path
+            return f.read().splitlines()
+    except UnicodeDecodeError as e:
+        line_no = e.object[:e.start].count(b'\n') + 1
+        raise AnnotationError(
+            f'{list_file}:{line_no} is not UTF-8 text (byte {e.object[e.start]:#04x}); save the list as UTF-8.') from None
 
 
 def read_annotation_list(
@@ -60,29 +90,26 @@ def read_annotation_list(
         data_root: str = '',
         num_classes: Optional[int] = None,
         skip_bad_clips: bool = False,
+        path_prefix: PathPrefix = None,
 ) -> Tuple[List[ClipRecord], List[str]]:
-    """Parse ``<frame_dir> <num_frames> <label>`` lines; return the records and the problems skipped.
+    """Parse ``<frame_dir> <num_frames> <label>`` or ``<frame_dir> <label>`` lines (one form per file, that of its
+    first line); return the records and the problems skipped.
 
-    Every problem raises an ``AnnotationError`` naming the file and line, unless ``skip_bad_clips`` is set, in
-    which case the line is skipped, a warning is logged and the problem is returned.
+    Every problem (a bad line, a missing folder, a folder with another number of frames than its line says)
+    raises an ``AnnotationError`` naming the file and line, unless ``skip_bad_clips`` is set, in which case the
+    line is skipped, a warning is logged and the problem is returned.
     """
-    if not os.path.isfile(list_file):
-        raise AnnotationError(f'Annotation list not found: {list_file}')
-    try:
-        with open(list_file, encoding='utf-8-sig') as f:  # a UTF-8 byte order mark (Windows editors) is not a path
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        line_no = e.object[:e.start].count(b'\n') + 1
-        raise AnnotationError(
-            f'{list_file}:{line_no} is not UTF-8 text (byte {e.object[e.start]:#04x}); save the list as UTF-8.') from None
+    lines = read_list_lines(list_file)
     records, problems = [], []
+    columns = None
     for line_no, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith('#'):
             continue
         source = f'{list_file}:{line_no}'
+        columns = columns or (2 if len(line.split()) == 2 else 3)  # the first line's form is the file's
         try:
-            records.append(_parse_line(line, source, data_root, num_classes))
+            records.append(_parse_line(line, source, data_root, num_classes, columns, path_prefix))
         except AnnotationError as e:
             if not skip_bad_clips:
                 raise
@@ -101,23 +128,48 @@ def read_annotation_list(
     return records, problems
 
 
-def _parse_line(line: str, source: str, data_root: str, num_classes: Optional[int]) -> ClipRecord:
-    fields = line.rsplit(maxsplit=2)  # the path may contain spaces
-    if len(fields) != 3 or not fields[1].isdigit() or not fields[2].lstrip('-').isdigit():
+def _parse_line(
+        line: str, source: str, data_root: str, num_classes: Optional[int], columns: int, path_prefix: PathPrefix,
+) -> ClipRecord:
+    fields = line.rsplit(maxsplit=columns - 1)  # the path may contain spaces
+    form = '"<frame_dir> <num_frames> <label>"' if columns == 3 else '"<frame_dir> <label>"'
+    if len(fields) != columns or not all(f.lstrip('-').isdigit() for f in fields[1:]):
         raise AnnotationError(
-            f'{source}: expected "<frame_dir> <num_frames> <label>" (two integers at the end), got {line!r}.')
-    rel_path, num_frames, label = fields[0], int(fields[1]), int(fields[2])
-    if num_frames < 1:
+            f'{source}: expected {form} like the file\'s first line (integers at the end), got {line!r}.')
+    rel_path, label = fields[0], int(fields[-1])
+    num_frames = int(fields[1]) if columns == 3 else None
+    if num_frames is not None and num_frames < 1:
         raise AnnotationError(f'{source}: num_frames must be >= 1, got {num_frames}.')
     if label < 0 or (num_classes is not None and label >= num_classes):
         raise AnnotationError(
             f'{source}: label {label} is outside [0, {num_classes}); pass --num-classes for another label set.')
-    path = os.path.join(data_root, rel_path)
+    mapped = rel_path
+    if path_prefix is not None and rel_path.startswith(path_prefix[0]):
+        mapped = path_prefix[1] + rel_path[len(path_prefix[0]):]
+    path = os.path.join(data_root, mapped)
     if not (os.path.isdir(path) or (os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS))):
+        hint = (f'map the list\'s absolute paths onto your copy with --path-prefix {os.path.dirname(rel_path)}=DIR'
+                if os.path.isabs(rel_path) and path_prefix is None else
+                f'check --data-root ({data_root or "."}){" and --path-prefix" if path_prefix else ""} and the list')
         raise AnnotationError(
-            f'{source}: {path} is neither a frame folder nor a video file ({", ".join(VIDEO_EXTENSIONS)}); '
-            f'check --data-root ({data_root or "."}) and the path in the list.')
-    return ClipRecord(path, num_frames, label, source)
+            f'{source}: {path} is neither a frame folder nor a video file ({", ".join(VIDEO_EXTENSIONS)}); {hint}.')
+    if os.path.isdir(path):
+        try:
+            found = len(list_frames(path))
+        except ClipLoadError as e:
+            raise AnnotationError(f'{source}: {e}') from None
+        if found == 0 or (num_frames is not None and found != num_frames):
+            said = f'the list says {num_frames} frames but ' if num_frames is not None else ''
+            raise AnnotationError(
+                f'{source}: {said}{path} holds {found} images ({"/".join(IMAGE_EXTENSIONS)}); fix the list or the folder.')
+        num_frames = found
+    elif num_frames is None:
+        from ..video.decode import VideoError, probe_video
+        try:
+            num_frames = probe_video(path).num_frames
+        except (ImportError, VideoError) as e:
+            raise AnnotationError(f'{source}: {e}') from None
+    return ClipRecord(path, num_frames, label, source, rel_path)
 
 
 def list_frames(frame_dir: str) -> List[str]:
@@ -174,7 +226,9 @@ class ClipFolderDataset(Dataset):
     run gives the same clips whatever the number of workers or processes, and a resumed run repeats it.
     Call ``set_epoch`` before every epoch, or index it with ``(epoch, index)`` pairs (:class:`EpochIndices`),
     which also reach persistent DataLoader workers. With ``num_views > 1`` (test only) an item is ``(V, C, T, H, W)``:
-    evenly shifted deterministic clips for test-time averaging.
+    evenly shifted deterministic clips for test-time averaging. With a test ``protocol`` (test only) the protocol
+    samples the frames: an item is ``(views, label, index)``, ``views`` of shape ``(V, ...)``, one per temporal
+    view (its spatial views are the same pixels), each made by ``transform``.
     """
 
     def __init__(
@@ -189,10 +243,16 @@ class ClipFolderDataset(Dataset):
             num_views: int = 1,
             seed: int = 0,
             skip_bad_clips: bool = False,
+            protocol: Optional[TestProtocol] = None,
+            path_prefix: PathPrefix = None,
     ):
-        if num_views > 1 and train:
-            raise ValueError('num_views > 1 is test-time averaging; use num_views=1 for training.')
-        self.records, self.problems = read_annotation_list(list_file, data_root, num_classes, skip_bad_clips)
+        if (num_views > 1 or protocol is not None) and train:
+            raise ValueError('num_views > 1 and a test protocol are for testing; training samples one random clip.')
+        if num_views > 1 and protocol is not None:
+            raise ValueError('Pass num_views or a test protocol (which has its own views), not both.')
+        self.records, self.problems = read_annotation_list(
+            list_file, data_root, num_classes, skip_bad_clips, path_prefix)
+        self.protocol = protocol
         self.list_file = list_file
         self.train = train
         self.transform = transform
@@ -221,10 +281,23 @@ class ClipFolderDataset(Dataset):
         frames = _read_frames(record, indices)
         return self.transform(frames) if self.transform is not None else frames
 
-    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Optional[Tuple[torch.Tensor, int]]:
+    def view_indices(self, index: int) -> List[List[int]]:
+        """The frame indices of every temporal view of clip ``index`` under the test protocol."""
+        return self.protocol.view_indices(self.records[index].num_frames)
+
+    def _load_views(self, record: ClipRecord) -> torch.Tensor:
+        views = self.protocol.view_indices(record.num_frames)
+        needed = sorted({i for view in views for i in view})
+        frames = _read_frames(record, needed)
+        position = {i: k for k, i in enumerate(needed)}
+        return torch.stack([self.transform(frames[[position[i] for i in view]]) for view in views])
+
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> Optional[Tuple[torch.Tensor, ...]]:
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         record = self.records[index]
         try:
+            if self.protocol is not None:
+                return self._load_views(record), record.label, index
             if self.train:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
@@ -279,22 +352,31 @@ def build_dataset(
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
+        protocol: Optional[TestProtocol] = None,
+        path_prefix: PathPrefix = None,
 ) -> ClipFolderDataset:
-    """The protocol's dataset for ``model``: its resolution, class count and pretrained mean/std."""
-    transform = ClipTransform(
-        **resolve_video_data_config(model), train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
+    """The dataset for ``model``: its resolution, class count and pretrained mean/std; with a test ``protocol``
+    its sampling, views and transform (``num_segments`` / ``frames_per_segment`` / ``num_views`` unused)."""
+    config = resolve_video_data_config(model)
+    if protocol is not None:
+        config['test_protocol'] = protocol
+    transform = ClipTransform(**config, train=train, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip)
     return ClipFolderDataset(
         list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
         num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
-        skip_bad_clips=skip_bad_clips)
+        skip_bad_clips=skip_bad_clips, protocol=protocol, path_prefix=path_prefix)
 
 
-def collate_clips(batch: List[Optional[Tuple[torch.Tensor, int]]]) -> Tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack clips and labels, dropping the clips that failed to load: ``(clips, labels, num_skipped)``."""
+def collate_clips(batch: List[Optional[Tuple[torch.Tensor, ...]]]) -> Tuple[Any, ...]:
+    """Stack clips and labels, dropping the clips that failed to load: ``(clips, labels, num_skipped)``, and the
+    clips' dataset indices last where the items carry them (a test protocol's)."""
     good = [item for item in batch if item is not None]
     skipped = len(batch) - len(good)
+    with_index = any(len(item) == 3 for item in good)
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    clips = torch.stack([clip for clip, _ in good])
-    labels = torch.tensor([label for _, label in good], dtype=torch.long)
+    clips = torch.stack([item[0] for item in good])
+    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
+    if with_index:
+        return clips, labels, skipped, torch.tensor([item[2] for item in good], dtype=torch.long)
     return clips, labels, skipped

@@ -16,13 +16,16 @@ from ..errors import UserError
 
 __all__ = [
     'atomic_write', 'atomic_write_json', 'OutputLockedError', 'output_lock', 'CHECKPOINT_FILES', 'BEST_FILES', 'TrainingState',
-    'recover_last', 'last_checkpoint', 'recover_best', 'read_log', 'rewrite_log', 'append_log',
+    'recover_last', 'last_checkpoint', 'recover_best', 'read_log', 'rewrite_log', 'append_log', 'RUN_FILES', 'remove_run',
 ]
 
 _logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILES = ('model.safetensors', 'config.json', 'train_state.safetensors', 'train_state.json')
 BEST_FILES = ('model.safetensors', 'config.json', 'metrics.json')  # metrics.json / train_state.json: written last
+# what a run writes in its folder (a fold's folder fold_N holds the same), killed runs' leftovers included
+RUN_FILES = ('args.json', 'args.json.tmp', 'log.jsonl', 'log.jsonl.tmp', 'summary.json', 'summary.json.tmp', 'folds.md', 'folds.json',
+             'folds.json.tmp', 'last', 'best', 'last.old', 'best.old', '.last.tmp', '.best.tmp')
 
 
 @contextmanager
@@ -77,6 +80,15 @@ def output_lock(folder: str) -> Iterator[None]:
         yield
     finally:
         f.close()
+
+
+def remove_run(folder: str) -> None:
+    """Delete what a run wrote in ``folder`` (``--overwrite``; its lock held): logs, summaries, checkpoints and
+    fold runs, including a killed run's leftovers. Other files are left alone."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name in RUN_FILES or (name.startswith('fold_') and os.path.isdir(path)):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 # -------------------------------------------------------------------------------------- checkpoint folders

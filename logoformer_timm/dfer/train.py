@@ -17,20 +17,19 @@ Under ``torchrun`` it trains with DistributedDataParallel (NCCL on GPU, gloo on 
 """
 import argparse
 import json
-import logging
 import os
 import sys
 from contextlib import nullcontext
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
-from ..cli import ArgumentParser, check_output_dir, non_negative_int, positive_int, run_cli
-from .datasets import default_num_workers
+from ..cli import ArgumentParser, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli
+from .datasets import default_num_workers, read_list_lines
 from .distributed import DistInfo, init_distributed
 from .loss import LOSSES
-from .run_folder import atomic_write_json, output_lock
+from .run_folder import atomic_write_json, output_lock, read_log, remove_run, rewrite_log
 from .trainer import OPTIMISM_NOTE, Trainer
 
 __all__ = ['main', 'build_parser', 'train_run']
@@ -59,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model', default='logoformer_small', help='timm model name')
     g.add_argument('--pretrained', action='store_true', help='start from the published weights of --model (NAME.TAG)')
     g.add_argument('--checkpoint', help='start from weights: .safetensors file, checkpoint folder or hub/ folder')
+    g.add_argument('--checkpoint-entry', metavar='NAME',
+                   help="the entry of a training checkpoint file to start from, e.g. model_ema (default: the model "
+                        "entry, 'model' / 'state_dict')")
     g.add_argument('--num-classes', type=positive_int, default=7, help='classes of the label set (a new head if it differs)')
     g.add_argument('--stem-weights', help='ResNet-18 weights for the stem: timm name or local file')
     g.add_argument('--img-size', type=positive_int, help="resolution (default: the model's, 112 for LOGO-Former)")
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('run')
     g.add_argument('--output', help='output folder')
     g.add_argument('--resume', metavar='OUTPUT', help='continue the run in OUTPUT from its last finished epoch')
+    g.add_argument('--overwrite', action='store_true',
+                   help='train into an --output that is not empty: the earlier run there (log, summaries, checkpoints, '
+                        'fold runs) is deleted first')
     g.add_argument('--seed', type=int, default=42)
     g.add_argument('--deterministic', action='store_true', help='deterministic algorithms only (slower on GPU)')
     g.add_argument('--device', help='cpu, cuda, cuda:1 (default: cuda if available)')
@@ -121,12 +126,16 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.resume:
         saved = os.path.join(args.resume, 'args.json')
+        if not os.path.isdir(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume}: the folder does not exist; pass the --output of a run.')
         if not os.path.isfile(saved):
             raise FileNotFoundError(f'--resume {args.resume}: no args.json there; is it the --output of a run?')
         with open(saved, encoding='utf-8') as f:
             parser.set_defaults(**json.load(f))
         args = parser.parse_args(argv)  # the saved arguments, overridden by the ones given now
         args.output, args.resume = args.resume, args.resume
+    if args.resume and args.overwrite:
+        raise ValueError('--resume continues the run in its folder and --overwrite deletes it: pass one.')
     missing = [f'--{n.replace("_", "-")}' for n in ('output', 'train_list', 'val_list') if not getattr(args, n)]
     if missing:
         raise ValueError(f'missing {", ".join(missing)} (or --resume OUTPUT of an earlier run).')
@@ -147,6 +156,11 @@ def _folds(args: argparse.Namespace) -> List[Optional[int]]:
         raise ValueError(f'--folds must be comma-separated integers such as 1,2,3,4,5, got {args.folds!r}.') from None
 
 
+def _lists(args: argparse.Namespace, fold: Optional[int]) -> Tuple[str, str]:
+    """The training and validation lists of ``fold``."""
+    return tuple(s if fold is None else s.replace('{fold}', str(fold)) for s in (args.train_list, args.val_list))
+
+
 def train_run(args: argparse.Namespace, info: DistInfo, fold: Optional[int] = None) -> Dict[str, Any]:
     """Train one run (one fold when ``fold`` is given); resumes when ``args.resume`` is set."""
     run_dir = args.output if fold is None else os.path.join(args.output, f'fold_{fold}')
@@ -154,11 +168,13 @@ def train_run(args: argparse.Namespace, info: DistInfo, fold: Optional[int] = No
     if args.resume and os.path.isfile(done):
         with open(done, encoding='utf-8') as f:
             summary = json.load(f)
-        if summary['epochs'] == args.epochs:
+        if summary['epochs'] == args.epochs:  # finished: its log is checked (and a torn line dropped) all the same
+            history = read_log(run_dir, upto=summary['last']['epoch'])
+            if info.is_main:
+                rewrite_log(run_dir, history)
             return summary
     os.makedirs(run_dir, exist_ok=True)
-    fmt = (lambda s: s.replace('{fold}', str(fold))) if fold is not None else (lambda s: s)
-    trainer = Trainer(args, run_dir, fmt(args.train_list), fmt(args.val_list), info)
+    trainer = Trainer(args, run_dir, *_lists(args, fold), info)
     summary = trainer.run()
     if info.is_main:
         print(_summary_text(summary, fold))
@@ -187,7 +203,7 @@ def folds_table(results: Dict[int, Dict[str, Any]]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    log_to_stderr()
     return run_cli(lambda: _main(_parse_args(argv)))
 
 
@@ -198,16 +214,23 @@ def _main(args: argparse.Namespace) -> int:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     folds = _folds(args)
+    for fold in folds:  # a missing list fails before any model is built
+        for listed in _lists(args, fold):
+            read_list_lines(listed)
     if info.is_main:
-        check_output_dir(args.output, '--output')
+        earlier_run = os.path.isfile(os.path.join(args.output, 'args.json'))
+        check_output_dir(args.output, '--output', results=() if args.resume else None, overwrite=args.overwrite,
+                         hint=f'--resume {args.output} to continue the run, ' if earlier_run else '')
     with output_lock(args.output) if info.is_main else nullcontext():
+        if info.is_main and args.overwrite:
+            remove_run(args.output)
         return _train_folds(args, info, folds)
 
 
 def _train_folds(args: argparse.Namespace, info: DistInfo, folds: List[Optional[int]]) -> int:
     if info.is_main:
         atomic_write_json(os.path.join(args.output, 'args.json'),
-                          {k: v for k, v in vars(args).items() if k not in ('resume', 'output')})
+                          {k: v for k, v in vars(args).items() if k not in ('resume', 'output', 'overwrite')})
     results = {fold: train_run(args, info, fold) for fold in folds}
     if info.is_main and folds != [None]:
         table = folds_table(results)

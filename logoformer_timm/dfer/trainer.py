@@ -15,6 +15,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..cli import progress
+from ..layers import check_finite_pixels
 from ..weights.loading import create_model, label_names
 from .datasets import EpochIndices, build_dataset, collate_clips
 from .distributed import DistInfo, ShardSampler, all_ranks_have_data, all_reduce_sum
@@ -67,7 +69,8 @@ class Trainer:
         self.model = create_model(
             args.model, args.checkpoint, args.pretrained, num_classes=args.num_classes, num_frames=num_frames,
             img_size=args.img_size, drop_rate=args.drop, drop_path_rate=args.drop_path,
-            stem_weights=args.stem_weights, new_head=True, **args.model_kwargs).to(device)
+            stem_weights=args.stem_weights, new_head=True, checkpoint_entry=getattr(args, 'checkpoint_entry', None),
+            **args.model_kwargs).to(device)
         if args.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         self.criterion = DferCriterion(
@@ -133,7 +136,6 @@ class Trainer:
 
     # -- epochs
     def train_epoch(self, epoch: int) -> Dict[str, Any]:
-        from tqdm import tqdm
         args, device, info = self.args, self.info.device, self.info
         self.step_module.train()
         self.train_sampler.set_epoch(epoch)
@@ -142,12 +144,13 @@ class Trainer:
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         batches = len(self.train_loader)
         self.optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(self.train_loader, desc=f'epoch {epoch + 1}/{args.epochs}', disable=not info.is_main, leave=False)
+        bar = progress(self.train_loader, f'epoch {epoch + 1}/{args.epochs}', enabled=info.is_main)
         for i, (clips, labels, num_skipped) in enumerate(bar):
             skipped += num_skipped
             if not all_ranks_have_data(len(labels), info):
                 continue
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            check_finite_pixels(clips)
             step_now = (i + 1) % args.grad_accum == 0 or i + 1 == batches
             sync = nullcontext() if step_now or not info.enabled else self.ddp.no_sync()
             with sync:

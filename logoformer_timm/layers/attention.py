@@ -202,15 +202,17 @@ def window_qkv(qkv: torch.Tensor, window: Sequence[int], num_heads: int) -> torc
 
 @register_notrace_function  # reason: crops depending on sizes
 def merge_window_heads(x: torch.Tensor, window: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
-    """Attention outputs ``(B*nW, heads, wt*wh*ww, d)`` of :func:`window_qkv`'s windows back to the ``(B, T, H, W,
-    heads*d)`` grid: one copy (none for a single window); padded positions are dropped (a view of the real ones)."""
+    """Attention outputs ``(B*nW, heads, wt*wh*ww, d)`` of :func:`window_qkv`'s windows back to the contiguous
+    ``(B, T, H, W, heads*d)`` grid: one copy, and a second of the real tokens when the grid was padded."""
     t, h, w = grid
     wt, wh, ww = window
     nt, nh, nw = -(-t // wt), -(-h // wh), -(-w // ww)
     x = einops.rearrange(
         x, '(b nt nh nw) heads (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) (heads d)',
         nt=nt, nh=nh, nw=nw, wt=wt, wh=wh, ww=ww)
-    return x[:, :t, :h, :w]  # drop the padding
+    # drop the padding into a contiguous grid (a no-op without padding): matmul cannot fold a cropped view into
+    # one (tokens, C) matrix, so the projection would broadcast its weight to one copy per (b, t, h) row
+    return x[:, :t, :h, :w].contiguous()
 
 
 @register_notrace_function  # reason: builds a tensor from sizes

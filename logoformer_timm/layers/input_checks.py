@@ -10,8 +10,8 @@ from timm.layers import register_notrace_function
 from .stem import STEM_STRIDE
 
 __all__ = [
-    'INPUT_LAYOUTS', 'MAX_IMG_SIZE', 'MAX_NUM_FRAMES', 'PIXEL_RANGE_WARN_ABOVE', 'check_clip', 'check_img_size',
-    'check_int']
+    'INPUT_LAYOUTS', 'MAX_IMG_SIZE', 'MAX_NUM_FRAMES', 'PIXEL_RANGE_WARN_ABOVE', 'check_clip', 'check_finite_pixels',
+    'check_img_size', 'check_int']
 
 INPUT_LAYOUTS = ('BCTHW', 'BTCHW')
 MAX_NUM_FRAMES = 1024  # bounds checked before any parameter is allocated (a config.json could ask for more)
@@ -39,6 +39,15 @@ def check_img_size(img_size: Any) -> Tuple[int, int]:
     return sizes
 
 
+def check_finite_pixels(clips: torch.Tensor) -> None:
+    """Raise a ValueError when a batch of clips holds NaN or Inf values. The commands check every batch; a model's
+    ``forward`` does not (it would cost a pass over the input), so it turns such a clip into NaN logits."""
+    if not bool(torch.isfinite(clips).all()):
+        raise ValueError(
+            'a clip holds NaN or Inf pixel values, which give meaningless predictions: check the frames, and the '
+            'mean / std of the model\'s config.')
+
+
 @register_notrace_function  # reason: branches on the clip's shape and dtype
 def check_clip(
         x: torch.Tensor,
@@ -51,8 +60,14 @@ def check_clip(
         model_name: str = 'LogoFormer',
         value_range: str = 'RGB values in [0, 1]',
 ) -> None:
-    """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip
-    for ``model_name`` (which expects ``value_range``)."""
+    """Raise a ValueError (TypeError for a dtype or a list / numpy array) naming the problem and the fix when ``x``
+    is not a valid clip for ``model_name`` (which expects ``value_range``). Values are not checked (see
+    :func:`check_finite_pixels`)."""
+    if not torch.is_tensor(x):
+        convert = 'torch.from_numpy(x)' if type(x).__module__ == 'numpy' else 'torch.tensor(x)'
+        raise TypeError(
+            f'{model_name} expects a torch.Tensor clip, got a {type(x).__module__}.{type(x).__qualname__}: convert '
+            f'it with {convert} (then .float() / 255 for 0-255 pixels).')
     layout = input_layout
     if x.ndim != 5:
         hint = ' For a single clip add the batch dim: x.unsqueeze(0).' if x.ndim == 4 else ''

@@ -31,6 +31,7 @@ from timm.models import register_model
 from timm.models._manipulate import named_apply
 from timm.models.vision_transformer import Block, VisionTransformer, _convert_openai_clip
 
+from ..data.protocol import DFER_CLIP_MAFW_LABELS as MAFW_LABELS  # DFER-CLIP's MAFW order, not MAE-DFER's
 from ..layers import INPUT_LAYOUTS, MAX_NUM_FRAMES, check_clip, check_img_size, check_int
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import CheckpointMismatchError, check_same_architecture
@@ -51,11 +52,6 @@ CITATION = """@inproceedings{zhao2023dferclip,
   year={2023}
 }"""
 
-# MAFW's 11 classes in DFER-CLIP's order (models/Text.py; its annotation files number MAFW's classes so): not the
-# order of MAE-DFER's MAFW files
-MAFW_LABELS = (
-    'Happiness', 'Sadness', 'Neutral', 'Anger', 'Surprise', 'Disgust', 'Fear', 'Contempt', 'Anxiety', 'Helplessness',
-    'Disappointment')
 CLIP_EOT_TOKEN = 49407  # the end-of-text token of CLIP's tokenizer (the last id of its vocabulary)
 _clip_norm = partial(nn.LayerNorm, eps=1e-5)
 
@@ -277,6 +273,8 @@ class DferClip(FrameTokenApi, nn.Module):
         return CosineClassifier(self.embed_dim, num_classes, self.logit_scale, **get_device_dtype(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -391,6 +389,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'input_size': (3, 224, 224),
         'pool_size': (16, 1, 1),
         'first_conv': 'image_encoder.patch_embed.proj',
+        'test_protocol': 'dfer_clip',  # logoformer_timm.data.TEST_PROTOCOLS
         'paper_ids': 'arXiv:2308.13382',
         'paper_name': 'Prompting Visual-Language Models for Dynamic Facial Expression Recognition',
         **kwargs,
@@ -431,7 +430,8 @@ def _released_cfgs() -> Dict[str, Any]:
                 f'{_SOURCE}: no per-fold figures are published, only the mean over the five {dataset} fold files, '
                 f'UAR {uar:.2f} / WAR {war:.2f}')
         split = f'fold {fold}' if fold else 'all scenes'
-        labels = dict(num_classes=11, label_names=MAFW_LABELS) if dataset == 'MAFW' else {}
+        labels = (dict(num_classes=11, label_names=MAFW_LABELS, test_protocol='dfer_clip_mafw')
+                  if dataset == 'MAFW' else {})
         cfgs[name] = released_cfg(
             name, _cfg(**labels), _DRIVE.format(drive_id),
             f'the DFER-CLIP {dataset} {split} .pth file linked from the README of github.com/zengqunzhao/DFER-CLIP, '

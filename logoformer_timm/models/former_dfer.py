@@ -233,6 +233,8 @@ class FormerDFER(FrameTokenApi, nn.Module):
         update_model_input_size(self, img_size, num_frames=num_frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -251,7 +253,9 @@ class FormerDFER(FrameTokenApi, nn.Module):
         # '(b t) c h w -> (b t) (h w) c', tokens in row-major (h, w) order as the official flatten
         x = maps.flatten(0, 1).flatten(2).transpose(1, 2)
         x = self.spatial_blocks(x + pos.flatten(1, 2))
-        x = self.layer4(x.transpose(1, 2).unflatten(2, grid))  # '(b t) (h w) c -> (b t) c h w'
+        # '(b t) (h w) c -> (b t) c h w', contiguous: on the channels-last view every convolution of layer4 would
+        # copy its weight to channels-last, call after call (larger than the 7x7 maps, and slower)
+        x = self.layer4(x.transpose(1, 2).unflatten(2, grid).contiguous())
         return x.mean((2, 3)).unflatten(0, maps.shape[:2])  # average pool, '(b t) c -> b t c'
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -341,10 +345,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: FormerDFER) -> Dict[
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
-    # the DFER test protocol of LOGO-Former's cfg (16 x 112 x 112, whole face crop resized bilinear, pixels / 255,
-    # no mean/std, DFEW's label order), which is the official Former-DFER test transform
+    # LOGO-Former's cfg (16 x 112 x 112, pixels / 255, no mean/std, DFEW's label order) with the authors' test
+    # protocol (their loader's sampling and PIL resize)
     return _dfer_cfg(**{
         'pool_size': (16, 1, 1),
+        'test_protocol': 'former_dfer',  # logoformer_timm.data.TEST_PROTOCOLS
         'paper_ids': 'doi:10.1145/3474085.3475292',
         'paper_name': 'Former-DFER: Dynamic Facial Expression Recognition Transformer',
         **kwargs,

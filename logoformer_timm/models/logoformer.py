@@ -26,6 +26,7 @@ from timm.models import register_model
 from timm.models._input import update_model_input_size
 from timm.models._manipulate import checkpoint_seq, named_apply
 
+from ..data.protocol import DFER_LABELS
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
     WindowSummary, check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
@@ -43,9 +44,6 @@ CITATION = """@inproceedings{ma2023logoformer,
   booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
   year={2023}
 }"""
-
-DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')
-
 
 class LogoFormer(ClipModelApi, nn.Module):
     """LOGO-Former for clips ``(B, C, T, H, W)``; see the module docstring and ``docs/architecture.md``."""
@@ -271,8 +269,9 @@ class LogoFormer(ClipModelApi, nn.Module):
         self._warn_on_pixel_range(x)
         # 'b c t h w -> b t c h w' (a view; BTCHW clips already are)
         frames = self.stem.forward_clip(x.transpose(1, 2) if self.input_layout == 'BCTHW' else x)
-        # 'b t c h w -> b t h w c'
-        x = self.token_embed(frames.permute(0, 1, 3, 4, 2))
+        # 'b t c h w -> b t h w c', contiguous (a no-op for channels-last maps): matmul folds only a
+        # (tokens, C) matrix into one multiply; on the permuted view it broadcasts the weight per (b, t, h) row
+        x = self.token_embed(frames.permute(0, 1, 3, 4, 2).contiguous())
         return self.pos_drop(x + self._pos_embed(x.shape[1:4]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,6 +291,8 @@ class LogoFormer(ClipModelApi, nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
@@ -348,6 +349,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
         'first_conv': 'stem.conv1',
         'classifier': 'head',
         'label_names': DFER_LABELS,
+        'test_protocol': 'logoformer',  # logoformer_timm.data.TEST_PROTOCOLS
         'license': 'mit',
         'paper_ids': 'arXiv:2305.03343',
         'paper_name': 'LOGO-Former: Local-Global Spatio-Temporal Transformer for Dynamic Facial Expression Recognition',

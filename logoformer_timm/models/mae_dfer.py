@@ -26,9 +26,10 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Format, Mlp, trunc_normal_, use_fused_attn
-from timm.models import clean_state_dict, register_model
+from timm.models import register_model
 from timm.models._manipulate import checkpoint_seq
 
+from ..data.protocol import DFER_LABELS, MAFW_LABELS  # MAFW's: the label order of the official preprocess/mafw.py
 from ..layers import (
     INPUT_LAYOUTS, MAX_NUM_FRAMES, attend, check_clip, check_img_size, check_int, to_3tuple, window_merge,
     window_partition)
@@ -36,7 +37,6 @@ from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
-from .logoformer import DFER_LABELS
 from .released import ReportedResult, released_cfg
 
 __all__ = ['MaeDfer', 'CITATION', 'MAFW_LABELS', 'checkpoint_filter_fn']
@@ -49,10 +49,6 @@ CITATION = """@inproceedings{sun2023maedfer,
   year={2023}
 }"""
 
-# MAFW's 11 classes in the label order of the official preprocess/mafw.py
-MAFW_LABELS = (
-    'Anger', 'Disgust', 'Fear', 'Happiness', 'Neutral', 'Sadness', 'Surprise', 'Contempt', 'Anxiety', 'Helplessness',
-    'Disappointment')
 ATTN_TYPES = ('local_global', 'joint')
 CLASSIFY_TOKENS = ('region', 'org', 'all')  # pooled by forward_head: region tokens, grid tokens, or both
 PATCH_SIZE = 16
@@ -449,6 +445,8 @@ class MaeDfer(ClipModelApi, nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of clips. The clip's type, shape and dtype are checked, its values are not (for speed):
+        NaN / Inf pixels give NaN logits (the commands refuse such clips: ``layers.check_finite_pixels``)."""
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(
@@ -504,16 +502,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MaeDfer) -> Dict[str
     """An official MAE-DFER checkpoint (or this model's own state dict) as ``model``'s state dict.
 
     The official file is ``{'model', 'optimizer', 'epoch', 'scaler', 'args'}`` (+ ``'model_ema'`` when trained
-    with EMA). Its evaluation loads ``'model'`` (``--model_key model|module``), so that is the entry read here,
-    not timm's EMA-first choice. Our own files (a state dict, or a training container) load as they are.
+    with EMA). Its evaluation loads ``'model'`` (``--model_key model|module``), which is the entry
+    :func:`~logoformer_timm.weights.files.unwrap_checkpoint` takes on every route. Our own files (a state dict, or a training container) load as they are.
     Anything that does not fit raises :class:`CheckpointMismatchError` naming the keys.
     """
-    for container in ('model', 'module'):
-        if isinstance(state_dict.get(container), dict):
-            state_dict = clean_state_dict(state_dict[container])
-            break
-    else:
-        state_dict = unwrap_checkpoint(state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
@@ -578,10 +571,11 @@ def _released_cfgs() -> Dict[str, Any]:
             f"MAE-DFER fine-tuned on {dataset} {split}{note}: the 'checkpoint' link of that row of the README's "
             f"table (a .pth file, {{'model', 'optimizer', 'epoch', 'scaler', 'args'}}). Official test input: 16 "
             f"frames at sampling rate {stride}, every frame resized to 160 x 160 (bilinear), ImageNet mean / std; "
-            f"the reported numbers average 2 temporal x 2 spatial views (the cfg describes one view).")
+            f"the reported numbers average 2 temporal x 2 spatial views (the cfg's test_protocol).")
         labels = dict(num_classes=11, label_names=MAFW_LABELS) if dataset == 'MAFW' else {}
+        protocol = dict(test_protocol=f'mae_dfer_{dataset.lower()}')  # logoformer_timm.data.TEST_PROTOCOLS
         cfgs[f'mae_dfer.{tag}'] = released_cfg(
-            f'mae_dfer.{tag}', _cfg(**labels), _DRIVE.format(drive_id), description,
+            f'mae_dfer.{tag}', _cfg(**labels, **protocol), _DRIVE.format(drive_id), description,
             ReportedResult(dataset, fold, uar, war, _README))
     return clip_default_cfgs(cfgs)
 

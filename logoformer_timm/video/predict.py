@@ -2,7 +2,9 @@
 
 Pipeline: stream the video (:mod:`logoformer_timm.video.decode`), sample the model's frames uniformly over the clip
 (or over each ``--window`` seconds every ``--stride`` seconds), detect and crop the face
-(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label.
+(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label. A zoo tag samples each window
+and merges its views by its authors' test protocol (``logoformer_timm.data.protocol``), and the result's warnings
+say in one line what differs from their evaluation (the face crops, the video decode).
 
 Python: :func:`load_clip` gives the ``(C, T, H, W)`` tensor a model takes, :func:`predict_video` a
 :class:`VideoPrediction`. Needs the ``video`` extra.
@@ -13,21 +15,22 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 from einops import rearrange
 
-from ..cli import ArgumentParser, positive_float, run_cli
-from ..data import ClipTransform, resolve_video_data_config
+from ..cli import ArgumentParser, positive_float, positive_int, run_cli
+from ..data import ClipTransform, merge_views, resolve_video_data_config
+from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .decode import window_indices
 from .faces import Box, FaceDetector, _import_cv2, crop_faces
+from .prediction import PREDICTION_SCHEMA, VideoPrediction, WindowPrediction
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
@@ -35,108 +38,6 @@ __all__ = [
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
-
-_NUMBER = {'type': 'number'}
-_PROBABILITY = {'type': 'number', 'minimum': 0, 'maximum': 1}
-# JSON Schema (draft 2020-12) of ``logoformer-predict --json`` and of ``VideoPrediction.to_dict()``.
-PREDICTION_SCHEMA: Dict[str, Any] = {
-    '$schema': 'https://json-schema.org/draft/2020-12/schema',
-    'title': 'logoformer-predict output',
-    'type': 'object',
-    'required': ['video', 'model', 'weights', 'labels', 'frames_per_clip', 'windows', 'warnings'],
-    'additionalProperties': False,
-    'properties': {
-        'video': {
-            'type': 'object',
-            'required': ['path', 'width', 'height', 'fps', 'num_frames', 'duration', 'codec'],
-            'additionalProperties': False,
-            'properties': {
-                'path': {'type': 'string'},
-                'width': {'type': 'integer', 'minimum': 1},
-                'height': {'type': 'integer', 'minimum': 1},
-                'fps': {'type': 'number', 'exclusiveMinimum': 0},
-                'num_frames': {'type': 'integer', 'minimum': 1},
-                'duration': {'type': 'number', 'exclusiveMinimum': 0},
-                'codec': {'type': 'string'},
-            },
-        },
-        'model': {'type': 'string', 'description': 'timm model name'},
-        'weights': {'type': 'string', 'description': "'checkpoint:PATH', 'pretrained', 'random-init' or 'user'"},
-        'labels': {'type': 'array', 'items': {'type': 'string'}, 'minItems': 1},
-        'frames_per_clip': {'type': 'integer', 'minimum': 1},
-        'windows': {
-            'type': 'array',
-            'minItems': 1,
-            'items': {
-                'type': 'object',
-                'required': [
-                    'start', 'end', 'frame_indices', 'frame_times', 'faces_found', 'boxes', 'probabilities', 'top_k'],
-                'additionalProperties': False,
-                'properties': {
-                    'start': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
-                    'end': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
-                    'frame_indices': {'type': 'array', 'items': {'type': 'integer', 'minimum': 0}},
-                    'frame_times': {'type': 'array', 'items': {'type': 'number', 'minimum': 0}},
-                    'faces_found': {
-                        'type': 'array', 'items': {'type': 'boolean'},
-                        'description': 'per sampled frame: the detector found a face (else interpolated/fallback)'},
-                    'boxes': {
-                        'type': 'array', 'items': {'type': 'array', 'items': _NUMBER, 'minItems': 4, 'maxItems': 4},
-                        'description': 'per sampled frame: crop box (x1, y1, x2, y2) in frame pixels'},
-                    'probabilities': {'type': 'object', 'additionalProperties': _PROBABILITY},
-                    'top_k': {
-                        'type': 'array',
-                        'items': {
-                            'type': 'object', 'required': ['label', 'probability'], 'additionalProperties': False,
-                            'properties': {'label': {'type': 'string'}, 'probability': _PROBABILITY}}},
-                },
-            },
-        },
-        'warnings': {'type': 'array', 'items': {'type': 'string'}},
-    },
-}
-
-
-@dataclass
-class WindowPrediction:
-    """Prediction for one clip of the video (the whole video, or one sliding window)."""
-    start: float  # seconds
-    end: float  # seconds
-    frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos)
-    frame_times: List[float]  # seconds
-    faces_found: List[bool]  # per sampled frame: the detector found a face there
-    boxes: List[Box]  # per sampled frame: the crop box in frame pixels
-    probabilities: Dict[str, float]  # label -> softmax probability
-    top_k: List[Tuple[str, float]]
-
-
-@dataclass
-class VideoPrediction:
-    """Result of :func:`predict_video`; ``to_dict()`` follows :data:`PREDICTION_SCHEMA`."""
-    video: VideoInfo
-    model: str
-    weights: str
-    labels: List[str]
-    frames_per_clip: int
-    windows: List[WindowPrediction]
-    warnings: List[str] = field(default_factory=list)
-    face_detection: bool = True  # False with detect=False (--no-detect): faces_found says nothing then
-    # seconds: total, decode, faces (detection and cropping), model (all batches), first_batch; not in to_dict()
-    timing: Dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict, the ``--json`` output."""
-        video = {k: v for k, v in asdict(self.video).items() if k != 'frame_times'}
-        windows = []
-        for w in self.windows:
-            row = asdict(w)
-            row['boxes'] = [list(b) for b in w.boxes]
-            row['top_k'] = [dict(label=label, probability=p) for label, p in w.top_k]
-            windows.append(row)
-        return dict(
-            video=video, model=self.model, weights=self.weights, labels=list(self.labels),
-            frames_per_clip=self.frames_per_clip, windows=windows, warnings=list(self.warnings))
-
 
 def _clip_tensor(crops: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 crops to a float ``(C, T, H, W)`` clip in [0, 1]."""
@@ -167,6 +68,23 @@ def _clip_plan(info: VideoInfo, num_frames: int, start: Optional[float], end: Op
         raise ValueError(f'start={start} s is past the end of the video ({info.duration:.2f} s).')
     frames = window_indices(info, start, end)
     return uniform_indices(len(frames), num_frames, start=frames.start)
+
+
+def _protocol_plan(info: VideoInfo, protocol, start: float, end: float) -> List[List[int]]:
+    """The frames of every temporal view of the window ``[start, end)`` by a test protocol's sampler."""
+    frames = window_indices(info, start, end)
+    return [[frames.start + i for i in view] for view in protocol.view_indices(len(frames))]
+
+
+def _protocol_note(protocol, detect: bool) -> str:
+    """One line: what a prediction by a zoo tag's protocol does differently from its authors' evaluation, and why."""
+    done = (f'{protocol.name}: each window\'s frames are sampled and its {protocol.num_views} views merged as the '
+            f'authors\' evaluation does ({protocol.merge.replace("_", " ")})')
+    if detect:
+        return (done + '; but the faces are detected and cropped here and resized with OpenCV, where the authors '
+                       'evaluated face crops made beforehand and resized with PIL (a video holds whole frames)')
+    return done + ('; the frames are decoded from the video, where the authors read JPEG frames (the pixels differ '
+                   'by the video codec)')
 
 
 def _per_frame_boxes(boxes: Optional[Sequence[Optional[Box]]], info: VideoInfo, indices: Sequence[int]):
@@ -214,6 +132,15 @@ def load_clip(
     return _clip_tensor(faces.crops)
 
 
+def check_save_crops(directory: Optional[str]) -> None:
+    """A ``--save-crops`` folder must be new or empty: crops are never overwritten or mixed with another run's."""
+    if directory and os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f'--save-crops {directory} is a file; pass a new or empty folder for the crops.')
+    if directory and os.path.isdir(directory) and os.listdir(directory):
+        raise ValueError(f'--save-crops {directory} is not empty; pass a new or empty folder (crops are never '
+                         f'overwritten or mixed with another run\'s).')
+
+
 def _save_crops(directory: str, window: int, indices: Sequence[int], crops: np.ndarray) -> None:
     cv2 = _import_cv2()
     folder = os.path.join(directory, f'window_{window:03d}')
@@ -254,9 +181,7 @@ def predict_video(
         batch_size: Clips per forward pass.
     """
     check_clip_model(model)
-    if save_crops and os.path.isdir(save_crops) and os.listdir(save_crops):
-        raise ValueError(f'--save-crops {save_crops} is not empty; pass a new or empty folder (crops are never '
-                         f'overwritten or mixed with another run\'s).')
+    check_save_crops(save_crops)
     info = probe_video(path)
     if window is None:
         if stride is not None:
@@ -265,22 +190,33 @@ def predict_video(
     else:
         spans = sliding_windows(info.duration, window, window if stride is None else stride)
     num_frames, size = model.num_frames, tuple(model.img_size)
-    plans = [_clip_plan(info, num_frames, s, e) for s, e in spans]
-    transform = ClipTransform(**resolve_video_data_config(model))  # the crops are already at the model's size
+    config = resolve_video_data_config(model)
+    protocol = config['test_protocol']
+    if protocol is not None and protocol.authors:  # a zoo tag: its authors' sampling, views and merge
+        views = [_protocol_plan(info, protocol, s, e) for s, e in spans]
+        notes = [_protocol_note(protocol, detect)]
+    else:  # LOGO-Former: one clip of uniformly sampled frames
+        views = [[_clip_plan(info, num_frames, s, e)] for s, e in spans]
+        notes, protocol = [], None
+    plans = [[i for view in window_views for i in view] for window_views in views]
+    transform = ClipTransform(**config)  # the protocol's resize (PIL for a zoo tag), scaling and mean / std
+    merge = protocol.merge if protocol is not None else 'logit_mean'
     labels = label_names(model)
     top_k = max(1, min(top_k, len(labels)))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
 
-    notes, faces_by_window, probs_by_window, pending = [], {}, {}, []
+    faces_by_window, probs_by_window, pending = {}, {}, []
     timing = dict(decode=0., faces=0., model=0.)
     started = time.perf_counter()
 
     def run(batch):
         tic = time.perf_counter()
-        clips = torch.stack([c for _, c in batch]).to(device)
-        probs = model(clips).float().softmax(dim=-1).cpu()  # .cpu() waits for the device
+        clips = torch.stack([c for _, c in batch])  # (B, V, ...)
+        check_finite_pixels(clips)
+        logits = model(clips.flatten(0, 1).to(device)).float().cpu()  # .cpu() waits for the device
+        probs = merge_views(logits.reshape(*clips.shape[:2], -1), merge).float()
         for (number, _), p in zip(batch, probs):
             probs_by_window[number] = p
         timing.setdefault('first_batch', time.perf_counter() - tic)
@@ -306,7 +242,10 @@ def predict_video(
             faces_by_window[number] = faces
             if save_crops:
                 _save_crops(save_crops, number, plans[number], faces.crops)
-            pending.append((number, transform(rearrange(torch.from_numpy(faces.crops), 't h w c -> t c h w'))))
+            # whole face frames (no detection) reach the protocol's resize as they are, as the authors' frames do
+            pixels = np.stack(frames) if protocol is not None and not detect else faces.crops
+            pixels = rearrange(torch.from_numpy(pixels), '(v t) h w c -> v t c h w', v=len(views[number]))
+            pending.append((number, torch.stack([transform(view) for view in pixels])))
             if len(pending) == batch_size:
                 run(pending)
                 pending = []
@@ -371,10 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--model', default=None, help='timm model name (default: logoformer_base, or the folder\'s)')
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument('--checkpoint', help='.safetensors / .pth weights file, or a model folder with config.json')
+    parser.add_argument('--checkpoint-entry', metavar='NAME',
+                        help="the entry of a training checkpoint file to load, e.g. model_ema (default: the model "
+                             "entry, 'model' / 'state_dict', as its authors' evaluation loads it)")
     weights.add_argument('--pretrained', action='store_true', help='published weights (none are published yet)')
     weights.add_argument(
         '--random-init', action='store_true', help='random weights: tests the pipeline, predictions are meaningless')
-    parser.add_argument('--top-k', type=int, default=3, help='labels to show per window (default: 3)')
+    parser.add_argument('--top-k', type=positive_int, default=3, help='labels to show per window (default: 3)')
     parser.add_argument('--device', default='cpu', help='torch device (default: cpu)')
     parser.add_argument('--json', action='store_true', help='print JSON (schema: predict.PREDICTION_SCHEMA)')
     parser.add_argument('--save-crops', metavar='DIR', help='write the face crops the model saw as PNGs')
@@ -386,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(
         '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
-    parser.add_argument('--batch-size', type=int, default=8, help='windows per forward pass (default: 8)')
+    parser.add_argument('--batch-size', type=positive_int, default=8, help='windows per forward pass (default: 8)')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
-                        help='bf16/fp16: autocast (fp16 needs a GPU or an AMX-FP16 CPU) (default: fp32)')
+                        help='bf16: weights cast to bfloat16 (measured faster than bf16 autocast, as exact); fp16: '
+                             'autocast (needs a GPU or an AMX-FP16 CPU) (default: fp32)')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the model (the first batch compiles: tens of seconds on CPU)')
     parser.add_argument('--verbose', action='store_true',
@@ -400,17 +343,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``logoformer-predict``; user errors print one line to stderr and exit with 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.margin > MAX_MARGIN:
-        parser.error(f'--top-k and --batch-size must be >= 1 and --margin at most {MAX_MARGIN}.')
+    if args.margin > MAX_MARGIN:
+        parser.error(f'--margin must be at most {MAX_MARGIN}, got {args.margin}.')
     if args.stride is not None and args.window is None:
         parser.error('--stride needs --window.')
     from ..models import PretrainedWeightsUnavailableError
 
     def body() -> None:
-        probe_video(args.video)  # fail on a bad video before building the model
+        probe_video(args.video)  # fail on a bad video or crops folder before building the model
+        check_save_crops(args.save_crops)
         try:
             model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
-                                        args.precision, args.compile)
+                                        args.precision, args.compile, args.checkpoint_entry)
         except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
             if args.checkpoint is None or isinstance(e, PretrainedWeightsUnavailableError):
                 raise

@@ -119,9 +119,17 @@ def _results_table(uar: float, war: float) -> str:
             f'| WAR (accuracy) | {100 * war:.2f} |')
 
 
+# what Markdown (CommonMark, GitHub's and the Hub's extensions) interprets inside a line: escapes, code, emphasis
+# (``_`` only at a word's edge), links, HTML, table cells, strikethrough, entities, math; and at a line's start:
+# headings, quotes, list items, setext underlines
+_MD_INLINE = re.compile(r'[\\`*\[\]<>|~&$]|(?<![^\W_])_|_(?![^\W_])')
+_MD_LINE_START = re.compile(r'^(?:[#>+=-]|\d+(?=[.)]))')
+
+
 def _md_text(text: Any) -> str:
-    """Free text as literal Markdown: one line, every Markdown character backslash-escaped."""
-    return re.sub(r'([\\`*_{}\[\]<>()#+\-.!|~=])', r'\\\1', ' '.join(str(text).split()))
+    """Free text as literal Markdown on one line: readable as typed, only what Markdown would interpret escaped."""
+    text = _MD_INLINE.sub(lambda m: '\\' + m.group(), ' '.join(str(text).split()))
+    return _MD_LINE_START.sub(lambda m: m.group() + '\\' if m.group()[0].isdigit() else '\\' + m.group(), text)
 
 
 def _md_code(text: str) -> str:

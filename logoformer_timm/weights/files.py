@@ -10,6 +10,7 @@ Every route that reads weights goes through here: the model loader (``logoformer
 imports model code, so the model may import it.
 """
 import hashlib
+import logging
 import os
 import pickle
 import re
@@ -24,10 +25,15 @@ from timm.models import clean_state_dict
 from ..errors import UserError
 
 __all__ = [
-    'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WeightsFileError', 'check_weights', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
+    'EMA_ENTRIES', 'MODEL_ENTRIES', 'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError',
+    'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
 PathLike = Union[str, os.PathLike]
+_logger = logging.getLogger(__name__)
+
+# the floating dtypes weights are read in (cast to the model's exactly); integer tensors are the model's buffers
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 class WeightsFileError(UserError, RuntimeError):
@@ -117,7 +123,8 @@ def read_safetensors(data: bytes, name: PathLike) -> Dict[str, torch.Tensor]:
 
 def check_weights(
         weights: Mapping[str, Any], source: PathLike, reference: Optional[Mapping[str, torch.Tensor]] = None) -> None:
-    """Refuse NaN / Inf values, and integer tensors where ``reference`` (the model's state dict) has floating point.
+    """Refuse tensors of an unsupported dtype (complex, float8: any float not in ``WEIGHT_DTYPES``), NaN / Inf
+    values, and integer tensors where ``reference`` (the model's state dict) has floating point.
 
     Every loading route calls it: :func:`read_checkpoint`, the manifest loader and ``checkpoint_filter_fn``.
     Integer buffers of the model itself (BatchNorm ``num_batches_tracked``) load as they are.
@@ -126,6 +133,12 @@ def check_weights(
         return ', '.join(keys[:6]) + (f', ... ({len(keys)} in all)' if len(keys) > 6 else '')
 
     tensors = {k: v for k, v in weights.items() if torch.is_tensor(v)}
+    unsupported = [f'{k} ({v.dtype})' for k, v in tensors.items()
+                   if v.dtype not in WEIGHT_DTYPES and (v.is_floating_point() or v.is_complex())]
+    if unsupported:  # complex or float8: a cast would drop the imaginary part or keep 3 bits of mantissa
+        raise WeightsFileError(
+            f'{source} holds tensors of a dtype weights are never read from: {listing(unsupported)}; weights must '
+            f'be {", ".join(str(d).removeprefix("torch.") for d in WEIGHT_DTYPES)} (integer buffers aside).')
     non_finite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if non_finite:
         raise WeightsFileError(
@@ -133,39 +146,78 @@ def check_weights(
             f'Use a checkpoint saved before training diverged.')
     integer = [f'{k} ({v.dtype})' for k, v in tensors.items()
                if reference is not None and k in reference and reference[k].is_floating_point()
-               and not (v.is_floating_point() or v.is_complex())]
+               and not v.is_floating_point()]
     if integer:
         raise WeightsFileError(
             f'{source} holds integer tensors where the model has floating point ones: {listing(integer)}; '
             f'weights are never cast from integers, so these are not the trained values.')
 
 
-def unwrap_checkpoint(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The weights inside a training checkpoint (EMA first, as timm does), without DDP / compile prefixes."""
-    for container in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(container), dict):
-            return clean_state_dict(checkpoint[container])
-    return clean_state_dict(checkpoint)
+# The one rule for which entry of a training container is the model, on every route (the Python API, every
+# command, the export): the trained model itself, as each official evaluation loads it (MAE-DFER's ``model``,
+# ``--model_key model|module``; Former-DFER's ``state_dict``) and as timm's validate.py does without --use-ema;
+# an EMA entry only when it is the only one, or when asked for (``entry=``, ``--checkpoint-entry``).
+MODEL_ENTRIES = ('model', 'state_dict', 'module')
+EMA_ENTRIES = ('model_ema', 'state_dict_ema')
+
+
+def checkpoint_entries(checkpoint: Mapping[str, Any]) -> List[str]:
+    """The entries of a training container that hold weights, in the order of the rule (model first, then EMA)."""
+    return [name for name in MODEL_ENTRIES + EMA_ENTRIES if isinstance(checkpoint.get(name), dict)]
+
+
+def unwrap_checkpoint(checkpoint: Dict[str, Any], entry: Optional[str] = None, source: PathLike = 'the checkpoint',
+                      ) -> Dict[str, Any]:
+    """The weights inside a training checkpoint, without DDP / compile prefixes: ``entry`` when given, else the
+    first of :data:`MODEL_ENTRIES` then :data:`EMA_ENTRIES`; a file with a model and an EMA entry logs which it took.
+    A plain state dict is returned as it is (an ``entry`` it does not have raises)."""
+    entries = checkpoint_entries(checkpoint)
+    if entry is not None:
+        if entry not in entries:
+            held = ', '.join(entries) or 'none (it is a plain state dict)'
+            raise WeightsFileError(
+                f'{source} has no entry {entry!r} holding weights; its entries: {held}. Drop --checkpoint-entry or '
+                f'name one of them.')
+        return clean_state_dict(checkpoint[entry])
+    if not entries:
+        return clean_state_dict(checkpoint)
+    if len(entries) > 1 and any(e in EMA_ENTRIES for e in entries):
+        other = next(e for e in entries[1:] if (e in EMA_ENTRIES) != (entries[0] in EMA_ENTRIES))
+        _logger.warning(
+            "%s holds %s: using '%s' (the model its authors' evaluation loads); pass --checkpoint-entry %s "
+            "(Python: pretrained_cfg_overlay=dict(checkpoint_entry='%s')) for the other",
+            source, ' and '.join(f"'{e}'" for e in entries), entries[0], other, other)
+    return clean_state_dict(checkpoint[entries[0]])
+
+
+def _holds_safetensors(path: Path) -> bool:
+    """Whether a file's content is safetensors, whatever its name: a little-endian u64 header length that fits the
+    file, then the JSON header's ``{`` (a torch file starts with a zip's ``PK`` or a pickle's ``0x80``)."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b'{' and 8 + int.from_bytes(head[:8], 'little') <= path.stat().st_size
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a checkpoint file as saved (containers kept); its weights are checked for NaN / Inf on the way."""
+    """Read a checkpoint file as saved (containers kept): safetensors by its content (any name) or suffix, else a
+    weights-only torch file; its weights are checked (:func:`check_weights`) on the way."""
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f'Checkpoint not found: {path}')
-    if path.suffix == '.safetensors':
+    if path.suffix.lower() == '.safetensors' or _holds_safetensors(path):
         checkpoint = read_safetensors(path.read_bytes(), path)
         check_weights(checkpoint, path)
         return checkpoint
     checkpoint = _torch_load(path)
     if not isinstance(checkpoint, dict):
         raise WeightsFileError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
-    check_weights(unwrap_checkpoint(checkpoint), path)
+    for entry in checkpoint_entries(checkpoint) or [None]:
+        check_weights(unwrap_checkpoint(checkpoint, entry, path), path)
     return checkpoint
 
 
-def read_state_dict(path: PathLike) -> Dict[str, Any]:
+def read_state_dict(path: PathLike, entry: Optional[str] = None) -> Dict[str, Any]:
     """The weights of a checkpoint file or model folder (its ``model.safetensors``), unwrapped (see above)."""
     if os.path.isdir(path):
         path = os.path.join(path, 'model.safetensors')
-    return unwrap_checkpoint(read_checkpoint(path))
+    return unwrap_checkpoint(read_checkpoint(path), entry, path)

@@ -1,13 +1,14 @@
 """The command line ``logoformer-hub export|verify|push`` (also ``python -m logoformer_timm.weights.hub``; the
 repository's ``hub/export.py``, ``hub/verify.py`` and ``hub/push.py`` are the same subcommands), over
-:func:`.publish.export_folder`, :func:`.publish.verify_folder` and :func:`.publish.push_folder`.
+:func:`.publish.export_folder`, :func:`.verify.verify_folder` and :func:`.verify.push_folder`.
 """
 import argparse
 import sys
 from typing import Any, Optional, Sequence
 
 from ..cli import ArgumentParser, run_cli
-from .publish import export_folder, push_folder, verify_folder
+from .publish import export_folder
+from .verify import push_folder, verify_folder
 
 __all__ = ['build_parser', 'main']
 
@@ -20,7 +21,8 @@ classes are read from the weights, the rest of the architecture from the checkpo
 --model-kwargs for a bare weights file); the metrics table of the card comes only from --metrics."""
 _VERIFY_DOC = """Check an exported Hub repo folder before publishing it.
 
-Reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
+Checks that every tensor of model.safetensors is bitwise the source checkpoint's (after its key mapping), then
+reloads the folder through timm's local-dir: route and through hf-hub: from a seeded offline cache, and checks
 that both give logits identical to the source checkpoint on a fixed clip. Exits non-zero on any difference."""
 _PUSH_DOC = """Publish a verified export folder to the Hugging Face Hub.
 
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser('export', help=_EXPORT_DOC.split('\n')[0], description=_EXPORT_DOC,
                                  formatter_class=raw)
-    export.add_argument('--model', required=True,
-                        help='architecture the checkpoint was trained as, e.g. logoformer_base')
+    export.add_argument('--model',
+                        help='architecture the checkpoint was trained as, e.g. logoformer_base (default: the one a '
+                             "checkpoint folder's config.json names; a weights file needs it)")
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
@@ -70,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument('--checkpoint', required=True, help='the training checkpoint the folder was exported from')
     push.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
                         help='for a bare weights file: the --model-kwargs it was exported with')
+    for command in (export, verify, push):
+        command.add_argument(
+            '--checkpoint-entry', metavar='NAME',
+            help="the entry of a training checkpoint file to take, e.g. model_ema (default: the model entry, 'model' "
+                 "/ 'state_dict', as its authors' evaluation loads it)")
     push.add_argument('--yes', action='store_true', help='really upload (default: dry run)')
     push.add_argument('--dry-run', action='store_true', help='only list what would be uploaded (the default)')
     push.add_argument('--private', action='store_true', help='create the repo as private')
@@ -79,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace, api: Any) -> None:
     result = export_folder(
         args.model, args.checkpoint, args.out, tag=args.tag, metrics=args.metrics, dtype=args.dtype,
-        model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license)
+        model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license,
+        checkpoint_entry=args.checkpoint_entry)
     print(f'wrote {result.folder}: ' + ', '.join(sorted(p.name for p in result.folder.iterdir())))
     print(f'sha256(model.safetensors) = {result.sha256}')
     if result.hf_hub_id:
@@ -90,7 +99,9 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    for route, diff in verify_folder(args.folder, args.checkpoint, args.model_kwargs).items():
+    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs, args.checkpoint_entry)
+    print(f'model.safetensors: every tensor bitwise identical to {args.checkpoint} (after its key mapping)')
+    for route, diff in routes.items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
     print(f'OK: {args.folder} is ready to push')
 
@@ -98,7 +109,7 @@ def _verify(args: argparse.Namespace, api: Any) -> None:
 def _push(args: argparse.Namespace, api: Any) -> None:
     result = push_folder(
         args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api,
-        model_kwargs=args.model_kwargs)
+        model_kwargs=args.model_kwargs, checkpoint_entry=args.checkpoint_entry)
     print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
     print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
     for name, size in result['files']:

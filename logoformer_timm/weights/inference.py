@@ -1,15 +1,22 @@
 """The fast path for inference, one mechanism for ``logoformer-predict``, ``logoformer-eval`` and ``load_model``.
 
-:func:`prepare_for_inference` puts a model in eval mode, makes its forward run under ``torch.autocast`` in
-bfloat16 or float16 (returning float32 outputs; weights, norms and softmax stay float32 where autocast keeps
-them) and optionally compiles it with ``torch.compile`` (inductor; the first forward pass of every new input
+:func:`prepare_for_inference` puts a model in eval mode, runs it in bfloat16 or float16 (returning float32
+outputs) and optionally compiles it with ``torch.compile`` (inductor; the first forward pass of every new input
 shape compiles, which takes tens of seconds on a CPU).
 
+``bf16`` casts the weights to bfloat16 (timm benchmark.py's ``--model-dtype bfloat16``); ``fp16`` runs under
+``torch.autocast`` (weights, norms and softmax stay float32 where autocast keeps them: float16's narrow range).
+For bf16 both were measured side by side (``benchmarks/results/bf16_cpu.md``: one run, one thread, batch 1,
+16x112x112, a 2-core AMD EPYC Zen 5 with AVX512-BF16 and no AMX). Eager, cast weights ran 2.25x, 2.20x and 2.88x
+float32 for tiny, small and base, autocast 2.34x, 2.08x and 2.80x; cast weights were the faster for four of the
+five models measured (autocast converts every weight on every call: ``aten::copy_`` is 10-12 % of its pass), and
+both agree with float32 alike. On the fixed clip of the tests (the face crops of ``single_face.mp4``,
+``logoformer_base`` with seed-0 weights) bf16 logits differ from float32 by at most 5.9e-3 (0.55 % of the largest
+logit), probabilities by 6e-4, and the top class is the same.
+
 Float16 on a CPU is refused unless the CPU has AMX-FP16: elsewhere PyTorch emulates it and it runs many times
-slower than float32 (13x for ``logoformer_tiny`` on the project's 2-core AVX-512 test machine). Bfloat16 runs on
-any CPU but is not always faster: on that machine (AVX512-BF16, no AMX, one thread, 16x112x112) it ran
-``logoformer_tiny`` 1.2x and ``logoformer_small`` 1.4x faster than float32, ``logoformer_base`` 3 % slower
-(``benchmarks/results/fast_path_16x112.md``); measure with ``benchmarks/flops.py --grid precision=float32,amp_bfloat16``.
+slower than float32 (13x for ``logoformer_tiny`` on the project's 2-core AVX-512 test machine). Measure your CPU
+with ``python benchmarks/bf16_cpu.py``.
 """
 import os
 import shutil
@@ -29,7 +36,7 @@ class PrecisionError(ValueError):
 
 
 def autocast_dtype(precision: str, device: Any) -> Optional[torch.dtype]:
-    """The autocast dtype for ``precision`` on ``device`` (None for fp32); a one-line error if unsupported."""
+    """The lower-precision dtype for ``precision`` on ``device`` (None for fp32); a one-line error if unsupported."""
     if precision not in _DTYPES:
         raise PrecisionError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}.')
     device = torch.device(device)
@@ -43,14 +50,19 @@ def autocast_dtype(precision: str, device: Any) -> Optional[torch.dtype]:
 
 
 class InferenceModel(nn.Module):
-    """A model whose forward runs under autocast and returns float32; other attributes are the wrapped model's."""
+    """A model that returns float32 from a lower precision: its weights cast to ``dtype`` (``cast_weights``, its
+    floating inputs cast to match) or its forward under autocast to ``dtype``; other attributes are the model's."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, cast_weights: bool = False):
         super().__init__()
-        self.model = model
-        self.autocast_dtype = dtype
+        self.model = model.to(dtype) if cast_weights else model
+        self.weight_dtype = dtype if cast_weights else None
+        self.autocast_dtype = None if cast_weights else dtype
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.weight_dtype is not None:
+            args = tuple(a.to(self.weight_dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+            return self.model(*args, **kwargs).float()
         device_type = next(self.model.parameters()).device.type
         with torch.autocast(device_type, dtype=self.autocast_dtype):
             return self.model(*args, **kwargs).float()
@@ -70,7 +82,8 @@ def _check_compiler(device: torch.device) -> None:
 def prepare_for_inference(model: nn.Module, precision: str = 'fp32', compile: bool = False) -> nn.Module:
     """``model`` in eval mode, running in ``precision`` ('fp32', 'bf16', 'fp16'), compiled if ``compile``.
 
-    bf16/fp16 wrap the model in :class:`InferenceModel` (autocast, float32 outputs); ``compile`` applies
+    bf16/fp16 wrap the model in :class:`InferenceModel` (float32 outputs): bf16 casts ``model``'s weights to
+    bfloat16 in place, fp16 runs it under autocast (see the module docstring for why); ``compile`` applies
     ``torch.compile`` to the result. Attributes such as ``num_frames`` or ``pretrained_cfg`` stay reachable.
     """
     device = next(model.parameters()).device
@@ -79,5 +92,5 @@ def prepare_for_inference(model: nn.Module, precision: str = 'fp32', compile: bo
         _check_compiler(device)
     model = model.eval()
     if dtype is not None:
-        model = InferenceModel(model, dtype).eval()
+        model = InferenceModel(model, dtype, cast_weights=precision == 'bf16').eval()
     return torch.compile(model) if compile else model

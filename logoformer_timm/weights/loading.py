@@ -19,7 +19,9 @@ from .filtering import CheckpointMismatchError
 from .files import WeightsFileError, read_state_dict
 from .inference import prepare_for_inference
 
-__all__ = ['create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights', 'RANDOM_INIT_SEED']
+__all__ = [
+    'check_checkpoint_path', 'create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights',
+    'RANDOM_INIT_SEED']
 
 _logger = logging.getLogger(__name__)
 
@@ -63,13 +65,14 @@ def _from_folder(model_name: Optional[str], folder: str, **kwargs: Any) -> nn.Mo
     return timm.create_model(f'local-dir:{folder}', pretrained=True, **kwargs)
 
 
-def _from_file(model_name: Optional[str], path: str, **kwargs: Any) -> nn.Module:
-    """A bare weights file: the architecture comes from ``model_name``, the class count from the file's classifier."""
+def _from_file(model_name: Optional[str], path: str, checkpoint_entry: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """A bare weights file: the architecture comes from ``model_name``, the class count from the file's classifier;
+    a training container's model entry by the one rule of :func:`~logoformer_timm.weights.files.unwrap_checkpoint`."""
     if not model_name:
         raise ValueError('Pass --model NAME (e.g. logoformer_small) for a weights file, or a checkpoint folder that '
                          'holds config.json.')
     _check_model_name(model_name)
-    weights = read_state_dict(path)
+    weights = read_state_dict(path, checkpoint_entry)
     try:
         num_classes, cfg_classes = classes_of_weights(model_name, weights, **kwargs)
     except CheckpointMismatchError as e:
@@ -98,12 +101,21 @@ def classes_of_weights(model_name: str, weights: Dict[str, Any], **kwargs: Any) 
     return (head.shape[0] if torch.is_tensor(head) else 0), cfg.get('num_classes', model.num_classes)
 
 
+def check_checkpoint_path(checkpoint: str) -> None:
+    """Raise ``FileNotFoundError`` naming ``--checkpoint`` when the path does not exist."""
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(
+            f'--checkpoint {checkpoint}: no such file or folder. Checkpoint not found: pass a .safetensors or '
+            f'.pth file, or a model folder (a training run\'s last/ or best/, or a logoformer-hub export).')
+
+
 def create_model(
         model_name: Optional[str] = None,
         checkpoint: Optional[str] = None,
         pretrained: bool = False,
         num_classes: Optional[int] = None,
         new_head: bool = False,
+        checkpoint_entry: Optional[str] = None,
         **kwargs: Any,
 ) -> nn.Module:
     """A model from a name (``pretrained`` for its published weights), a weights file, or a model folder.
@@ -111,18 +123,19 @@ def create_model(
     A folder with ``config.json`` is loaded with timm's ``local-dir:``; a file needs ``model_name`` and keeps its
     own classifier; ``hf-hub:ORG/NAME`` names are timm's. ``kwargs`` (None values dropped) go to
     ``timm.create_model``. Trained weights keep their classifier: a ``num_classes`` that differs from it raises,
-    unless ``new_head`` (fine-tuning) asks for a fresh classifier, which is logged.
+    unless ``new_head`` (fine-tuning) asks for a fresh classifier, which is logged. ``checkpoint_entry`` names the
+    entry of a training container file to load (``model_ema``, ...; default: the model entry).
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if checkpoint_entry is not None and (checkpoint is None or os.path.isdir(checkpoint)):
+        raise ValueError(f'--checkpoint-entry {checkpoint_entry} names an entry of a checkpoint file (.pth / .pt); '
+                         f'{"a model folder holds one model" if checkpoint else "pass --checkpoint FILE"}.')
     if checkpoint is not None:
-        if not os.path.exists(checkpoint):
-            raise FileNotFoundError(
-                f'--checkpoint {checkpoint}: no such file or folder. Checkpoint not found: pass a .safetensors or '
-                f'.pth file, or a model folder (a training run\'s last/ or best/, or a logoformer-hub export).')
+        check_checkpoint_path(checkpoint)
         if os.path.isdir(checkpoint):
             model = _from_folder(model_name, checkpoint, **kwargs)
         else:
-            model = _from_file(model_name, checkpoint, **kwargs)
+            model = _from_file(model_name, checkpoint, checkpoint_entry, **kwargs)
         source = checkpoint
     elif pretrained:
         _check_model_name(model_name)
@@ -152,13 +165,15 @@ def load_model(
         device: str = 'cpu',
         precision: str = 'fp32',
         compile: bool = False,
+        checkpoint_entry: Optional[str] = None,
 ) -> Tuple[nn.Module, str]:
     """A clip model ready for inference, and where its weights came from (``'checkpoint:PATH'`` ...).
 
     Exactly one of ``checkpoint`` (a safetensors / ``.pth`` file, read with ``weights_only=True``, or a model
     folder), ``pretrained`` and ``random_init`` (seeded) says where the weights come from. A file is read as
     ``name`` (default ``logoformer_base``); a folder names its own architecture. ``precision`` ('fp32', 'bf16',
-    'fp16') and ``compile`` give the fast path (:func:`~logoformer_timm.weights.inference.prepare_for_inference`).
+    'fp16') and ``compile`` give the fast path (:func:`~logoformer_timm.weights.inference.prepare_for_inference`);
+    ``checkpoint_entry`` as for :func:`create_model`.
     """
     if sum((checkpoint is not None, pretrained, random_init)) != 1:
         raise ValueError(
@@ -172,7 +187,7 @@ def load_model(
             torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
             model = create_model(name)
     else:
-        model = create_model(name, checkpoint, pretrained)
+        model = create_model(name, checkpoint, pretrained, checkpoint_entry=checkpoint_entry)
     check_clip_model(model)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
     return prepare_for_inference(model.to(resolve_device(device)), precision, compile), weights

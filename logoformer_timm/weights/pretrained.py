@@ -2,9 +2,9 @@
 before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem); the clip models'
 pretrained cfg (timm's, with the frame count) and the one build route of every clip model.
 """
+import dataclasses
 import os
 import pickle
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -16,28 +16,27 @@ from timm.models._builder import resolve_pretrained_cfg
 
 from ..errors import UserError
 from . import manifest
-from .files import read_checkpoint, read_state_dict
+from .files import read_state_dict
 from .filtering import CheckpointMismatchError
 
 __all__ = [
-    'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'ClipPretrainedCfg', 'clip_default_cfgs',
-    'build_clip_model', 'build_model_with_pretrained_weights', 'read_resnet_state_dict']
+    'ClipPretrainedCfg', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'build_clip_model',
+    'build_model_with_pretrained_weights', 'check_tag_classes', 'clip_default_cfgs', 'read_resnet_state_dict']
 
 
-class PretrainedWeightsUnavailableError(UserError, RuntimeError):
-    """``pretrained=True`` for a LOGO-Former name that has no published weights."""
-
-
-class PretrainedWeightsError(UserError, RuntimeError):
-    """Pretrained weights that could not be read or do not fit the model; the message names the source."""
-
-
-@dataclass
+@dataclasses.dataclass
 class ClipPretrainedCfg(PretrainedCfg):
-    """timm's pretrained cfg for a clip model: ``input_size`` is one frame's ``(C, H, W)``, ``num_frames`` the clip's
-    frame count. A release the user downloads from ``origin_url`` counts as weights (``has_weights``), so
-    ``timm.list_pretrained()`` lists it; ``pretrained=True`` without the file raises, naming the page."""
+    """timm's pretrained cfg with what a clip model needs beside it: ``input_size`` is one frame's ``(C, H, W)``,
+    ``num_frames`` the clip's frame count, and the evaluation's protocol and checkpoint entry. A release the user
+    downloads from ``origin_url`` counts as weights (``has_weights``), so ``timm.list_pretrained()`` lists it;
+    ``pretrained=True`` without the file raises, naming the page."""
+
     num_frames: Optional[int] = None
+
+    # the test-time protocol: a name in logoformer_timm.data.TEST_PROTOCOLS, or a dict of its fields
+    test_protocol: Optional[Union[str, Dict[str, Any]]] = None
+    # the entry of a training container that holds the model ('model', 'model_ema', ...; None: files.py's rule)
+    checkpoint_entry: Optional[str] = None
 
     @property
     def has_weights(self) -> bool:
@@ -46,8 +45,26 @@ class ClipPretrainedCfg(PretrainedCfg):
 
 
 def clip_default_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-    """timm's ``generate_default_cfgs`` for clip models: each ``arch.tag`` cfg a :class:`ClipPretrainedCfg`."""
-    return generate_default_cfgs({name: ClipPretrainedCfg(**cfg) for name, cfg in cfgs.items()})
+    """timm's ``generate_default_cfgs`` for 'arch.tag' cfgs of clip models (:class:`ClipPretrainedCfg`)."""
+    return generate_default_cfgs({k: v if isinstance(v, PretrainedCfg) else ClipPretrainedCfg(**v) for k, v in cfgs.items()})
+
+
+def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """``build_model_with_cfg`` (or, with ``pretrained``, :func:`build_model_with_pretrained_weights`) for a clip
+    model; a cfg given as a dict (a ``local-dir:`` or ``hf-hub:`` config.json) keeps the clip fields."""
+    if isinstance(kwargs.get('pretrained_cfg'), dict):
+        kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
+    if pretrained:
+        return build_model_with_pretrained_weights(model_cls, variant, **kwargs)
+    return build_model_with_cfg(model_cls, variant, False, **kwargs)
+
+
+class PretrainedWeightsUnavailableError(UserError, RuntimeError):
+    """``pretrained=True`` for a LOGO-Former name that has no published weights."""
+
+
+class PretrainedWeightsError(UserError, RuntimeError):
+    """Pretrained weights that could not be read or do not fit the model; the message names the source."""
 
 
 def _check_weights_exist(variant: str, cfg: PretrainedCfg) -> None:
@@ -85,8 +102,42 @@ def _for_loading(model_cls: Callable[..., nn.Module], **kwargs) -> nn.Module:
     return model
 
 
+def check_tag_classes(weights: Dict[str, torch.Tensor], variant: str, tag: str, classifier: str = 'head') -> None:
+    """Weights loaded as the tag ``variant.tag`` must have its class count (its label set): else a
+    :class:`CheckpointMismatchError` names the tags of ``variant`` that fit, or the untagged name and num_classes."""
+    import timm
+    from timm.models import get_pretrained_cfg
+    head = weights.get(f'{classifier}.weight')
+    tag_classes = get_pretrained_cfg(f'{variant}.{tag}').num_classes
+    if not torch.is_tensor(head) or head.shape[0] == tag_classes:
+        return
+    classes = head.shape[0]
+    fits = [name for name in timm.list_models(f'{variant}.*', include_tags=True)
+            if get_pretrained_cfg(name).num_classes == classes]
+    fix = (f'the tag that fits: {", ".join(fits)}' if fits else
+           f'name the architecture without a tag ({variant}) with num_classes={classes}')
+    raise CheckpointMismatchError(
+        f'the weights\' classifier has {classes} classes but {variant}.{tag} is a {tag_classes}-class tag (its '
+        f'label set); use {fix}.')
+
+
+def _checking_tag_classes(filter_fn: Callable, variant: str, tag: str) -> Callable:
+    """``filter_fn`` followed by :func:`check_tag_classes` (the model's cfg names its classifier)."""
+    def filter_and_check(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+        weights = filter_fn(state_dict, model) if filter_fn is not None else state_dict
+        check_tag_classes(weights, variant, tag, model.pretrained_cfg.get('classifier') or 'head')
+        return weights
+    return filter_and_check
+
+
 def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], variant: str, **kwargs) -> nn.Module:
-    """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source."""
+    """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source.
+
+    A tag named explicitly (``NAME.TAG``) holds weights of its own class count (:func:`check_tag_classes`).
+    """
+    if isinstance(kwargs.get('pretrained_cfg'), str):  # timm passes the tag of 'NAME.TAG' here
+        kwargs['pretrained_filter_fn'] = _checking_tag_classes(
+            kwargs.get('pretrained_filter_fn'), variant, kwargs['pretrained_cfg'])
     cfg = resolve_pretrained_cfg(
         variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     _check_weights_exist(variant, cfg)
@@ -98,9 +149,11 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
         if cfg.file and not cfg.state_dict and cfg.source != 'local-dir':
-            # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load
+            # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load,
+            # and its one rule for the entry of a training container that holds the model
             kwargs['pretrained_cfg_overlay'] = dict(
-                kwargs.get('pretrained_cfg_overlay') or {}, state_dict=read_checkpoint(cfg.file))
+                kwargs.get('pretrained_cfg_overlay') or {},
+                state_dict=read_state_dict(cfg.file, entry=getattr(cfg, 'checkpoint_entry', None)))
         model = build_model_with_cfg(partial(_for_loading, model_cls), variant, True, **kwargs)
     except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
         if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):
@@ -111,17 +164,6 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
             module.pretrained_cfg.pop('state_dict', None)  # do not keep a second copy of the weights alive
             module._traits['first_conv'] = cfg.first_conv
     return model
-
-
-def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool, **kwargs) -> nn.Module:
-    """Build a clip model the one way: a pretrained cfg given as a dict (a Hub or local folder's config.json) kept
-    as :class:`ClipPretrainedCfg` (timm's own dataclass would refuse ``num_frames``), weights through
-    :func:`build_model_with_pretrained_weights`."""
-    if isinstance(kwargs.get('pretrained_cfg'), dict):
-        kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
-    if pretrained:
-        return build_model_with_pretrained_weights(model_cls, variant, **kwargs)
-    return build_model_with_cfg(model_cls, variant, False, **kwargs)
 
 
 def read_resnet_state_dict(source: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:

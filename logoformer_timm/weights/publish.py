@@ -1,22 +1,21 @@
-"""Export a training checkpoint to a Hugging Face Hub repo folder, verify such a folder against its checkpoint, and
-push it with ``HfApi``; the folder's model card and metrics schema are in :mod:`.card`.
+"""Export a training checkpoint to a Hugging Face Hub repo folder; :mod:`.verify` checks such a folder against its
+checkpoint and pushes it, :mod:`.card` holds its model card and metrics schema.
 """
+import errno
 import json
-import math
+import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from timm.layers import to_2tuple
-from timm.models import create_model, get_pretrained_cfg, is_model, save_for_hf
-from timm.models._hub import save_config_for_hf
+from timm.models import create_model, get_pretrained_cfg, save_for_hf
 
-from .. import __version__
-from .card import card_problem, load_eval_metrics, model_card
-from .files import PathLike, file_sha256, read_checkpoint, read_safetensors, unwrap_checkpoint
+from .card import load_eval_metrics, model_card
+from .files import PathLike, file_sha256, read_checkpoint, unwrap_checkpoint
 from ..cli import check_output_dir
 from ..errors import UserError
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
@@ -25,7 +24,7 @@ from .filtering import CheckpointMismatchError
 from .loading import classes_of_weights
 
 __all__ = [
-    'REPO_FILES', 'HubFolderError', 'ExportResult', 'export_folder', 'seed_hf_cache', 'verify_folder', 'push_folder']
+    'REPO_FILES', 'HubFolderError', 'ExportResult', 'export_folder']
 
 REPO_FILES = (WEIGHTS_FILENAME, 'config.json', 'README.md')  # exactly what a published repo holds
 
@@ -99,7 +98,7 @@ class ExportResult:
 
 
 def export_folder(
-        model_name: str,
+        model_name: Optional[str],
         checkpoint: PathLike,
         out: PathLike,
         tag: Optional[str] = None,
@@ -110,8 +109,15 @@ def export_folder(
         recipe: Optional[str] = None,
         license: str = 'mit',
         hub_org: str = HUB_ORG,
+        checkpoint_entry: Optional[str] = None,
 ) -> ExportResult:
-    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint."""
+    """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint
+    (``checkpoint_entry``: the entry of a training container to export; default: the model entry).
+
+    ``model_name`` (``ARCH`` or ``ARCH.TAG``) may be None for a checkpoint folder, whose ``config.json`` names it.
+    """
+    if model_name is None:
+        model_name = _folder_architecture(Path(checkpoint))
     arch, _, name_tag = model_name.partition('.')
     if arch not in list_clip_models():
         raise HubFolderError(
@@ -136,23 +142,28 @@ def export_folder(
     released = reported is not None
     if released:  # the dataset the authors' release was trained on, unless the exporter states it
         train_dataset = train_dataset or reported.dataset
-    model = _source_model(checkpoint, model_kwargs, arch, tag)
+    model = _source_model(checkpoint, model_kwargs, arch, tag, checkpoint_entry)
     if dtype == 'float16':
         model = model.half()
 
     name = f'{arch}.{tag}' if tag else arch
     hf_hub_id = f'{hub_org}/{name}' if tag else None
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f'.{out.name}.tmp'  # written completely, then renamed: never a half-written --out
-    shutil.rmtree(tmp, ignore_errors=True)
+    # written completely in a folder of its own, then renamed: never a half-written --out; of two exports to one
+    # --out, the rename of the second fails (a folder is only renamed over an empty one)
+    tmp = out.parent / f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
     try:
+        tmp.mkdir()
         save_for_hf(model, tmp, **_export_config(model, tag, license), safe_serialization=True)
         (tmp / 'README.md').write_text(model_card(
             model, name, hf_hub_id=hf_hub_id, metrics=eval_metrics, train_dataset=train_dataset, recipe=recipe,
             license=license, dtype=dtype), encoding='utf-8')
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise HubFolderError(f'{out} was written by another export meanwhile; pass a new --out.') from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     sha256 = file_sha256(out / WEIGHTS_FILENAME)
@@ -175,14 +186,15 @@ def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> 
 
 def _source_model(
         checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None,
-        tag: Optional[str] = None) -> torch.nn.Module:
+        tag: Optional[str] = None, checkpoint_entry: Optional[str] = None) -> torch.nn.Module:
     """The model a training checkpoint was trained as, its architecture from a source that knows it.
 
     A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
     under ``model_args``; a bare weights file does not (heads, windows, ...), so ``model_kwargs`` must state it
     (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture; a registered
     ``tag`` gives its pretrained cfg: protocol, label names, the authors' reported results. An official release's
-    file needs no ``model_kwargs``: its architecture is the tag's own.
+    file needs no ``model_kwargs``: its architecture is the tag's own. A training container's weights are its
+    ``checkpoint_entry``, by default the model entry (the one rule of ``files.unwrap_checkpoint``).
     """
     if model_kwargs is None and f'{arch}.{tag}' in REPORTED_RESULTS:
         model_kwargs = {}
@@ -219,7 +231,19 @@ def _source_model(
     if arch is None:
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
     name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
-    return _build_from_checkpoint(name, path, ckpt, {**known, **(model_kwargs or {})})
+    weights = unwrap_checkpoint(ckpt, checkpoint_entry, path)
+    return _build_from_checkpoint(name, path, weights, {**known, **(model_kwargs or {})})
+
+
+def _folder_architecture(path: Path) -> str:
+    """The architecture a checkpoint folder's ``config.json`` records; a weights file needs ``--model``."""
+    config = path / 'config.json'
+    architecture = _read_json(config).get('architecture') if path.is_dir() and config.is_file() else None
+    if not isinstance(architecture, str):
+        raise HubFolderError(
+            f'{path} does not name its architecture (no checkpoint folder with config.json): pass --model, the '
+            f'architecture the weights were trained as (e.g. logoformer_base).')
+    return architecture
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -252,150 +276,3 @@ def _check_free_text(flag: str, text: Optional[str]) -> None:
     if text is not None and (any(ord(c) < 32 or ord(c) == 127 for c in text) or '---' in text):
         raise HubFolderError(
             f'{flag} must be one line of text without control characters (newlines, tabs) or "---", got {text!r}.')
-
-
-def seed_hf_cache(cache_dir: PathLike, repo_id: str, folder: PathLike, commit: str = '0' * 40) -> Path:
-    """Place a repo folder's files in a Hugging Face cache as revision ``commit`` (also ``main``); return the snapshot."""
-    root = Path(cache_dir) / f'models--{repo_id.replace("/", "--")}'
-    (root / 'refs').mkdir(parents=True, exist_ok=True)
-    (root / 'refs' / 'main').write_text(commit)
-    snapshot = root / 'snapshots' / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for name in REPO_FILES:
-        if (Path(folder) / name).is_file():
-            shutil.copy(Path(folder) / name, snapshot / name)
-    return snapshot
-
-
-def _check_folder(folder: Path) -> Dict[str, Any]:
-    if not folder.is_dir():
-        raise HubFolderError(f'Not a folder: {folder}')
-    missing = [name for name in REPO_FILES if not (folder / name).is_file()]
-    if missing:
-        raise HubFolderError(f'{folder} is missing {", ".join(missing)}; export it again with hub/export.py.')
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in REPO_FILES and not p.name.startswith('.'))
-    if extra:
-        raise HubFolderError(f'{folder} holds files a repo must not publish: {", ".join(extra)}. Remove them.')
-    try:
-        config = json.loads((folder / 'config.json').read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e:
-        raise HubFolderError(f'{folder / "config.json"} is not valid JSON: {e}') from None
-    if not is_model(str(config.get('architecture'))):
-        raise HubFolderError(
-            f'{folder / "config.json"}: architecture {config.get("architecture")!r} is not a registered model.')
-    problem = card_problem(folder / 'README.md')
-    if problem:
-        raise HubFolderError(problem)
-    return config
-
-
-def _differences(expected: Any, actual: Any, prefix: str = '') -> List[str]:
-    """Dotted paths where two JSON values differ."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        return [d for key in sorted(set(expected) | set(actual), key=str)
-                for d in _differences(expected.get(key), actual.get(key), f'{prefix}{key}.')]
-    return [] if expected == actual else [prefix.rstrip('.') or 'the whole file']
-
-
-def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
-    shape = (model.in_chans, model.num_frames, *model.img_size)
-    if model.input_layout == 'BTCHW':
-        shape = (model.num_frames, model.in_chans, *model.img_size)
-    return torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
-
-
-def verify_folder(
-        folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
-    """Reload a repo folder through ``local-dir:`` and a seeded offline ``hf-hub:`` cache; logits must equal the source.
-
-    The source is the training checkpoint built from its own architecture record (a checkpoint folder's
-    ``config.json``, or ``model_kwargs`` for a bare file), never from the folder's, and the folder's
-    ``config.json`` must be exactly what an export of that source writes. The source is rounded to the folder's
-    weight dtype, so a float16 export is compared exactly with the float16-rounded source. Returns the max
-    |difference| per route (all 0.0); raises on any mismatch.
-    """
-    folder = Path(folder)
-    config = _check_folder(folder)
-    exported = read_safetensors((folder / WEIGHTS_FILENAME).read_bytes(), folder / WEIGHTS_FILENAME)
-    arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
-    source = _source_model(checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag)
-    dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
-    if len(dtypes) != 1:
-        raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
-    dtype = dtypes.pop()
-    pretrained_cfg = config.get('pretrained_cfg') or {}
-    with tempfile.TemporaryDirectory() as tmp:
-        save_config_for_hf(source, Path(tmp) / 'config.json', **_export_config(
-            source, pretrained_cfg.get('tag'), pretrained_cfg.get('license', 'mit')))
-        expected = json.loads((Path(tmp) / 'config.json').read_text(encoding='utf-8'))
-    differ = _differences(expected, config)
-    if differ:
-        raise HubFolderError(
-            f'{folder / "config.json"} is not what {checkpoint} exports to: {", ".join(differ[:8])} differ. '
-            f'Export the folder again with hub/export.py.')
-    source.load_state_dict({
-        k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in source.state_dict().items()})
-    clip = _fixed_clip(source)
-    with torch.no_grad():
-        reference = source(clip)
-
-    routes = {}
-    with tempfile.TemporaryDirectory() as cache:
-        commit = file_sha256(folder / WEIGHTS_FILENAME)[:40]  # a commit hash revision is served from the cache
-        repo_id = f'{HUB_ORG}/verify-export'  # never a manifest name, so only this check reads it
-        seed_hf_cache(cache, repo_id, folder, commit)
-        for route, kwargs in ((f'local-dir:{folder}', {}), (f'hf-hub:{repo_id}@{commit}', dict(cache_dir=cache))):
-            try:
-                model = create_model(route, pretrained=True, **kwargs).eval()
-            except Exception as e:
-                raise HubFolderError(f'{route} does not load: {e}') from e
-            with torch.no_grad():
-                logits = model(clip)
-            same_shape = logits.shape == reference.shape
-            diff = (logits.float() - reference.float()).abs().max().item() if same_shape else math.inf
-            routes[route.split(':', 1)[0]] = diff
-            if diff != 0.:
-                raise HubFolderError(
-                    f'{route}: logits differ from the checkpoint {checkpoint} on the fixed clip '
-                    f'(max |diff| {diff:.3g}, shapes {tuple(logits.shape)} vs {tuple(reference.shape)}).')
-    return routes
-
-
-def push_folder(
-        folder: PathLike,
-        repo_id: str,
-        checkpoint: PathLike,
-        dry_run: bool = True,
-        private: bool = False,
-        commit_message: Optional[str] = None,
-        api: Any = None,
-        model_kwargs: Optional[Dict[str, Any]] = None,
-) -> Dict[str, Any]:
-    """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
-
-    With ``dry_run`` nothing is uploaded and the result lists exactly the files that would be. ``api`` replaces
-    the ``HfApi`` object (tests); the token comes from the environment (``HF_TOKEN`` or ``hf auth login``).
-    """
-    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise HubFolderError(f'--repo-id must be ORG/NAME, got {repo_id!r}.')
-    if not dry_run and api is None:
-        import huggingface_hub
-        if huggingface_hub.get_token() is None:  # before any network call
-            raise HubFolderError(
-                'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
-    folder = Path(folder)
-    verified = verify_folder(folder, checkpoint, model_kwargs)
-    files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
-    result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
-                  commit_url=None)
-    if dry_run:
-        return result
-    if api is None:
-        from huggingface_hub import HfApi
-        api = HfApi(library_name='logoformer-timm', library_version=__version__)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), allow_patterns=list(REPO_FILES),
-        commit_message=commit_message or f'Upload {repo_id.split("/")[1]} (logoformer-timm {__version__})')
-    result['commit_url'] = info.commit_url
-    return result
