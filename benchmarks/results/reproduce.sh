@@ -71,7 +71,7 @@ python benchmarks/flops.py --model 'logoformer_*' --peers dfer --img-size 160 --
     --num-warm-iter 1 --num-bench-iter 3 \
     --results-file benchmarks/results/dfer_peers.md benchmarks/results/dfer_peers.json benchmarks/results/dfer_peers.csv
 
-# Issue 26: float32 / bf16 autocast / bf16 weights, eager and inductor, the variants and the zoo at their own clip,
+# bf16 on the CPU: float32 / bf16 autocast / bf16 weights, eager and inductor, the variants and the zoo at their own clip,
 # batch 1, one process, calls in turn; the float32 model of commit 7821cbe (before the fix) in the same rotation
 BEFORE=$(mktemp -d)
 git archive 7821cbe logoformer_timm | tar -x -C "$BEFORE"
