@@ -1,5 +1,5 @@
-"""The alternating before / after runs of ``benchmarks/flops.py`` (issue 19, ``benchmarks/results/reproduce.sh``)
-as one table: ``python benchmarks/einops_kernels_combine.py RUNS_DIR OUT_STEM`` writes OUT_STEM.md and .json.
+"""The alternating before / after runs of ``benchmarks/flops.py`` (``benchmarks/results/reproduce.sh``, section
+"einops kernels") as one table: ``python benchmarks/einops_kernels_combine.py RUNS_DIR OUT_STEM`` writes OUT_STEM.md and .json.
 
 RUNS_DIR holds ``einops_kernels_{before,after}_{round}.json``; per grid point the table gives each round's median
 step time of both versions, their ratio per round, the median ratio and the ratio of the best p10 times.
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             f"| {statistics.median(ratios):.2f} | {min(p10['after']) / min(p10['before']):.2f} |")
     loads = [row['load_avg_1m'] for row in rows]
     md = [
-        'Command: `benchmarks/results/reproduce.sh`, section "issue 19": `python benchmarks/flops.py ' + RUN_ARGS +
+        'Command: `benchmarks/results/reproduce.sh`, section "einops kernels": `python benchmarks/flops.py ' + RUN_ARGS +
         '`, run alternately (before, after, before, after, ...) from a copy of the package with the kernels before '
         f'(commit 7680fa1) and after (einops), rounds {", ".join(map(str, rounds))}; then '
         '`python benchmarks/einops_kernels_combine.py RUNS benchmarks/results/einops_kernels`.',

@@ -13,18 +13,13 @@ import logging
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Type
 
-if TYPE_CHECKING:  # only for annotations: torch is imported where a command needs it
-    import torch
+from .errors import UsageError, UserError
 
 __all__ = [
     'UsageError', 'ArgumentParser', 'positive_int', 'non_negative_int', 'positive_float', 'check_output_dir',
-    'log_to_stderr', 'progress', 'resolve_device', 'user_errors', 'error_line', 'run_cli']
-
-
-class UsageError(ValueError):
-    """A command-line argument with a value the command cannot use; the message names the flag and the fix."""
+    'check_output_file', 'log_to_stderr', 'progress', 'user_errors', 'error_line', 'run_cli']
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -125,43 +120,10 @@ def progress(iterable: Any, desc: str, enabled: bool = True) -> Any:
     return tqdm(iterable, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
 
 
-def resolve_device(name: str) -> 'torch.device':
-    """The torch device for ``--device``; a one-line error when this machine does not have it."""
-    import torch
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UsageError(f'--device {name!r} is not a torch device: {e}') from None
-    if device.type == 'cuda':
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not count:
-            raise UsageError(
-                f'--device {name} was requested but no CUDA GPU is available to torch {torch.__version__} '
-                f'(torch.cuda.is_available() is False); use --device cpu.')
-        if device.index is not None and device.index >= count:
-            raise UsageError(f'--device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}).')
-    elif device.type != 'cpu':
-        module = getattr(torch, device.type, None)
-        if module is None or not module.is_available():
-            raise UsageError(f'--device {name} is not available here; use --device cpu.')
-    return device
-
-
 def user_errors() -> Tuple[Type[BaseException], ...]:
-    """The exception types every command reports as one line (imported here, so no module imports the CLI's)."""
-    from .bench.config import BenchmarkError
-    from .dfer.datasets import AnnotationError, ClipLoadError
-    from .dfer.run_folder import OutputLockedError
-    from .models import PretrainedWeightsError, PretrainedWeightsUnavailableError
-    from .video.decode import VideoError
-    from .weights.card import MetricsFileError
-    from .weights.files import WeightsFileError
-    from .weights.manifest import WeightsChecksumError
-    from .weights.publish import HubFolderError
-    return (
-        AnnotationError, BenchmarkError, ClipLoadError, HubFolderError, MetricsFileError, WeightsChecksumError,
-        WeightsFileError, PretrainedWeightsError, PretrainedWeightsUnavailableError, OutputLockedError, VideoError,
-        ValueError, OSError, FloatingPointError, ImportError)
+    """The exception types every command reports as one line: the project's ``UserError`` types and bad values,
+    files, numbers or missing extras."""
+    return UserError, ValueError, OSError, FloatingPointError, ImportError
 
 
 _WORKER = 'in DataLoader worker process'

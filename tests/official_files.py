@@ -1,5 +1,5 @@
 """Official DFER checkpoint files rebuilt from the recordings of ``tests/data/*_official.json``, in the exact
-container each official training script writes (used by the model tests, the command tests and the README's)."""
+container each official training script writes (used by the model tests, the command tests and the docs' blocks)."""
 import argparse
 import functools
 import json

@@ -164,14 +164,18 @@ def test_warm_up_continues_until_steps_are_steady():
                          torch.device('cpu'), until_steady=True, max_extra=3, tolerance=0.01) == (4, False)
 
 
-def test_help_states_each_default_once():
+def test_help_gives_every_flag_its_meaning_and_default_once():
     parser = bench.build_parser()
     formatter = parser._get_formatter()
     for action in parser._actions:
-        if action.help:
-            text = formatter._expand_help(action)
-            assert text.lower().count('default') <= 1, text
-            assert '(default: None)' not in text, text  # a default of None is said in words
+        assert action.help, f'{action.option_strings} has no help'
+        text = formatter._expand_help(action)
+        assert text.lower().count('default') <= 1, text
+        assert '(default: None)' not in text, text  # a default of None is said in words
+        if action.nargs != 0:  # an on/off flag is off unless given; every other flag says what it is without
+            assert '(default: ' in text, text
+    # the batch of the benchmark tables (docs/benchmarks.md: one clip a step)
+    assert parser.get_default('batch_size') == 1 and 'clips per step (default: 1)' in parser.format_help()
 
 
 def test_sweep_gives_one_row_per_point(tmp_path):

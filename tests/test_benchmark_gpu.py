@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from logoformer_timm.bench import BenchConfig, environment, gpu, timing
+from logoformer_timm.bench.gpu import plan as gpu_plan, run as gpu_run
 from logoformer_timm.bench.memory import MemoryMeter
 from logoformer_timm.bench.profiling import sdpa_backend_of
 from logoformer_timm.layers import FrameStem, attention
@@ -134,7 +135,7 @@ def _fake_count(spec, frames, size):
 
 
 def test_plan_covers_the_matrix_and_fits_its_budget(monkeypatch):
-    monkeypatch.setattr(gpu, 'peer_models', lambda: ([], ['former_dfer*: no such timm model']))
+    monkeypatch.setattr(gpu_plan, 'peer_models', lambda: ([], ['former_dfer*: no such timm model']))
     entries, notes = gpu.build_plan(count_fn=_fake_count, budget_s=100)
     assert len(entries) == 4 * 2 * 3 * 2 * 2 * 2  # models x clips x batches x precisions x compiled x modes
     assert len({e.label for e in entries}) == len(entries)
@@ -149,7 +150,7 @@ def test_plan_covers_the_matrix_and_fits_its_budget(monkeypatch):
 
 
 def test_peers_run_at_their_protocol_clip_eager_only(monkeypatch):
-    monkeypatch.setattr(gpu, 'peer_models', lambda: ([('logoformer_tiny', (16, 160))], []))
+    monkeypatch.setattr(gpu_plan, 'peer_models', lambda: ([('logoformer_tiny', (16, 160))], []))
     entries, _ = gpu.build_plan(['logoformer_tiny'], count_fn=_fake_count)
     assert {(e.frames, e.img_size) for e in entries} == {(16, 160)}
     assert all(e.status == 'skipped' and 'joint baseline only' in e.reason for e in entries if e.compile)
@@ -219,24 +220,29 @@ def test_gpu_command_errors_are_one_line(tmp_path, capsys):
 
 def test_gpu_sh_dry_run_checks_plan_schema_and_report(tmp_path):
     """``bash benchmarks/gpu.sh --dry-run`` as CI runs it: the CUDA tests skip with their reason, the plan runs on
-    fake timings, and the folder holds what the device tool can bring back (at most 8 files)."""
-    out = tmp_path / 'gpu'
-    env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(['bash', str(REPO / 'benchmarks' / 'gpu.sh'), '--dry-run', '--out', str(out)],
+    fake timings, and without --out the fake figures go to a new temporary folder (printed), never among the
+    committed results in benchmarks/results/gpu/."""
+    results = REPO / 'benchmarks' / 'results' / 'gpu'
+    before = sorted(os.listdir(results))
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
+    proc = subprocess.run(['bash', str(REPO / 'benchmarks' / 'gpu.sh'), '--dry-run'],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(os.listdir(results)) == before
+    (out,) = tmp_path.iterdir()
+    assert out.name.startswith('logoformer-gpu-dry-run.') and f'dry run: writing to {out}' in proc.stdout
     files = sorted(os.listdir(out))
     assert files == ['env.txt', 'log.txt', 'pytest_cuda.xml', 'results.csv', 'results.json', 'results.md',
                      'summary.md']
     summary = (out / 'summary.md').read_text()
-    assert 'DRY RUN' in summary and 'Command: `bash benchmarks/gpu.sh --out' in summary
+    assert 'DRY RUN' in summary and f'Command: `bash benchmarks/gpu.sh --out {out}' in summary
     if not torch.cuda.is_available():
         assert '0 passed, 0 failed' in summary and 'needs a CUDA GPU' in summary
     assert 'tests exit code 0, benchmark exit code 0' in proc.stdout
 
 
 def test_an_out_of_memory_entry_fails_alone_and_skips_its_larger_batches(tmp_path, monkeypatch):
-    make_fake = gpu._fake_measure
+    make_fake = gpu_run._fake_measure
 
     def fake_with_oom(entry_of):
         fake = make_fake(entry_of)
@@ -248,7 +254,7 @@ def test_an_out_of_memory_entry_fails_alone_and_skips_its_larger_batches(tmp_pat
             return fake(spec, mode, cfg, log)
         return measure
 
-    monkeypatch.setattr(gpu, '_fake_measure', fake_with_oom)
+    monkeypatch.setattr(gpu_run, '_fake_measure', fake_with_oom)
     results = gpu.run_plan(str(tmp_path), dry_run=True, budget_s=10, models=['logoformer_tiny'], log=lambda _: None)
     status = {e['batch_size']: (e['status'], e['reason']) for e in results['entries']
               if (e['frames'], e['precision'], e['mode'], e['compile']) == (16, 'amp_bfloat16', 'inference', False)}
@@ -259,7 +265,8 @@ def test_an_out_of_memory_entry_fails_alone_and_skips_its_larger_batches(tmp_pat
 
 
 def test_cuda_device_selection_behind_a_mocked_torch_cuda(monkeypatch):
-    from logoformer_timm.cli import UsageError, resolve_device
+    from logoformer_timm.device import resolve_device
+    from logoformer_timm.errors import UsageError
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     assert resolve_device('cuda') == CUDA and resolve_device('cuda:0') == torch.device('cuda', 0)
@@ -271,14 +278,14 @@ def test_cuda_device_selection_behind_a_mocked_torch_cuda(monkeypatch):
 
 
 def test_a_model_that_cannot_take_a_clip_is_skipped_with_the_reason(tmp_path, monkeypatch):
-    real = gpu.benchmark
+    real = gpu_run.benchmark
 
     def benchmark(specs, cfg, modes, **kwargs):  # as the harness reports a peer that cannot take a clip
         if cfg.img_size == 224:
             return [dict(model=specs[0].label, skipped='regions need a multiple of 160')]
         return real(specs, cfg, modes, **kwargs)
 
-    monkeypatch.setattr(gpu, 'benchmark', benchmark)
+    monkeypatch.setattr(gpu_run, 'benchmark', benchmark)
     results = gpu.run_plan(str(tmp_path), dry_run=True, budget_s=30, models=['logoformer_tiny'], log=lambda _: None)
     at_224 = [e for e in results['entries'] if e['img_size'] == 224 and e['reason'].startswith('the model cannot')]
     assert at_224 and all(e['status'] == 'skipped' for e in at_224)

@@ -161,7 +161,8 @@ def test_matmul_peak_and_copy_bandwidth_are_plausible():
 
 
 def test_device_selection():
-    from logoformer_timm.cli import UsageError, resolve_device
+    from logoformer_timm.device import resolve_device
+    from logoformer_timm.errors import UsageError
     assert resolve_device('cuda:0') == torch.device('cuda', 0)
     with pytest.raises(UsageError, match='CUDA GPU'):
         resolve_device(f'cuda:{torch.cuda.device_count()}')

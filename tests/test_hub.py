@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from logoformer_timm.weights import manifest
 from logoformer_timm.weights.card import MetricsFileError, model_card, validate_eval_metrics
-from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder, verify_folder
+from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder
+from logoformer_timm.weights.verify import verify_folder
 
 
 
@@ -42,20 +43,21 @@ METRICS = dict(
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-    """A DDP-style .pth training checkpoint, its source model, and the folder hub/export.py made from it."""
+    """A DDP-style .pth training checkpoint, its source model, and the folder hub/export.py made from it (in
+    exports/, which export makes, as docs/weights.md's --out exports/NAME)."""
     torch.manual_seed(3)
     source = timm.create_model('logoformer_tiny', **ARGS).eval()
     root = tmp_path_factory.mktemp('hub')
     checkpoint = root / 'checkpoint.pth'
     torch.save({'epoch': 30, 'state_dict': {f'module.{k}': v for k, v in source.state_dict().items()}}, checkpoint)
     (root / 'metrics.json').write_text(json.dumps(METRICS))
-    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(checkpoint), '--out', str(root / 'repo'),
+    argv = ['--model', 'logoformer_tiny', '--checkpoint', str(checkpoint), '--out', str(root / 'exports' / 'repo'),
             '--tag', 'dfew_fold1', '--metrics', str(root / 'metrics.json'), '--train-dataset', 'DFEW',
             '--recipe', 'logoformer-train --dataset dfew --fold 1', '--model-kwargs', 'local_window=(1, 2, 2)']
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert export_cli.main(argv) == 0
-    return source, checkpoint, root / 'repo', printed.getvalue()
+    return source, checkpoint, root / 'exports' / 'repo', printed.getvalue()
 
 
 def clip_for(model):
@@ -147,6 +149,13 @@ def test_local_dir_logits_identical_to_source(exported):
     assert torch.equal(logits(timm.create_model(f'local-dir:{folder}', pretrained=True), clip), logits(source, clip))
 
 
+def test_the_exported_cfg_carries_the_frame_count(exported):
+    folder = exported[2]
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['num_frames'] == ARGS['num_frames']
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    assert model.pretrained_cfg['num_frames'] == model.num_frames == ARGS['num_frames']
+
+
 def test_export_refuses_bad_requests(exported, tmp_path):
     _, checkpoint, folder, _ = exported
     with pytest.raises(HubFolderError, match=r'num_frames=8 was requested but the weights were trained with num_frames=2'):
@@ -154,7 +163,11 @@ def test_export_refuses_bad_requests(exported, tmp_path):
     with pytest.raises(HubFolderError, match='already exists and is not empty'):
         export_folder('logoformer_tiny', checkpoint, folder)
     with pytest.raises(HubFolderError, match='registered clip model'):
-        export_folder('resnet18', checkpoint, tmp_path / 'b')
+        export_folder('resnet18', checkpoint, tmp_path / 'new' / 'b')
+    assert not (tmp_path / 'new').exists()  # a refused request makes no folder
+    (tmp_path / 'a_file').write_text('')
+    with pytest.raises(ValueError, match=r'--out .*a_file/c: cannot create the folder, .*a_file is a file'):
+        export_folder('logoformer_tiny', checkpoint, tmp_path / 'a_file' / 'c' / 'd')
 
 
 def test_export_cli_user_error_is_one_line_without_traceback(tmp_path, capsys):

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from timm.models import save_for_hf
 
 from logoformer_timm.weights import manifest
-from logoformer_timm.weights.publish import seed_hf_cache
+from logoformer_timm.weights.verify import seed_hf_cache
 from logoformer_timm.weights.manifest import PublishedWeights, WeightsChecksumError
 from logoformer_timm.models import PretrainedWeightsError, PretrainedWeightsUnavailableError, refresh_pretrained_cfgs
 

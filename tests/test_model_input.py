@@ -149,7 +149,7 @@ def _config_folder(folder, **model_args):
 
 @pytest.mark.parametrize('pretrained', [False, True])
 def test_a_config_json_never_names_a_stem_file_to_read(tmp_path, monkeypatch, pretrained):
-    from logoformer_timm.weights.publish import seed_hf_cache
+    from logoformer_timm.weights.verify import seed_hf_cache
     from logoformer_timm.layers import FrameStem
     monkeypatch.setattr(FrameStem, 'load_resnet_weights', lambda *a: pytest.fail('a stem file was read'))
     folder = _config_folder(tmp_path / 'repo', stem_weights=str(tmp_path / 'secret.pth'))

@@ -101,7 +101,7 @@ def test_cli_json_and_table(capsys):
 
 
 def test_random_init_is_seeded_and_leaves_the_global_rng_alone():
-    # the README prints --random-init output: it must come out the same on every run
+    # docs/prediction.md prints --random-init output: it must come out the same on every run
     state = torch.random.get_rng_state()
     first, _ = load_model('logoformer_tiny', random_init=True)
     assert torch.equal(torch.random.get_rng_state(), state)

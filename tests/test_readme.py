@@ -1,10 +1,13 @@
-"""The README runs as written: every ```python block and every cheap command of the ```bash blocks is executed.
+"""The README and the docs/ pages run as written: every ```python block and every cheap command of the ```bash
+blocks is executed.
 
 Each Python block runs on its own in a fresh interpreter, in an empty folder, offline, unchanged. Files a block
-names as the user's own (``my_model.safetensors``, ``clip.mp4``, ``runs/...``) are made there first by
-``FIXTURES``. Every ```bash command is either run (``RUN``) or skipped for a stated reason (``SKIP``): a command
-in neither table fails the test, so a new README command has to be classified here and cannot drift unseen.
-```text blocks are output; those of the commands in ``RUN_OUTPUT`` are compared with what the command prints.
+names as the user's own (``my_model.safetensors``, ``clip.mp4``, ``former_dfer_dfew_fold1.pth``, ...) are made
+there first by ``FIXTURES`` / ``RUN_BLOCKS``; a block that needs what a test cannot make (your detector, your
+data) is skipped with the reason (``SKIP_PYTHON``). Every ```bash command is either run (``RUN``) or skipped for a
+stated reason (``SKIP``): a command in neither table fails the test, so a new command on any page has to be
+classified here and cannot drift unseen. ```text blocks are output; those of the commands in ``RUN_OUTPUT`` are
+compared with what the command prints. Every relative link of these pages points to a file of the repository.
 """
 import os
 import re
@@ -19,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / 'README.md'
+PAGES = [README] + sorted((REPO / 'docs').glob('*.md'))  # the README and every docs/ page
 
 # bash commands, by their leading words: run them (cheap, offline) ...
 RUN = (
@@ -32,11 +36,13 @@ SKIP = {
     'pip install': 'installs packages (CI runs the README install itself: .ci/run)',
     'python -m pytest': 'this test suite itself',
     'python tests/fetch_media.py': 'downloads from PyPI (.ci/run runs it)',
+    'python -m venv .venv': 'makes the virtual environment of the install (.ci/run makes its own)',
+    'source .venv/bin/activate': 'activates that environment (.ci/run does)',
     'python -m venv': 'makes a virtual environment and installs olah from PyPI (optional, .ci/run does it)',
     '.cache/olah-venv/bin/pip': 'installs olah from PyPI (.ci/run does it)',
     'python benchmarks/flops.py': 'benchmarks take minutes (committed results: benchmarks/results/)',
-    'bash benchmarks/gpu.sh --dry-run': 'tests/test_benchmark_gpu.py runs it as written (20 s)',
-    'bash benchmarks/gpu.sh': 'needs a CUDA GPU (benchmarks/results/gpu/README.md says how a session with one runs it)',
+    'bash benchmarks/gpu.sh --dry-run': 'tests/test_benchmark_gpu.py runs it as written (30 s)',
+    'bash benchmarks/gpu.sh': 'needs a CUDA GPU (benchmarks/results/gpu/README.md says how to run it and read its folder)',
     'logoformer-hub export': 'needs a trained checkpoint (tests/test_hub.py runs export, verify and push)',
     'logoformer-hub verify': 'needs an exported folder and its checkpoint (tests/test_hub.py)',
     'logoformer-hub push': 'needs an exported folder, its checkpoint and a Hub token (tests/test_hub.py)',
@@ -99,26 +105,32 @@ FIXTURES: Dict[str, Callable[[Path], None]] = {
 # Python blocks that cannot run on their own, by a line they contain
 SKIP_PYTHON = {
     "clip = load_clip('clip.mp4', detector=my_detector)":
-        'continues the block before it with your own detector, boxes and crops (tests/test_predict.py)',
+        'needs your own detector, boxes and crops, and continues the block before it (tests/test_predict.py)',
     "ClipFolderDataset('my_train.txt', 'my_data'":
-        'trains logoformer_small at 112x112 on your data for 10 epochs (tests/test_train*.py train the same way)',
+        'needs your own data: trains logoformer_small at 112x112 for 10 epochs (tests/test_train*.py do the same)',
     "timm.create_model('hf-hub:ORG/NAME', pretrained=True)":
-        'names your own checkpoints and Hub repo (tests/test_loading.py and tests/test_hub.py load each route)',
+        'needs your own checkpoints and Hub repo (tests/test_loading.py and tests/test_hub.py load each route)',
 }
 
 
-def readme_blocks() -> List[Tuple[str, int, str]]:
-    """(language, line number, code) of every fenced block in the README."""
+def _page_blocks(page: Path) -> List[Tuple[str, str, str]]:
+    """(language, 'page:line', code) of every fenced block of one page."""
     blocks, lang, start, lines = [], None, 0, []
-    for number, line in enumerate(README.read_text().splitlines(), 1):
+    name = page.relative_to(REPO).as_posix()
+    for number, line in enumerate(page.read_text().splitlines(), 1):
         if lang is None and line.startswith('```'):
             lang, start, lines = line[3:].strip(), number, []
         elif lang is not None and line.startswith('```'):
-            blocks.append((lang, start, '\n'.join(lines)))
+            blocks.append((lang, f'{name}:{start}', '\n'.join(lines)))
             lang = None
         elif lang is not None:
             lines.append(line)
     return blocks
+
+
+def readme_blocks() -> List[Tuple[str, str, str]]:
+    """(language, 'page:line', code) of every fenced block of the README and the docs/ pages, page by page."""
+    return [block for page in PAGES for block in _page_blocks(page)]
 
 
 def _block_commands(code: str) -> List[str]:
@@ -135,14 +147,14 @@ def _run_block_fixture(code: str):
     return next((make for marker, make in RUN_BLOCKS.items() if marker in code), None)
 
 
-def bash_commands() -> List[Tuple[int, str]]:
-    """(line, command) of every ```bash command outside the ``RUN_BLOCKS`` blocks."""
+def bash_commands() -> List[Tuple[str, str]]:
+    """('page:line', command) of every ```bash command outside the ``RUN_BLOCKS`` blocks."""
     return [(start, command) for lang, start, code in readme_blocks()
             if lang == 'bash' and _run_block_fixture(code) is None for command in _block_commands(code)]
 
 
 def _run_blocks():
-    return [pytest.param(code, id=f'line{start}') for lang, start, code in readme_blocks()
+    return [pytest.param(code, id=start) for lang, start, code in readme_blocks()
             if lang == 'bash' and _run_block_fixture(code) is not None]
 
 
@@ -152,7 +164,7 @@ def _env() -> Dict[str, str]:
 
 
 def _python_blocks():
-    return [pytest.param(code, id=f'line{start}') for lang, start, code in readme_blocks() if lang == 'python']
+    return [pytest.param(code, id=start) for lang, start, code in readme_blocks() if lang == 'python']
 
 
 def _classified(command: str) -> Tuple[str, str]:
@@ -169,6 +181,30 @@ def test_the_readme_has_blocks_of_each_kind():
     kinds = {lang for lang, _, _ in readme_blocks()}
     assert {'python', 'bash'} <= kinds, kinds
     assert any(_classified(c)[0] == 'run' for _, c in bash_commands())
+    pages = {where.split(':')[0] for _, where, _ in readme_blocks()}
+    assert {'README.md', 'docs/zoo.md', 'docs/training.md', 'docs/prediction.md', 'docs/weights.md'} <= pages, pages
+
+
+def test_the_readme_links_every_docs_page():
+    text = README.read_text()
+    assert [p.name for p in PAGES[1:] if f'](docs/{p.name})' not in text] == []
+    assert len(README.read_text().splitlines()) < 250
+
+
+def _links(page: Path) -> List[str]:
+    return re.findall(r'\]\(([^)\s]+)\)', page.read_text())
+
+
+@pytest.mark.parametrize('page', PAGES + [REPO / 'benchmarks' / 'results' / 'README.md',
+                                          REPO / 'benchmarks' / 'results' / 'gpu' / 'README.md'],
+                         ids=lambda p: p.relative_to(REPO).as_posix())
+def test_relative_links_point_into_the_repository(page):
+    """A link is a web address (papers, PyPI, upstream code) or a file of this repository, never a path outside it."""
+    for target in _links(page):
+        if re.match(r'https?://', target):
+            continue
+        path = (page.parent / target.split('#')[0]).resolve()
+        assert path.is_relative_to(REPO) and path.exists(), f'{page.name}: {target}'
 
 
 @pytest.mark.parametrize('code', _python_blocks())
@@ -181,13 +217,13 @@ def test_python_block_runs_as_written(code, tmp_path):
             make(tmp_path)
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 0, f'README block failed:\n{code}\n--- stderr:\n{proc.stderr[-3000:]}'
+    assert proc.returncode == 0, f'block failed:\n{code}\n--- stderr:\n{proc.stderr[-3000:]}'
 
 
 @pytest.mark.parametrize('line, command', bash_commands(), ids=lambda v: str(v)[:60])
 def test_bash_command_is_run_or_skipped_for_a_reason(line, command, tmp_path):
     kind, reason = _classified(command)
-    assert kind != 'unknown', f'README line {line}: add {command!r} to RUN or SKIP in tests/test_readme.py'
+    assert kind != 'unknown', f'{line}: add {command!r} to RUN or SKIP in tests/test_readme.py'
     if kind == 'skip':
         pytest.skip(reason)
     words = shlex.split(command)
@@ -195,7 +231,7 @@ def test_bash_command_is_run_or_skipped_for_a_reason(line, command, tmp_path):
         pytest.skip(f'{words[0]} is not installed in this environment: pip install -e . makes it')
     words = [sys.executable if w == 'python' and i == 0 else w for i, w in enumerate(words)]
     proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f'README line {line}: {command}\n{proc.stderr[-3000:]}'
+    assert proc.returncode == 0, f'{line}: {command}\n{proc.stderr[-3000:]}'
 
 
 @pytest.mark.parametrize('code', _run_blocks())
@@ -206,12 +242,12 @@ def test_bash_block_runs_as_written(code, tmp_path):
         words = ([sys.executable, '-m', MODULES[words[0]], *words[1:]] if words[0] in MODULES else
                  [sys.executable, '-m', CONSOLE_MODULES[words[0]], *words[1:]])
         proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f'README block command failed: {command}\n{proc.stderr[-3000:]}'
+        assert proc.returncode == 0, f'block command failed: {command}\n{proc.stderr[-3000:]}'
 
 
 def _output_blocks():
     blocks = [(start, code.splitlines()) for lang, start, code in readme_blocks() if lang == 'text']
-    return [pytest.param(lines[0][2:], lines[1:], id=f'line{start}') for start, lines in blocks
+    return [pytest.param(lines[0][2:], lines[1:], id=start) for start, lines in blocks
             if lines and lines[0].startswith('$ ') and lines[0][2:].startswith(RUN_OUTPUT)]
 
 

@@ -15,6 +15,7 @@ three). Small clips are used wherever the contract does not depend on size.
 """
 import fnmatch
 import math
+import re
 import warnings
 
 import pytest
@@ -301,7 +302,7 @@ def test_prune_intermediate_layers_contract(model_name):
 
 
 def test_features_only_backbone_keeps_the_fine_tuning_api(monkeypatch):
-    # timm's FeatureGetterNet hides set_grad_checkpointing and group_matcher: the README's way is backbone.model
+    # timm's FeatureGetterNet hides set_grad_checkpointing and group_matcher: docs/design.md's way is backbone.model
     from timm.optim import create_optimizer_v2
     backbone = timm.create_model('logoformer_small', features_only=True, **SMALL)
     optimizer = create_optimizer_v2(backbone.model, 'adamw', lr=1e-3, layer_decay=0.5)
@@ -551,3 +552,58 @@ def test_ddp_single_process_has_no_grad_stride_warning(tmp_path):
     finally:
         dist.destroy_process_group()
     assert not [w for w in caught if 'stride' in str(w.message)], [str(w.message) for w in caught]
+
+
+ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base', 'former_dfer', 'mae_dfer', 'dfer_clip')
+
+
+def test_timm_lists_the_zoo_as_pretrained_and_says_where_its_files_are():
+    """The authors' releases are listed by timm's own discovery (the user downloads the file from the cfg's page);
+    names without weights are not, and pretrained=True without the file raises naming the page."""
+    from logoformer_timm.models import REPORTED_RESULTS, PretrainedWeightsUnavailableError
+    assert len(REPORTED_RESULTS) >= 16
+    assert set(timm.list_pretrained('*dfer*')) == set(REPORTED_RESULTS) == set(timm.list_models('*dfer*', pretrained=True))
+    assert timm.list_pretrained('logoformer_*') == []  # no LOGO-Former weights are published
+    for name in REPORTED_RESULTS:
+        page = timm.models.get_pretrained_cfg(name).origin_url
+        with pytest.raises(PretrainedWeightsUnavailableError, match=re.escape(page)):
+            timm.create_model(name, pretrained=True)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_every_cfg_carries_the_frame_count(arch):
+    model = timm.create_model(arch, **cheap(arch))
+    assert model.pretrained_cfg['num_frames'] == model.num_frames == 16
+    for name in timm.list_models(arch, include_tags=True):
+        assert timm.models.get_pretrained_cfg(name).num_frames == model.num_frames, name
+    other = timm.create_model(arch, **small(arch))  # the cfg describes the source clip, as its input_size does
+    assert other.pretrained_cfg['num_frames'] == 16 and other.num_frames == small(arch)['num_frames']
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_fixed_input_size_is_the_instances_as_timm_reads_it(arch):
+    """timm's cfg flag says the model takes img_size (built for one size); whether an instance is fixed is timm's
+    get_model_input_config: fixed unless built with dynamic_img_size=True (LOGO-Former, Former-DFER), which then
+    takes another clip."""
+    fixed = timm.create_model(arch, **small(arch))
+    assert fixed.pretrained_cfg['fixed_input_size'] is True
+    assert timm.models.get_model_input_config(fixed)['fixed_input_size'] is True
+    if arch in ('mae_dfer', 'dfer_clip'):  # no dynamic_img_size: build them for another clip
+        return
+    flexible = timm.create_model(arch, dynamic_img_size=True, **small(arch)).eval()
+    assert timm.models.get_model_input_config(flexible)['fixed_input_size'] is False
+    t, size = small(arch)['num_frames'], small(arch)['img_size']
+    with torch.no_grad():
+        assert flexible(torch.rand(1, 3, 2 * t, 2 * size, 2 * size)).shape == (1, flexible.num_classes)
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_timm_resolve_data_config_describes_one_frame_of_the_clip(arch):
+    """timm's resolve_data_config gives one frame's (C, H, W) and transform; resolve_video_data_config the clip:
+    the same frame size, frame count from the cfg, and every shared setting equal."""
+    from logoformer_timm import resolve_video_data_config
+    model = timm.create_model(arch, **cheap(arch))
+    image, clip = timm.data.resolve_data_config({}, model=model), resolve_video_data_config(model)
+    c, t, h, w = clip['input_size']
+    assert image['input_size'] == (c, h, w) and t == model.pretrained_cfg['num_frames']
+    assert {k: v for k, v in image.items() if k != 'input_size'} == {k: clip[k] for k in image if k != 'input_size'}

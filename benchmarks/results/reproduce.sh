@@ -20,7 +20,7 @@ python benchmarks/flops.py --model logoformer_base --sweep num_frames=8,16,32,64
     --bench inference --threads 1 -b 1 --num-warm-iter 1 --num-bench-iter 5 --plot $OUT/sweep.png \
     --results-file $OUT/sweep.md $OUT/sweep.json $OUT/sweep.csv
 
-# issue 11: LOGO-Former against joint attention at 16x112, 32x224 and 64x224, inference and training, batch 1
+# LOGO-Former against joint attention at 16x112, 32x224 and 64x224, inference and training, batch 1
 python benchmarks/flops.py --model logoformer_base 'logoformer_base[block_types=joint]' --grid clip=16x112,32x224,64x224 \
     --bench both --threads 1 -b 1 --num-warm-iter 1 --num-bench-iter 3 \
     --results-file $OUT/logo_vs_joint_b1.md $OUT/logo_vs_joint_b1.json $OUT/logo_vs_joint_b1.csv
@@ -43,7 +43,7 @@ python benchmarks/flops.py --model 'logoformer_*' --grid precision=float32,amp_b
 python benchmarks/saved_activations.py --model logoformer_base 'logoformer_base[block_types=joint]' --clip 16x112 32x224 \
     > $OUT/saved_activations.md
 
-# issue 19: the einops attention kernels against the kernels before them (commit 7680fa1), logoformer_base,
+# einops kernels: the einops attention kernels against the kernels before them (commit 7680fa1), logoformer_base,
 # eager and inductor at 16x112 and 32x224; benchmarks/flops.py runs alternately from a copy of the package at each
 # version (run from that folder, so its fresh processes import that copy), four rounds, then one summary
 BASE_COMMIT=7680fa1
@@ -66,12 +66,12 @@ python benchmarks/einops_kernels_combine.py "$RUNS" $OUT/einops_kernels
 # both versions in one process, calls alternating (kernels and whole logoformer_base, eager and inductor)
 python benchmarks/kernel_ab.py --before "$RUNS/before/logoformer_timm" > $OUT/einops_kernels_ab.md
 
-# Issue 18: LOGO-Former against the DFER zoo, each at its own protocol clip and at the common 16x160
+# the DFER zoo: LOGO-Former against the DFER zoo, each at its own protocol clip and at the common 16x160
 python benchmarks/flops.py --model 'logoformer_*' --peers dfer --img-size 160 --bench both --threads 1 -b 1 \
     --num-warm-iter 1 --num-bench-iter 3 \
     --results-file benchmarks/results/dfer_peers.md benchmarks/results/dfer_peers.json benchmarks/results/dfer_peers.csv
 
-# Issue 26: float32 / bf16 autocast / bf16 weights, eager and inductor, the variants and the zoo at their own clip,
+# bf16 on the CPU: float32 / bf16 autocast / bf16 weights, eager and inductor, the variants and the zoo at their own clip,
 # batch 1, one process, calls in turn; the float32 model of commit 7821cbe (before the fix) in the same rotation
 BEFORE=$(mktemp -d)
 git archive 7821cbe logoformer_timm | tar -x -C "$BEFORE"

@@ -13,7 +13,8 @@ from .runner import benchmark, environment, load_avg
 from .models import DFER_PEERS, PEER_NAMES, PEER_SETS, parse_model_kwargs, peer_specs, resolve_models
 from .report import format_detail, format_sweep, format_table, plot_sweep, write_results
 from .sweeps import PROTOCOL_CLIP, grid_configs, parse_grid, parse_sweep, sweep, sweep_table
-from ..cli import ArgumentParser, check_output_file, resolve_device, run_cli
+from ..cli import ArgumentParser, check_output_file, run_cli
+from ..device import resolve_device
 from .timing import gemm_peak, set_peak_fractions
 
 __all__ = ['build_parser', 'resolve_precision', 'run', 'main']
@@ -27,18 +28,21 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
     parser.add_argument('--model', '-m', nargs='+', default=['logoformer_*'],
                         help='timm model names or wildcards, or peer names (torchvision/r3d_18, ...)')
     parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V',
-                        help='model kwargs, e.g. block_types=joint local_window=2,4,4')
+                        help='model kwargs, e.g. block_types=joint local_window=2,4,4 (default: none)')
     parser.add_argument('--peers', nargs='?', const='all', default=None, choices=PEER_SETS,
                         help=f'add peers, random weights: dfer (the DFER zoo, {", ".join(DFER_PEERS)}: each model at '
                              f'its own protocol clip and at the common --num-frames x --img-size, unless --grid '
-                             f'clip= says otherwise), video (installed {", ".join(PEER_NAMES)}), all (the default)')
-    parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference')
+                             f'clip= says otherwise), video (installed {", ".join(PEER_NAMES)}), all (what --peers '
+                             f'alone adds) (default: no peers)')
+    parser.add_argument('--bench', choices=('inference', 'train', 'both'), default='inference',
+                        help='what a step is: a forward pass without gradients, a training step (forward, backward, '
+                             'SGD update), or both, each in its own columns')
     parser.add_argument('--detail', action='store_true',
                         help='per part (stem, attention, MLP, head): GMACs, and time and peak memory of an inference '
                              'pass (torch.profiler memory events on CPU, allocator statistics on CUDA)')
-    parser.add_argument('--num-frames', type=int, default=16)
-    parser.add_argument('--img-size', type=int, default=112)
-    parser.add_argument('-b', '--batch-size', type=int, default=2)
+    parser.add_argument('--num-frames', type=int, default=16, help='frames per clip')
+    parser.add_argument('--img-size', type=int, default=112, help='height and width of every frame, in pixels')
+    parser.add_argument('-b', '--batch-size', type=int, default=1, help='clips per step')
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--precision', choices=PRECISIONS, default='float32',
                         help='float32, bfloat16 or float16 = weights and input in that dtype; amp = autocast '
@@ -50,9 +54,12 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
                         help='weights and input cast to this dtype, no autocast, as timm benchmark.py: '
                              '--precision <dtype>')
     parser.add_argument('--channels-last', action='store_true', help='channels_last_3d input and weights')
-    parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
-    parser.add_argument('--num-warm-iter', type=int, default=2)
-    parser.add_argument('--num-bench-iter', type=int, default=10)
+    parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                        help='torch.compile the model with this backend (inductor when none is named) (default: '
+                             'eager)')
+    parser.add_argument('--num-warm-iter', type=int, default=2, help='untimed steps before the timed ones')
+    parser.add_argument('--num-bench-iter', type=int, default=10,
+                        help='timed steps; the step time is their median')
     parser.add_argument('--threads', type=int, default=None,
                         help="torch.set_num_threads for the models and the matmul peak (default: torch's own count)")
     parser.add_argument('--isolate', action=argparse.BooleanOptionalAction, default=None,
@@ -62,13 +69,17 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
                         help='largest matrix size of the peak matmul, also run at 1/2 and 1/4 (default: 2048 on cpu, '
                              '8192 otherwise)')
     parser.add_argument('--sweep', action='append', default=[], metavar='PARAM=V1,V2',
-                        help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin')
+                        help='num_frames=8,16,32,64 or img_size=112,160,224: LOGO-Former vs its joint twin '
+                             '(default: no sweep)')
     parser.add_argument('--grid', action='append', default=[], metavar='PARAM=V1,V2',
                         help='measure every model at every combination, side by side: clip=16x112,32x224 '
-                             'batch_size=1,8 precision=float32,amp_bfloat16 torchcompile=none,inductor')
-    parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot the sweep (needs matplotlib)')
+                             'batch_size=1,8 precision=float32,amp_bfloat16 torchcompile=none,inductor '
+                             '(default: no grid)')
+    parser.add_argument('--plot', default=None, metavar='FILE.png',
+                        help='plot the sweep (needs matplotlib) (default: no plot)')
     parser.add_argument('--results-file', nargs='+', default=[], metavar='FILE',
-                        help='one or more files; the format comes from each extension (.csv, .json, .md)')
+                        help='one or more files; the format comes from each extension (.csv, .json, .md) '
+                             '(default: none, the table is printed only)')
     parser.add_argument('--results-format', choices=('csv', 'json', 'md'), default=None,
                         help='format for every results file (default: from its extension, else csv)')
     return parser

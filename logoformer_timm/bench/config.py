@@ -2,6 +2,8 @@
 from dataclasses import dataclass
 from typing import Optional
 
+from ..errors import UserError
+
 __all__ = [
     'BenchConfig', 'BenchmarkError', 'PRECISIONS', 'MODEL_DTYPES', 'AMP_DTYPES', 'SWEEP_PARAMS', 'GRID_PARAMS',
     'BENCH_MODES', 'NUM_CLASSES']
@@ -17,7 +19,7 @@ BENCH_MODES = ('inference', 'train')
 NUM_CLASSES = 7
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(UserError):
     """A user error (bad flag, unknown model, missing device or extra): printed without a traceback."""
 
 

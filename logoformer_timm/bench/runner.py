@@ -21,7 +21,7 @@ from .counting import COUNTER_NAME, LOGOFORMER_PARTS, count_model
 from .memory import MemoryMeter, is_oom
 from .models import ModelSpec, build_model, protocol_clip
 from .profiling import profile_parts
-from ..cli import resolve_device
+from ..device import resolve_device
 from .timing import autocast, percentile, precision_dtypes, set_peak_fractions, time_steps, warm_up
 
 __all__ = ['measure', 'measure_parts', 'measure_with_retry', 'environment', 'load_avg', 'benchmark']

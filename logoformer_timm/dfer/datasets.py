@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..data import ClipTransform, TestProtocol, resolve_video_data_config, sample_frame_indices
+from ..errors import UserError
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
@@ -45,7 +46,7 @@ class AnnotationError(ValueError):
     """A line of an annotation list that cannot be used (format, label range, missing clip)."""
 
 
-class ClipLoadError(RuntimeError):
+class ClipLoadError(UserError, RuntimeError):
     """A clip whose frames cannot be read."""
 
 

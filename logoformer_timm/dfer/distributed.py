@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..cli import resolve_device
+from ..device import resolve_device
 
 __all__ = ['DistInfo', 'init_distributed', 'all_reduce_sum', 'all_ranks_have_data', 'ShardSampler']
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from ..errors import UserError
+
 __all__ = [
     'atomic_write', 'atomic_write_json', 'OutputLockedError', 'output_lock', 'CHECKPOINT_FILES', 'BEST_FILES', 'TrainingState',
     'recover_last', 'last_checkpoint', 'recover_best', 'read_log', 'rewrite_log', 'append_log', 'RUN_FILES', 'remove_run',
@@ -48,7 +50,7 @@ def atomic_write_json(path: str, data: Any) -> None:
 
 # ---------------------------------------------------------------------------------------------------- lock
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(UserError, RuntimeError):
     """Another live run writes to the same ``--output`` folder."""
 
 

@@ -1,4 +1,4 @@
-"""A generated DFER-format dataset whose classes differ only in motion (for tests and the README demo).
+"""A generated DFER-format dataset whose classes differ only in motion (tests, the demo of docs/training.md).
 
 Every frame is a plaid (a vertical plus a horizontal sine grating, period 16 pixels) with uniformly random
 phases, plus a little noise, so every single frame has the same distribution in every class. A class is a way

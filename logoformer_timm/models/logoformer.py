@@ -337,7 +337,8 @@ def _init_linear(module: nn.Module, name: str = '') -> None:
 def _cfg(**kwargs) -> Dict[str, Any]:
     return {
         'num_classes': 7,
-        'input_size': (3, 112, 112),
+        'num_frames': 16,
+        'input_size': (3, 112, 112),  # one frame; a model built with dynamic_img_size=True takes other sizes
         'fixed_input_size': True,
         'pool_size': (16, 7, 7),  # the unpooled token grid (T', H', W') of a 16 x 112 x 112 clip
         'crop_pct': 1.0,

@@ -522,7 +522,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MaeDfer) -> Dict[str
 def _cfg(**kwargs) -> Dict[str, Any]:
     return {
         'num_classes': 7,
-        'input_size': (3, 160, 160),
+        'num_frames': 16,
+        'input_size': (3, 160, 160),  # one frame; a model built with dynamic_img_size=True takes other sizes
         'fixed_input_size': True,
         'pool_size': (8, 10, 10),  # the unpooled token grid (T', H', W') of a 16 x 160 x 160 clip
         # the official test transform resizes every frame to 160 x 160 (bilinear), so its two 'spatial crops' are

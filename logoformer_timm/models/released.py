@@ -2,7 +2,7 @@
 
 Such weights are not on the Hub: their pretrained cfg names the official download page (``origin_url``) and a
 description of the file, so ``pretrained=True`` without ``pretrained_cfg_overlay=dict(file=...)`` raises naming
-both. Their accuracy was not measured by this project (no DFER data is reachable here): each cfg's ``notes`` and
+both. Their accuracy was not measured by this project (it has not used the DFER data sets): each cfg's ``notes`` and
 :data:`REPORTED_RESULTS` carry the authors' own figure, labelled as theirs, with its source.
 """
 from dataclasses import dataclass

@@ -15,8 +15,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .decode import window_indices
 from .faces import Box, FaceDetector, _import_cv2, crop_faces
+from .prediction import PREDICTION_SCHEMA, VideoPrediction, WindowPrediction
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
@@ -38,111 +38,6 @@ __all__ = [
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
-
-_NUMBER = {'type': 'number'}
-_PROBABILITY = {'type': 'number', 'minimum': 0, 'maximum': 1}
-# JSON Schema (draft 2020-12) of ``logoformer-predict --json`` and of ``VideoPrediction.to_dict()``.
-PREDICTION_SCHEMA: Dict[str, Any] = {
-    '$schema': 'https://json-schema.org/draft/2020-12/schema',
-    'title': 'logoformer-predict output',
-    'type': 'object',
-    'required': ['video', 'model', 'weights', 'labels', 'frames_per_clip', 'windows', 'warnings'],
-    'additionalProperties': False,
-    'properties': {
-        'video': {
-            'type': 'object',
-            'required': ['path', 'width', 'height', 'fps', 'num_frames', 'duration', 'codec'],
-            'additionalProperties': False,
-            'properties': {
-                'path': {'type': 'string'},
-                'width': {'type': 'integer', 'minimum': 1},
-                'height': {'type': 'integer', 'minimum': 1},
-                'fps': {'type': 'number', 'exclusiveMinimum': 0},
-                'num_frames': {'type': 'integer', 'minimum': 1},
-                'duration': {'type': 'number', 'exclusiveMinimum': 0},
-                'codec': {'type': 'string'},
-            },
-        },
-        'model': {'type': 'string', 'description': 'timm model name'},
-        'weights': {'type': 'string', 'description': "'checkpoint:PATH', 'pretrained', 'random-init' or 'user'"},
-        'labels': {'type': 'array', 'items': {'type': 'string'}, 'minItems': 1},
-        'frames_per_clip': {'type': 'integer', 'minimum': 1},
-        'windows': {
-            'type': 'array',
-            'minItems': 1,
-            'items': {
-                'type': 'object',
-                'required': [
-                    'start', 'end', 'frame_indices', 'frame_times', 'faces_found', 'boxes', 'probabilities', 'top_k'],
-                'additionalProperties': False,
-                'properties': {
-                    'start': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
-                    'end': {'type': 'number', 'minimum': 0, 'description': 'seconds'},
-                    'frame_indices': {
-                        'type': 'array', 'items': {'type': 'integer', 'minimum': 0},
-                        'description': 'sampled frame per clip frame; a protocol with several views: one view after '
-                                       'another'},
-                    'frame_times': {'type': 'array', 'items': {'type': 'number', 'minimum': 0}},
-                    'faces_found': {
-                        'type': 'array', 'items': {'type': 'boolean'},
-                        'description': 'per sampled frame: the detector found a face (else interpolated/fallback)'},
-                    'boxes': {
-                        'type': 'array', 'items': {'type': 'array', 'items': _NUMBER, 'minItems': 4, 'maxItems': 4},
-                        'description': 'per sampled frame: crop box (x1, y1, x2, y2) in frame pixels'},
-                    'probabilities': {'type': 'object', 'additionalProperties': _PROBABILITY},
-                    'top_k': {
-                        'type': 'array',
-                        'items': {
-                            'type': 'object', 'required': ['label', 'probability'], 'additionalProperties': False,
-                            'properties': {'label': {'type': 'string'}, 'probability': _PROBABILITY}}},
-                },
-            },
-        },
-        'warnings': {'type': 'array', 'items': {'type': 'string'}},
-    },
-}
-
-
-@dataclass
-class WindowPrediction:
-    """Prediction for one clip of the video (the whole video, or one sliding window)."""
-    start: float  # seconds
-    end: float  # seconds
-    frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos; several views one after another)
-    frame_times: List[float]  # seconds
-    faces_found: List[bool]  # per sampled frame: the detector found a face there
-    boxes: List[Box]  # per sampled frame: the crop box in frame pixels
-    probabilities: Dict[str, float]  # label -> softmax probability
-    top_k: List[Tuple[str, float]]
-
-
-@dataclass
-class VideoPrediction:
-    """Result of :func:`predict_video`; ``to_dict()`` follows :data:`PREDICTION_SCHEMA`."""
-    video: VideoInfo
-    model: str
-    weights: str
-    labels: List[str]
-    frames_per_clip: int
-    windows: List[WindowPrediction]
-    warnings: List[str] = field(default_factory=list)
-    face_detection: bool = True  # False with detect=False (--no-detect): faces_found says nothing then
-    # seconds: total, decode, faces (detection and cropping), model (all batches), first_batch; not in to_dict()
-    timing: Dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict, the ``--json`` output."""
-        video = {k: v for k, v in asdict(self.video).items() if k != 'frame_times'}
-        windows = []
-        for w in self.windows:
-            row = asdict(w)
-            row['boxes'] = [list(b) for b in w.boxes]
-            row['top_k'] = [dict(label=label, probability=p) for label, p in w.top_k]
-            windows.append(row)
-        return dict(
-            video=video, model=self.model, weights=self.weights, labels=list(self.labels),
-            frames_per_clip=self.frames_per_clip, windows=windows, warnings=list(self.warnings))
-
 
 def _clip_tensor(crops: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 crops to a float ``(C, T, H, W)`` clip in [0, 1]."""

@@ -22,6 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
+from ..errors import UserError
+
 __all__ = [
     'EMA_ENTRIES', 'MODEL_ENTRIES', 'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError',
     'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
@@ -34,7 +36,7 @@ _logger = logging.getLogger(__name__)
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-class WeightsFileError(RuntimeError):
+class WeightsFileError(UserError, RuntimeError):
     """A weight file that cannot be used: not readable (truncated, corrupt, not safetensors) or with unusable values."""
 
 

@@ -1,13 +1,14 @@
 """The command line ``logoformer-hub export|verify|push`` (also ``python -m logoformer_timm.weights.hub``; the
 repository's ``hub/export.py``, ``hub/verify.py`` and ``hub/push.py`` are the same subcommands), over
-:func:`.publish.export_folder`, :func:`.publish.verify_folder` and :func:`.publish.push_folder`.
+:func:`.publish.export_folder`, :func:`.verify.verify_folder` and :func:`.verify.push_folder`.
 """
 import argparse
 import sys
 from typing import Any, Optional, Sequence
 
 from ..cli import ArgumentParser, run_cli
-from .publish import export_folder, push_folder, verify_folder
+from .publish import export_folder
+from .verify import push_folder, verify_folder
 
 __all__ = ['build_parser', 'main']
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
-    export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into')
+    export.add_argument('--out', required=True, help='new (or empty) folder to write the repo into; missing parent folders are made')
     export.add_argument('--tag', help='pretrained tag, e.g. dfew_fold1; the repo becomes logoformer-timm/<model>.<tag>')
     export.add_argument('--metrics', help='metrics.json written by logoformer-eval (schema in logoformer_timm/weights/card.py)')
     export.add_argument('--dtype', default='float32', choices=('float32', 'float16'), help='stored weight dtype')

@@ -13,7 +13,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ..cli import resolve_device
+from ..device import resolve_device
 from ..models import PretrainedWeightsError, checkpoint_filter_of, list_clip_models
 from .filtering import CheckpointMismatchError
 from .files import WeightsFileError, read_state_dict

@@ -15,6 +15,7 @@ from typing import Dict, Optional, Union
 
 import torch
 
+from ..errors import UserError
 from .files import check_weights, read_safetensors
 
 __all__ = ['HUB_ORG', 'WEIGHTS_FILENAME', 'PublishedWeights', 'PUBLISHED', 'WeightsChecksumError', 'find_published',
@@ -70,7 +71,7 @@ def find_published(hf_hub_id: Optional[str]) -> Optional[PublishedWeights]:
     return next((entry for entry in PUBLISHED.values() if _repo_key(entry.hf_hub_id) == _repo_key(hf_hub_id)), None)
 
 
-class WeightsChecksumError(RuntimeError):
+class WeightsChecksumError(UserError, RuntimeError):
     """A downloaded weight file whose sha256 differs from the manifest's."""
 
 

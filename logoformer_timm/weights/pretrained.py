@@ -1,5 +1,6 @@
 """Pretrained weights a model is built with: ``pretrained=True`` (published weights checked against the manifest
-before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem).
+before use; load errors name the source) and ``stem_weights=`` (ResNet-18 weights for the stem); the clip models'
+pretrained cfg (timm's, with the frame count) and the one build route of every clip model.
 """
 import dataclasses
 import os
@@ -13,6 +14,7 @@ from safetensors import SafetensorError
 from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
+from ..errors import UserError
 from . import manifest
 from .files import read_state_dict
 from .filtering import CheckpointMismatchError
@@ -24,12 +26,22 @@ __all__ = [
 
 @dataclasses.dataclass
 class ClipPretrainedCfg(PretrainedCfg):
-    """timm's pretrained cfg with what a clip model's evaluation needs beside ``crop_pct`` and ``interpolation``."""
+    """timm's pretrained cfg with what a clip model needs beside it: ``input_size`` is one frame's ``(C, H, W)``,
+    ``num_frames`` the clip's frame count, and the evaluation's protocol and checkpoint entry. A release the user
+    downloads from ``origin_url`` counts as weights (``has_weights``), so ``timm.list_pretrained()`` lists it;
+    ``pretrained=True`` without the file raises, naming the page."""
+
+    num_frames: Optional[int] = None
 
     # the test-time protocol: a name in logoformer_timm.data.TEST_PROTOCOLS, or a dict of its fields
     test_protocol: Optional[Union[str, Dict[str, Any]]] = None
     # the entry of a training container that holds the model ('model', 'model_ema', ...; None: files.py's rule)
     checkpoint_entry: Optional[str] = None
+
+    @property
+    def has_weights(self) -> bool:
+        """A url, file or Hub id (timm's rule), or the download page of the authors' own file."""
+        return bool(super().has_weights or self.origin_url)
 
 
 def clip_default_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
@@ -47,11 +59,11 @@ def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrain
     return build_model_with_cfg(model_cls, variant, False, **kwargs)
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(UserError, RuntimeError):
     """``pretrained=True`` for a LOGO-Former name that has no published weights."""
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(UserError, RuntimeError):
     """Pretrained weights that could not be read or do not fit the model; the message names the source."""
 
 
