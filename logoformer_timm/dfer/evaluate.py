@@ -219,9 +219,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def test_protocol_of(model: nn.Module, args: argparse.Namespace) -> TestProtocol:
     """The protocol of ``model``'s cfg (or ``--protocol``), changed by the command's flags."""
-    protocol = TEST_PROTOCOLS[args.protocol] if args.protocol else resolve_video_data_config(model)['test_protocol']
+    config = resolve_video_data_config(model)
+    protocol = TEST_PROTOCOLS[args.protocol] if args.protocol else config['test_protocol']
     if protocol is None:
-        protocol = TEST_PROTOCOLS['logoformer'].fit_clip(model.num_frames, tuple(model.img_size))
+        protocol = TEST_PROTOCOLS['logoformer'].fit_clip(model.num_frames, tuple(model.img_size)).replace(
+            mean=config['mean'], std=config['std'])
     if protocol.sampler != 'segments' and (args.num_segments or args.frames_per_segment):
         raise UsageError(
             f'--num-segments / --frames-per-segment change a segment sampler, but protocol {protocol.name} takes every '

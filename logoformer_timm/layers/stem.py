@@ -55,10 +55,12 @@ class FrameStem(nn.Module):
                     m.zero_init_last()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last frames, so every map is channels-last: the same outputs, and on a CPU oneDNN's convolutions
-        # run faster and max pooling many times faster (a tenth of a bf16 pass in NCHW at 16x112); the maps then
-        # reach token_embed as contiguous (tokens, C) rows
-        x = x.contiguous(memory_format=torch.channels_last)
+        if not torch.is_grad_enabled():
+            # inference: channels-last frames, so every map is channels-last: the same outputs, and on a CPU
+            # oneDNN's convolutions run faster and max pooling many times faster (a tenth of a bf16 pass in NCHW at
+            # 16x112); the maps then reach token_embed as contiguous (tokens, C) rows. Under autograd the weights'
+            # gradients would come out channels-last, unlike the weights, and DDP would copy them into its buckets.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
 
