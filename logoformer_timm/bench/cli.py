@@ -49,10 +49,11 @@ def build_parser(prog: str = 'logoformer-bench') -> argparse.ArgumentParser:
                              '(float16 on cuda, bfloat16 on cpu), amp_bfloat16 / amp_float16 = autocast to that dtype')
     parser.add_argument('--amp', action='store_true', help='autocast, as timm benchmark.py: --precision amp')
     parser.add_argument('--amp-dtype', choices=AMP_DTYPES, default=None,
-                        help='autocast to this dtype (float32 weights), as timm benchmark.py: --precision amp_<dtype>')
+                        help='autocast to this dtype (float32 weights), as timm benchmark.py: --precision amp_<dtype> '
+                             '(default: no autocast; with --amp, float16 on CUDA and bfloat16 on CPU)')
     parser.add_argument('--model-dtype', choices=MODEL_DTYPES, default=None,
                         help='weights and input cast to this dtype, no autocast, as timm benchmark.py: '
-                             '--precision <dtype>')
+                             '--precision <dtype> (default: the weights stay float32)')
     parser.add_argument('--channels-last', action='store_true', help='channels_last_3d input and weights')
     parser.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
                         help='torch.compile the model with this backend (inductor when none is named) (default: '
