@@ -1,5 +1,5 @@
-"""The README's training demo learns as written: the three commands of its ```bash block reach a UAR above 85 %
-on any machine, print the table the README shows, and the same training on frozen (repeated first frame) clips
+"""The training demo of docs/training.md learns as written: the three commands of its ```bash block reach a UAR
+above 85 % on any machine, print the table the page shows, and the same training on frozen (repeated first frame) clips
 stays near chance. Two runs on one machine write the same weights, whatever the number of DataLoader workers.
 
 The generated plaid clips have identically distributed single frames in every class (uniform random phases);
@@ -17,8 +17,8 @@ from logoformer_timm.dfer import train as train_cli
 from logoformer_timm.dfer import synthetic
 
 CHANCE = 0.5
-LEARNED_UAR = 0.85  # the README's "above 85 %"
-ENTRY_POINTS = {  # the README's commands, called in-process
+LEARNED_UAR = 0.85  # the page's "above 85 %"
+ENTRY_POINTS = {  # the demo's commands, called in-process
     ('python', '-m', 'logoformer_timm.dfer.synthetic'): synthetic.main,
     ('logoformer-train',): train_cli.main,
     ('logoformer-eval',): eval_cli.main,
@@ -26,14 +26,14 @@ ENTRY_POINTS = {  # the README's commands, called in-process
 
 
 def demo_commands():
-    """The README demo's commands as (entry point, argv), in order."""
+    """The demo's commands as (entry point, argv), in order."""
     commands = []
     for _, command in bash_commands():
         words = shlex.split(command)
         for prefix, main in ENTRY_POINTS.items():
             if tuple(words[:len(prefix)]) == prefix and ('demo' in words or 'demo_run/last' in words):
                 commands.append((main, words[len(prefix):]))
-    assert [m for m, _ in commands] == list(ENTRY_POINTS.values()), 'the README demo block has changed'
+    assert [m for m, _ in commands] == list(ENTRY_POINTS.values()), 'the demo block of docs/training.md has changed'
     return commands
 
 
