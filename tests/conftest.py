@@ -14,3 +14,13 @@ import logoformer_timm  # noqa: E402,F401  (registers the models)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory):
+    """A small generated dataset in the annotation-list format (static / moving plaids, 32x32, 6 and 8 frames)."""
+    from logoformer_timm.dfer import synthetic
+    root = tmp_path_factory.mktemp('demo')
+    assert synthetic.main(['--output', str(root), '--size', '32', '--frames', '6', '8', '--classes', 'static,moving',
+                           '--train-clips', '4', '--test-clips', '2']) == 0
+    return root

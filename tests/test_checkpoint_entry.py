@@ -8,7 +8,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from logoformer_timm.dfer import evaluate, synthetic, train
+from logoformer_timm.dfer import evaluate, train
 from logoformer_timm.weights import hub
 from logoformer_timm.weights.loading import create_model, load_model
 
@@ -27,14 +27,6 @@ def files(tmp_path_factory):
     save_file(ema, str(root / 'ema.safetensors'))
     return dict(both=root / 'both.pth', model=model, ema=ema, model_file=root / 'model.safetensors',
                 ema_file=root / 'ema.safetensors')
-
-
-@pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp('demo')
-    assert synthetic.main(['--output', str(root), '--size', '32', '--frames', '6', '8', '--classes', 'static,moving',
-                           '--train-clips', '2', '--test-clips', '2']) == 0
-    return root
 
 
 def _same(state, expected):
@@ -62,23 +54,24 @@ def test_command_loaders_take_the_same_entry(files):
     assert _same(model.state_dict(), {k: v for k, v in files['ema'].items() if 'pos_embed' not in k})
 
 
-def _eval(demo, checkpoint, out, *extra):
-    assert evaluate.main(['--model', NAME, '--checkpoint', str(checkpoint), '--data-root', str(demo), '--list',
-                          str(demo / 'test.txt'), '--output', str(out), '--workers', '0', *extra]) == 0
+def _eval(demo_data, checkpoint, out, *extra):
+    assert evaluate.main(['--model', NAME, '--checkpoint', str(checkpoint), '--data-root', str(demo_data), '--list',
+                          str(demo_data / 'test.txt'), '--output', str(out), '--workers', '0', *extra]) == 0
     return [json.loads(line)['probs'] for line in (out / 'predictions.jsonl').read_text().splitlines()]
 
 
-def test_eval_and_train_take_the_model_entry_and_the_flag_the_other(files, demo, tmp_path, capsys, caplog):
-    assert _eval(demo, files['both'], tmp_path / 'a') == _eval(demo, files['model_file'], tmp_path / 'b')
+def test_eval_and_train_take_the_model_entry_and_the_flag_the_other(files, demo_data, tmp_path, capsys, caplog):
+    assert _eval(demo_data, files['both'], tmp_path / 'a') == _eval(demo_data, files['model_file'], tmp_path / 'b')
     assert "holds 'model' and 'model_ema': using 'model'" in caplog.text
-    assert (_eval(demo, files['both'], tmp_path / 'c', '--checkpoint-entry', 'model_ema')
-            == _eval(demo, files['ema_file'], tmp_path / 'd'))
+    assert (_eval(demo_data, files['both'], tmp_path / 'c', '--checkpoint-entry', 'model_ema')
+            == _eval(demo_data, files['ema_file'], tmp_path / 'd'))
     code = evaluate.main(['--model', NAME, '--checkpoint', str(files['model_file']), '--checkpoint-entry', 'model_ema',
-                          '--list', str(demo / 'test.txt'), '--data-root', str(demo), '--output', str(tmp_path / 'e')])
+                          '--list', str(demo_data / 'test.txt'), '--data-root', str(demo_data),
+                          '--output', str(tmp_path / 'e')])
     assert code != 0 and 'has no entry' in capsys.readouterr().err  # a plain state dict has no entries
     code = train.main(['--model', NAME, '--checkpoint', str(files['both']), '--checkpoint-entry', 'nope',
-                       '--data-root', str(demo), '--train-list', str(demo / 'train.txt'), '--val-list',
-                       str(demo / 'test.txt'), '--output',
+                       '--data-root', str(demo_data), '--train-list', str(demo_data / 'train.txt'), '--val-list',
+                       str(demo_data / 'test.txt'), '--output',
                        str(tmp_path / 'run'), '--epochs', '1', '--workers', '0', '--num-classes', '7'])
     assert code != 0 and "has no entry 'nope'" in capsys.readouterr().err  # the flag reaches the trainer's loader
 

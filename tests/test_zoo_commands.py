@@ -8,7 +8,7 @@ import timm
 import torch
 
 from logoformer_timm.bench import cli as bench_cli
-from logoformer_timm.dfer import evaluate, synthetic, train
+from logoformer_timm.dfer import evaluate, train
 from logoformer_timm.video import export as onnx_export
 from logoformer_timm.weights import hub
 from official_files import (
@@ -22,14 +22,6 @@ NAME = 'former_dfer.dfew_fold1'
 @pytest.fixture(scope='module')
 def official_file(tmp_path_factory):
     return write_former_dfer_file(tmp_path_factory.mktemp('zoo') / 'model_pretrained_on_DFEW_fd1.pth')
-
-
-@pytest.fixture(scope='module')
-def demo_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp('demo')
-    assert synthetic.main(['--output', str(root), '--size', '32', '--frames', '6', '8', '--classes', 'static,moving',
-                           '--train-clips', '4', '--test-clips', '2']) == 0
-    return root
 
 
 def _official_logits():
