@@ -2,7 +2,7 @@
 (:func:`check_clip`, not traced by FX), with the bounds and layouts they allow.
 """
 import numbers
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import register_notrace_function
@@ -10,8 +10,8 @@ from timm.layers import register_notrace_function
 from .stem import STEM_STRIDE
 
 __all__ = [
-    'INPUT_LAYOUTS', 'MAX_IMG_SIZE', 'MAX_NUM_FRAMES', 'PIXEL_RANGE_WARN_ABOVE', 'check_clip', 'check_finite_pixels',
-    'check_img_size', 'check_int']
+    'INPUT_LAYOUTS', 'MAX_IMG_SIZE', 'MAX_NUM_FRAMES', 'PIXEL_RANGE_WARN_ABOVE', 'check_choice', 'check_clip',
+    'check_finite_pixels', 'check_heads', 'check_img_size', 'check_int']
 
 INPUT_LAYOUTS = ('BCTHW', 'BTCHW')
 MAX_NUM_FRAMES = 1024  # bounds checked before any parameter is allocated (a config.json could ask for more)
@@ -26,6 +26,20 @@ def check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> in
         bounds = f'>= {low}' if high is None else f'from {low} to {high}'
         raise ValueError(f'{name} must be an int {bounds}, got {value!r}.')
     return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` when it is one of ``choices``; else a ValueError naming the argument and the choices."""
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}.')
+    return value
+
+
+def check_heads(widths: Sequence[Tuple[str, int, int]]) -> None:
+    """Each ``(name, width, heads)``: ``heads`` must divide the layer ``width``; else a ValueError naming it."""
+    for name, width, heads in widths:
+        if width % heads:
+            raise ValueError(f'{name}={heads} must divide the layer width {width}.')
 
 
 def check_img_size(img_size: Any) -> Tuple[int, int]:

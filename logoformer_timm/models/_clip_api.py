@@ -11,7 +11,7 @@ from timm.layers import Format, get_device_dtype
 from timm.models._features import FeatureGetterNet, feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from ..layers import check_int
+from ..layers import check_choice, check_int
 
 __all__ = ['ClipModelApi', 'FrameTokenApi', 'OUTPUT_FMTS', 'grid_as', 'label_feature_maps', 'resolve_output_fmt']
 
@@ -72,9 +72,7 @@ class ClipModelApi:
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (0 removes it) on the model's device/dtype; optionally change the pooling."""
         if global_pool is not None:
-            if global_pool not in self.global_pools:
-                raise ValueError(f'global_pool must be one of {self.global_pools}, got {global_pool!r}.')
-            self.global_pool = global_pool
+            self.global_pool = check_choice('global_pool', global_pool, self.global_pools)
         self.num_classes = check_int('num_classes', num_classes, 0)
         self.head = self.new_head(num_classes) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)

@@ -32,7 +32,8 @@ from timm.models._manipulate import named_apply
 from timm.models.vision_transformer import Block, VisionTransformer, _convert_openai_clip
 
 from ..data.protocol import DFER_CLIP_MAFW_LABELS as MAFW_LABELS  # DFER-CLIP's MAFW order, not MAE-DFER's
-from ..layers import INPUT_LAYOUTS, MAX_NUM_FRAMES, check_clip, check_img_size, check_int
+from ..layers import (
+    INPUT_LAYOUTS, MAX_NUM_FRAMES, check_choice, check_clip, check_heads, check_img_size, check_int)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import CheckpointMismatchError, check_same_architecture
 from ..weights.pretrained import build_clip_model, clip_default_cfgs
@@ -157,16 +158,11 @@ class DferClip(FrameTokenApi, nn.Module):
                             ('frame_num_heads', frame_num_heads), ('depth', depth), ('num_heads', num_heads)):
             check_int(name, value, 1)
         check_int('num_classes', num_classes, 0)
-        if input_layout not in INPUT_LAYOUTS:
-            raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
-        if global_pool not in self.global_pools:
-            raise ValueError(f'global_pool must be one of {self.global_pools}, got {global_pool!r}.')
+        check_choice('input_layout', input_layout, INPUT_LAYOUTS)
+        check_choice('global_pool', global_pool, self.global_pools)
         if img_size[0] % patch_size or img_size[1] % patch_size:
             raise ValueError(f'img_size {img_size} must be a multiple of patch_size ({patch_size}).')
-        widths = (('frame_num_heads', frame_embed_dim, frame_num_heads), ('num_heads', embed_dim, num_heads))
-        for name, dim, heads in widths:
-            if dim % heads:
-                raise ValueError(f'{name}={heads} must divide the layer width {dim}.')
+        check_heads((('frame_num_heads', frame_embed_dim, frame_num_heads), ('num_heads', embed_dim, num_heads)))
 
         self.num_classes = num_classes
         self.in_chans = in_chans

@@ -32,8 +32,8 @@ from timm.models.resnet import BasicBlock, downsample_conv
 from timm.models.vision_transformer import Block
 
 from ..layers import (
-    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, check_clip, check_img_size, check_int,
-    resample_spatial_pos_embed, resample_temporal_pos_embed)
+    INPUT_LAYOUTS, MAX_NUM_FRAMES, STEM_CHANS, STEM_STRIDE, FrameStem, check_choice, check_clip, check_heads,
+    check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
 from ..weights.pretrained import build_clip_model, clip_default_cfgs
@@ -110,14 +110,9 @@ class FormerDFER(FrameTokenApi, nn.Module):
                             ('spatial_num_heads', spatial_num_heads), ('num_heads', num_heads)):
             check_int(name, value, 1)
         check_int('num_classes', num_classes, 0)
-        if input_layout not in INPUT_LAYOUTS:
-            raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
-        if global_pool not in self.global_pools:
-            raise ValueError(f'global_pool must be one of {self.global_pools}, got {global_pool!r}.')
-        widths = (('spatial_num_heads', STEM_CHANS, spatial_num_heads), ('num_heads', FRAME_DIM, num_heads))
-        for name, dim, heads in widths:
-            if dim % heads:
-                raise ValueError(f'{name}={heads} must divide the layer width {dim}.')
+        check_choice('input_layout', input_layout, INPUT_LAYOUTS)
+        check_choice('global_pool', global_pool, self.global_pools)
+        check_heads((('spatial_num_heads', STEM_CHANS, spatial_num_heads), ('num_heads', FRAME_DIM, num_heads)))
 
         self.num_classes = num_classes
         self.in_chans = in_chans

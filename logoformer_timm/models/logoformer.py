@@ -29,8 +29,8 @@ from timm.models._manipulate import checkpoint_seq, named_apply
 from ..data.protocol import DFER_LABELS
 from ..layers import (
     BLOCK_TYPES, INPUT_LAYOUTS, MAX_NUM_FRAMES, PIXEL_RANGE_WARN_ABOVE, STEM_CHANS, STEM_STRIDE, FrameStem, LogoBlock,
-    WindowSummary, check_clip, check_img_size, check_int, resample_spatial_pos_embed, resample_temporal_pos_embed,
-    sizes_are_symbolic, to_3tuple)
+    WindowSummary, check_choice, check_clip, check_img_size, check_int, resample_spatial_pos_embed,
+    resample_temporal_pos_embed, sizes_are_symbolic, to_3tuple)
 from ..weights import manifest
 from ..weights.filtering import checkpoint_filter_fn
 from ..weights.pretrained import build_clip_model, clip_default_cfgs, read_resnet_state_dict
@@ -113,8 +113,7 @@ class LogoFormer(ClipModelApi, nn.Module):
         if not block_types or any(t not in BLOCK_TYPES for t in block_types) or len(set(block_types)) < len(block_types):
             raise ValueError(
                 f'block_types must be a non-empty sequence of distinct names from {BLOCK_TYPES}, got {block_types}.')
-        if input_layout not in INPUT_LAYOUTS:
-            raise ValueError(f'input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}.')
+        check_choice('input_layout', input_layout, INPUT_LAYOUTS)
         if global_pool not in ('avg', ''):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}.")
 

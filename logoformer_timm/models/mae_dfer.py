@@ -31,7 +31,7 @@ from timm.models._manipulate import checkpoint_seq
 
 from ..data.protocol import DFER_LABELS, MAFW_LABELS  # MAFW's: the label order of the official preprocess/mafw.py
 from ..layers import (
-    INPUT_LAYOUTS, MAX_NUM_FRAMES, attend, check_clip, check_img_size, check_int, to_3tuple, window_merge,
+    INPUT_LAYOUTS, MAX_NUM_FRAMES, attend, check_choice, check_clip, check_img_size, check_int, to_3tuple, window_merge,
     window_partition)
 from ..weights.files import check_weights, unwrap_checkpoint
 from ..weights.filtering import check_same_architecture
@@ -286,8 +286,7 @@ class MaeDfer(ClipModelApi, nn.Module):
                 ('third_attn_type', third_attn_type, ('self', 'cross')),
                 ('classify_tokens', classify_tokens, CLASSIFY_TOKENS), ('input_layout', input_layout, INPUT_LAYOUTS),
                 ('global_pool', global_pool, ('avg', ''))):
-            if value not in allowed:
-                raise ValueError(f'{name} must be one of {allowed}, got {value!r}.')
+            check_choice(name, value, allowed)
         self.grid_size = (num_frames // tubelet_size, img_size[0] // PATCH_SIZE, img_size[1] // PATCH_SIZE)
         self.region_size = to_3tuple(region_size, 'region_size')
         if attn_type == 'local_global' and any(g % r for g, r in zip(self.grid_size, self.region_size)):
