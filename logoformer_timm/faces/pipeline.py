@@ -60,6 +60,15 @@ class FaceCrops:
     face: Optional[int] = 0  # the track asked for
     warnings: List[str] = field(default_factory=list)
 
+    def select(self, indices: Sequence[int]) -> 'FaceCrops':
+        """The same face at the frames ``indices`` (repeats allowed): e.g. a protocol's views of unique frames."""
+        def pick(values):
+            return [values[i] for i in indices]
+        return FaceCrops(
+            self.crops[list(indices)], pick(self.transforms), pick(self.boxes), pick(self.landmarks), pick(self.scores),
+            pick(self.status), pick(self.alignment), self.track_id, self.num_tracks, self.min_presence, self.face,
+            list(self.warnings))
+
     @property
     def detected(self) -> List[bool]:
         """Per frame: the detector found this face there."""
