@@ -17,7 +17,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
+from ..layers.attention import rearrange  # einops, one node under torch.fx tracing
 
 __all__ = ['RetinaFace', 'checkpoint_filter_fn', 'load_retinaface', 'normalize_frames', 'WEIGHTS_PATH', 'BGR_MEAN']
 
