@@ -169,7 +169,8 @@ def warp_crop(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64))
     height, width = frame.shape[:2]
     left, top = (max(0, int(math.floor(v)) - 1) for v in corners.min(0))
-    right, bottom = min(width, int(math.ceil(corners[:, 0].max())) + 1), min(height, int(math.ceil(corners[:, 1].max())) + 1)
+    right = min(width, int(math.ceil(corners[:, 0].max())) + 1)
+    bottom = min(height, int(math.ceil(corners[:, 1].max())) + 1)
     if right <= left or bottom <= top:  # the crop lies wholly outside the frame
         return np.zeros((size, size, 3), dtype=np.uint8)
     region = Image.fromarray(np.ascontiguousarray(frame[top:bottom, left:right]))

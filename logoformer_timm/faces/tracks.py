@@ -26,7 +26,6 @@ __all__ = ['MIN_IOU', 'MAX_CENTRE_SHIFT', 'MAX_SIZE_RATIO', 'Detection', 'TrackF
 MIN_IOU = 0.3
 MAX_CENTRE_SHIFT = 0.5  # centre distance / mean face size
 MAX_SIZE_RATIO = 1.5
-STATUSES = ('detected', 'interpolated', 'held')
 
 
 @dataclass

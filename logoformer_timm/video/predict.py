@@ -42,6 +42,9 @@ __all__ = [
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
+NO_FACE_ADVICE = ('Check that the video shows a face, pass your own boxes or detector, use --no-detect if the frames '
+                  'already are face crops, or --allow-no-face to classify the crops anyway.')
+
 
 def _clip_tensor(crops: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 crops to a float ``(C, T, H, W)`` clip in [0, 1]."""
@@ -82,7 +85,7 @@ def _protocol_plan(info: VideoInfo, protocol, start: float, end: float) -> List[
 
 def _protocol_note(protocol, detect: bool) -> str:
     """One line: what a prediction by a zoo tag's protocol does differently from its authors' evaluation, and why."""
-    views = (f'its one view used' if protocol.num_views == 1 else
+    views = ('its one view used' if protocol.num_views == 1 else
              f'its {protocol.num_views} views merged ({protocol.merge.replace("_", " ")})')
     done = f'{protocol.name}: each window\'s frames are sampled and {views} as the authors\' evaluation does'
     if detect:
@@ -92,14 +95,14 @@ def _protocol_note(protocol, detect: bool) -> str:
                    'by the video codec)')
 
 
-def _face_notes(faces: FaceCrops, where: str) -> List[str]:
+def _face_notes(faces: FaceCrops, align: str, where: str) -> List[str]:
     """Per-window warnings: frames without the face, frames whose landmarks fell back to the box."""
     notes, n = [], len(faces.status)
     held = faces.status.count('held')
     if faces.reliable and held:
         notes.append(f'{where}no face in {held} of {n} sampled frames: the nearest detection\'s crop is used there.')
-    fallback = sum(a == 'box' and s == 'detected' and p is not None
-                   for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
+    fallback = 0 if align == 'box' else sum(a == 'box' and s == 'detected' and p is not None
+                                            for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
     if fallback:
         notes.append(f'{where}implausible landmarks (a profile?) in {fallback} of {n} sampled frames: aligned by the '
                      f'box there.')
@@ -147,10 +150,6 @@ def load_clip(
     if not faces.reliable and not allow_no_face:
         raise NoFaceError(f'No reliable face in the clip: {faces.reason}. {NO_FACE_ADVICE}')
     return _clip_tensor(faces.crops)
-
-
-NO_FACE_ADVICE = ('Check that the video shows a face, pass your own boxes or detector, use --no-detect if the frames '
-                  'already are face crops, or --allow-no-face to classify the crops anyway.')
 
 
 def check_save_crops(directory: Optional[str]) -> None:
@@ -291,7 +290,7 @@ def predict_video(
                 reason = None if faces is None or faces.reliable else faces.reason
                 rows.append((number, faces, reason))
                 if faces is not None:
-                    notes.extend(_face_notes(faces, where))
+                    notes.extend(_face_notes(faces, align, where))
                 if reason is not None and not allow_no_face:
                     continue
                 if reason is not None:
