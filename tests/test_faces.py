@@ -2,6 +2,7 @@
 media and on frames made from them: rotated faces come out level, the yawed still centred, two people side by side
 never mix, no face is no face, and the face clips have a face in (nearly) every frame."""
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +157,13 @@ def test_face_clips_have_a_face_in_nearly_every_frame(detector, name, step):
     frames, times = _video_frames(name, None, step)
     faces = FacePipeline(detector, size=32)(frames, times)
     assert sum(faces.detected) >= 0.98 * len(frames) and faces.num_tracks == 1
+
+
+def test_the_default_pipeline_needs_no_opencv(monkeypatch):
+    """Without OpenCV the default pipeline works, and --face-detector haar says which extra to install."""
+    monkeypatch.setitem(sys.modules, 'cv2', None)  # `import cv2` now raises ImportError
+    frames = [np.zeros((48, 64, 3), dtype=np.uint8)] * 2
+    faces = FacePipeline(size=16)(frames)  # RetinaFace, roll alignment, PIL warp
+    assert faces.crops.shape == (2, 16, 16, 3) and faces.track_id is None
+    with pytest.raises(ImportError, match=r'logoformer-timm\[haar\]'):
+        FacePipeline('haar')
