@@ -296,6 +296,7 @@ def test_haar_is_an_option_boxes_only(model):
     result = predict_video(media('single_face.mp4'), model, detector='haar')
     (window,) = result.windows
     assert result.face_pipeline['detector'] == 'haar' and window.alignment == ['box'] * 16
+    assert 'the face boxes come without landmarks (16 sampled frames)' in ' '.join(result.warnings)
     assert window.faces_found == [True] * 16 and window.classified
 
 
@@ -322,3 +323,31 @@ def test_cli_fp16_on_a_cpu_without_it_is_a_user_error(capsys):
     code, _, err = _run([media('single_face.mp4'), '--model', 'logoformer_tiny', '--random-init', '--precision',
                          'fp16'], capsys)
     assert code == 1 and 'fp16 on this CPU would be emulated' in err and len(err.strip().splitlines()) == 1
+
+
+def test_implausible_landmarks_fall_back_to_the_box_and_the_result_says_so(model, tmp_path):
+    """A detector giving profile landmarks (the nose left of both eyes) in every other frame."""
+    from types import SimpleNamespace
+    frame = np.zeros((60, 80, 3), dtype=np.uint8)
+    frame[10:50, 20:60] = 255
+    path = write_video(tmp_path / 'face.mp4', [frame] * 16)
+    frontal = np.array([[30., 24.], [50., 24.], [40., 32.], [32., 42.], [48., 42.]])
+    profile = frontal.copy()
+    profile[2, 0] = 24.
+    calls = []
+
+    def detector(image):
+        calls.append(1)
+        points = profile if len(calls) % 2 else frontal
+        return SimpleNamespace(boxes=np.array([[20., 10., 60., 50.]]), landmarks=points[None], scores=np.array([.9]))
+
+    result = predict_video(path, model, detector=detector, margin=1.)
+    (window,) = result.windows
+    assert window.faces_found == [True] * 16 and window.classified
+    assert window.alignment == ['box', 'roll'] * 8
+    assert any('implausible landmarks (a profile?) in 8 of 16 sampled frames: aligned by the box there' in w
+               for w in result.warnings)
+    calls.clear()
+    quiet = predict_video(path, model, detector=detector, align='box')  # asked for: nothing to report
+    assert quiet.windows[0].alignment == ['box'] * 16 and not any('implausible' in w for w in quiet.warnings)
+    assert not any('without landmarks' in w for w in result.warnings + quiet.warnings)

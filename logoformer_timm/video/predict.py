@@ -251,12 +251,11 @@ def predict_video(
     crop_size = face_crop_size(getattr(model, 'pretrained_cfg', None), tuple(model.img_size))
     pipeline = FacePipeline(detector, align, size=crop_size, margin=margin, device=str(device)) if detect else None
     window_faces = WindowFaces(pipeline, info, boxes) if detect else None
-    if detect and (boxes is not None or not pipeline.batched):
-        notes.append('the face boxes come without landmarks: every crop is aligned by its box.')
     was_training = model.training
     model.eval()
 
     rows, probs_by_row, pending = [], {}, []  # rows: (window, faces or None, reason)
+    boxes_only = 0  # detected frames without landmarks
     timing = dict(decode=0., faces=0., model=0.)
     started = time.perf_counter()
 
@@ -291,6 +290,7 @@ def predict_video(
                 rows.append((number, faces, reason))
                 if faces is not None:
                     notes.extend(_face_notes(faces, align, where))
+                    boxes_only += sum(s == 'detected' and p is None for s, p in zip(faces.status, faces.landmarks))
                 if reason is not None and not allow_no_face:
                     continue
                 if reason is not None:
@@ -321,6 +321,9 @@ def predict_video(
     order = sorted(range(len(rows)), key=lambda k: (rows[k][0], k))  # windows complete out of order
     results = [_row(*spans[rows[k][0]], plans[rows[k][0]], info, rows[k][1], probs_by_row.get(k), labels, top_k,
                     rows[k][2]) for k in order]
+    if boxes_only and align != 'box':
+        notes.append(f'the face boxes come without landmarks ({boxes_only} sampled frames): those crops are aligned '
+                     f'by the box, not by the eyes.')
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
