@@ -1,10 +1,13 @@
 """``logoformer-predict VIDEO``: facial expression of the face in a video, per clip or as a timeline of windows.
 
 Pipeline: stream the video (:mod:`logoformer_timm.video.decode`), sample the model's frames uniformly over the clip
-(or over each ``--window`` seconds every ``--stride`` seconds), detect and crop the face
-(:mod:`logoformer_timm.video.faces`), run the model, report probabilities per label. A zoo tag samples each window
+(or over each ``--window`` seconds every ``--stride`` seconds), find, align and crop the face along its track
+(:mod:`logoformer_timm.faces`, per window :mod:`logoformer_timm.video.faces`), run the model, report probabilities
+per label. A window with a face in fewer than half of its frames is reported, not classified. A zoo tag samples each window
 and merges its views by its authors' test protocol (``logoformer_timm.data.protocol``), and the result's warnings
-say in one line what differs from their evaluation (the face crops, the video decode).
+say in one line what differs from their evaluation (the face crops, the video decode). Crops are made at the
+side of the face crops the model was trained on (:func:`~logoformer_timm.faces.face_crop_size`) and resized by the
+model's own transform.
 
 Python: :func:`load_clip` gives the ``(C, T, H, W)`` tensor a model takes, :func:`predict_video` a
 :class:`VideoPrediction`. Needs the ``video`` extra.
@@ -14,7 +17,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -22,19 +24,21 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from ..cli import ArgumentParser, positive_float, positive_int, run_cli
+from ..cli import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
 from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
+from ..faces.align import ALIGN_MODES, DEFAULT_MARGIN, face_crop_size
+from ..faces.pipeline import DETECTORS, FaceCrops, FacePipeline, NoFaceError, resize_frames
 from .decode import window_indices
-from .faces import Box, FaceDetector, _import_cv2, crop_faces
-from .prediction import PREDICTION_SCHEMA, VideoPrediction, WindowPrediction
+from .faces import Box, FaceDetector, WindowFaces
+from .prediction import PREDICTION_SCHEMA, VideoPrediction, WindowPrediction, format_table, format_throughput
 
 __all__ = [
     'load_clip', 'clip_from_frames', 'predict_video', 'load_model', 'VideoPrediction', 'WindowPrediction',
-    'PREDICTION_SCHEMA', 'format_throughput', 'main']
+    'PREDICTION_SCHEMA', 'NoFaceError', 'format_table', 'format_throughput', 'main']
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
@@ -56,7 +60,7 @@ def clip_from_frames(
     if not len(frames):
         raise ValueError('clip_from_frames needs at least one frame.')
     picked = [frames[i] for i in uniform_indices(len(frames), num_frames)]
-    return _clip_tensor(crop_faces(picked, size=size, detect=False).crops)
+    return _clip_tensor(resize_frames(picked, size))
 
 
 def _clip_plan(info: VideoInfo, num_frames: int, start: Optional[float], end: Optional[float]) -> List[int]:
@@ -78,58 +82,75 @@ def _protocol_plan(info: VideoInfo, protocol, start: float, end: float) -> List[
 
 def _protocol_note(protocol, detect: bool) -> str:
     """One line: what a prediction by a zoo tag's protocol does differently from its authors' evaluation, and why."""
-    done = (f'{protocol.name}: each window\'s frames are sampled and its {protocol.num_views} views merged as the '
-            f'authors\' evaluation does ({protocol.merge.replace("_", " ")})')
+    views = (f'its one view used' if protocol.num_views == 1 else
+             f'its {protocol.num_views} views merged ({protocol.merge.replace("_", " ")})')
+    done = f'{protocol.name}: each window\'s frames are sampled and {views} as the authors\' evaluation does'
     if detect:
-        return (done + '; but the faces are detected and cropped here and resized with OpenCV, where the authors '
-                       'evaluated face crops made beforehand and resized with PIL (a video holds whole frames)')
+        return (done + '; but the faces are detected, aligned and cropped here, where the authors evaluated the '
+                       'datasets\' own face crops (a video holds whole frames)')
     return done + ('; the frames are decoded from the video, where the authors read JPEG frames (the pixels differ '
                    'by the video codec)')
 
 
-def _per_frame_boxes(boxes: Optional[Sequence[Optional[Box]]], info: VideoInfo, indices: Sequence[int]):
-    if boxes is None:
-        return None
-    if len(boxes) != info.num_frames:
-        raise ValueError(
-            f'boxes must hold one (x1, y1, x2, y2) box or None per video frame ({info.num_frames} frames), '
-            f'got {len(boxes)}.')
-    return [boxes[i] for i in indices]
+def _face_notes(faces: FaceCrops, where: str) -> List[str]:
+    """Per-window warnings: frames without the face, frames whose landmarks fell back to the box."""
+    notes, n = [], len(faces.status)
+    held = faces.status.count('held')
+    if faces.reliable and held:
+        notes.append(f'{where}no face in {held} of {n} sampled frames: the nearest detection\'s crop is used there.')
+    fallback = sum(a == 'box' and s == 'detected' and p is not None
+                   for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
+    if fallback:
+        notes.append(f'{where}implausible landmarks (a profile?) in {fallback} of {n} sampled frames: aligned by the '
+                     f'box there.')
+    return notes
 
 
 def load_clip(
         path: PathLike,
         num_frames: int = 16,
-        size: Union[int, Tuple[int, int]] = 112,
+        size: int = 112,
         start: Optional[float] = None,
         end: Optional[float] = None,
-        detector: Optional[FaceDetector] = None,
+        detector: FaceDetector = 'retinaface',
         boxes: Optional[Sequence[Optional[Box]]] = None,
-        margin: float = 1.25,
+        margin: float = DEFAULT_MARGIN,
         detect: bool = True,
         allow_no_face: bool = False,
+        align: str = 'roll',
+        face: int = 0,
 ) -> torch.Tensor:
     """Face clip ``(C, T, H, W)``, float RGB in [0, 1], of ``num_frames`` frames sampled uniformly from a video.
 
     Args:
         path: Video file.
         num_frames: Frames to sample uniformly over ``[start, end)`` (short videos repeat frames).
-        size: Crop size, int or (H, W).
+        size: Crop side in pixels.
         start: Clip start in seconds (default: the first frame).
         end: Clip end in seconds (default: the end of the video).
-        detector: Callable ``frame -> (N, 4) boxes``; default OpenCV's Haar frontal-face cascade.
+        detector: ``'retinaface'`` (default), ``'haar'``, or your callable ``frame -> (N, 4) boxes``.
         boxes: Your own face boxes, one ``(x1, y1, x2, y2)`` (or None) per video frame; skips detection.
         margin: Square crop side as a multiple of the face box's longer side.
         detect: False when the video already shows face crops: frames are only resized.
-        allow_no_face: Centre crop (with a warning) instead of raising :class:`NoFaceError` when no face is found.
+        allow_no_face: Crops anyway (centre crops without any face) instead of raising :class:`NoFaceError` when
+            the clip has a face in fewer than half of its frames.
+        align: ``'roll'``, ``'box'`` or ``'similarity'`` (:mod:`logoformer_timm.faces.align`).
+        face: Which face track (0: the main face by presence x size).
     """
     info = probe_video(path)
     indices = _clip_plan(info, num_frames, start, end)
     (_, frames), = iter_clips(path, [indices])
-    faces = crop_faces(
-        frames, size, detector=detector, boxes=_per_frame_boxes(boxes, info, indices), margin=margin,
-        allow_no_face=allow_no_face, detect=detect)
+    if not detect:
+        return _clip_tensor(resize_frames(frames, size))
+    pipeline = FacePipeline(detector, align, size=size, margin=margin)
+    (faces,) = WindowFaces(pipeline, info, boxes)(frames, indices, (face,))
+    if not faces.reliable and not allow_no_face:
+        raise NoFaceError(f'No reliable face in the clip: {faces.reason}. {NO_FACE_ADVICE}')
     return _clip_tensor(faces.crops)
+
+
+NO_FACE_ADVICE = ('Check that the video shows a face, pass your own boxes or detector, use --no-detect if the frames '
+                  'already are face crops, or --allow-no-face to classify the crops anyway.')
 
 
 def check_save_crops(directory: Optional[str]) -> None:
@@ -141,14 +162,29 @@ def check_save_crops(directory: Optional[str]) -> None:
                          f'overwritten or mixed with another run\'s).')
 
 
-def _save_crops(directory: str, window: int, indices: Sequence[int], crops: np.ndarray) -> None:
-    cv2 = _import_cv2()
-    folder = os.path.join(directory, f'window_{window:03d}')
+def _save_crops(folder: str, indices: Sequence[int], crops: np.ndarray) -> None:
+    from PIL import Image
     os.makedirs(folder, exist_ok=True)
     for k, (index, crop) in enumerate(zip(indices, crops)):
-        path = os.path.join(folder, f'{k:02d}_frame{index:06d}.png')
-        if not cv2.imwrite(path, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
-            raise OSError(f'Could not write {path}.')
+        Image.fromarray(crop).save(os.path.join(folder, f'{k:02d}_frame{index:06d}.png'))
+
+
+def _row(start: float, end: float, indices: Sequence[int], info: VideoInfo, faces: Optional[FaceCrops],
+         probs: Optional[torch.Tensor], labels: Sequence[str], top_k: int, reason: Optional[str]) -> WindowPrediction:
+    n = len(indices)
+    if faces is None:  # --no-detect: whole frames resized
+        face = dict(track=None, face_status=['none'] * n, boxes=[None] * n, alignment=['resize'] * n, transforms=[])
+    else:
+        face = dict(track=faces.track_id, face_status=list(faces.status),
+                    boxes=[None if b is None else tuple(float(v) for v in b) for b in faces.boxes],
+                    alignment=list(faces.alignment), transforms=[m.tolist() for m in faces.transforms])
+    scores = top = None
+    if probs is not None:
+        scores = {label: float(v) for label, v in zip(labels, probs)}
+        top = [(labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:top_k].tolist()]
+    return WindowPrediction(start=float(start), end=float(end), frame_indices=list(indices),
+                            frame_times=[info.frame_times[i] for i in indices], no_face=reason,
+                            probabilities=scores, top_k=top, **face)
 
 
 @torch.inference_mode()
@@ -158,27 +194,36 @@ def predict_video(
         window: Optional[float] = None,
         stride: Optional[float] = None,
         top_k: int = 3,
-        detector: Optional[FaceDetector] = None,
+        detector: FaceDetector = 'retinaface',
         boxes: Optional[Sequence[Optional[Box]]] = None,
-        margin: float = 1.25,
+        margin: float = DEFAULT_MARGIN,
         detect: bool = True,
         allow_no_face: bool = False,
         save_crops: Optional[str] = None,
         weights: str = 'user',
         batch_size: int = 8,
+        align: str = 'roll',
+        face: int = 0,
+        all_faces: bool = False,
 ) -> VideoPrediction:
-    """Expression probabilities for the face in a video: one clip over the whole video, or sliding windows.
+    """Expression probabilities for a face in a video: one clip over the whole video, or sliding windows.
 
     Args:
         path: Video file.
-        model: A LOGO-Former (any model with ``in_chans``, ``num_frames``, ``img_size``, ``input_layout``).
+        model: A clip model (any model with ``in_chans``, ``num_frames``, ``img_size``, ``input_layout``).
         window: Window length in seconds for a timeline (default: one clip over the whole video).
         stride: Window step in seconds (default: ``window``).
         top_k: Labels to list per window, most probable first.
-        detector, boxes, margin, detect, allow_no_face: As in :func:`load_clip`.
-        save_crops: New or empty folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``).
+        detector, boxes, margin, detect, align, face: As in :func:`load_clip`.
+        allow_no_face: Classify a window without a reliable face anyway (its track's crops, or centre crops).
+        save_crops: New or empty folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``;
+            with ``all_faces`` one folder per track: ``window_NNN/track_TT/...``).
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
+        all_faces: A row per face track and window (``face`` is then ignored).
+
+    Raises :class:`NoFaceError` when no window has a reliable face (a face in at least half of its frames) and
+    ``allow_no_face`` is False.
     """
     check_clip_model(model)
     check_save_crops(save_crops)
@@ -189,7 +234,7 @@ def predict_video(
         spans = [(0., info.duration)]
     else:
         spans = sliding_windows(info.duration, window, window if stride is None else stride)
-    num_frames, size = model.num_frames, tuple(model.img_size)
+    num_frames = model.num_frames
     config = resolve_video_data_config(model)
     protocol = config['test_protocol']
     if protocol is not None and protocol.authors:  # a zoo tag: its authors' sampling, views and merge
@@ -204,10 +249,15 @@ def predict_video(
     labels = label_names(model)
     top_k = max(1, min(top_k, len(labels)))
     device = next(model.parameters()).device
+    crop_size = face_crop_size(getattr(model, 'pretrained_cfg', None), tuple(model.img_size))
+    pipeline = FacePipeline(detector, align, size=crop_size, margin=margin, device=str(device)) if detect else None
+    window_faces = WindowFaces(pipeline, info, boxes) if detect else None
+    if detect and (boxes is not None or not pipeline.batched):
+        notes.append('the face boxes come without landmarks: every crop is aligned by its box.')
     was_training = model.training
     model.eval()
 
-    faces_by_window, probs_by_window, pending = {}, {}, []
+    rows, probs_by_row, pending = [], {}, []  # rows: (window, faces or None, reason)
     timing = dict(decode=0., faces=0., model=0.)
     started = time.perf_counter()
 
@@ -217,8 +267,8 @@ def predict_video(
         check_finite_pixels(clips)
         logits = model(clips.flatten(0, 1).to(device)).float().cpu()  # .cpu() waits for the device
         probs = merge_views(logits.reshape(*clips.shape[:2], -1), merge).float()
-        for (number, _), p in zip(batch, probs):
-            probs_by_window[number] = p
+        for (row, _), p in zip(batch, probs):
+            probs_by_row[row] = p
         timing.setdefault('first_batch', time.perf_counter() - tic)
         timing['model'] += time.perf_counter() - tic
 
@@ -231,75 +281,57 @@ def predict_video(
             if number is None:
                 break
             tic = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # the notes go into the result instead
-                faces = crop_faces(
-                    frames, size, detector=detector, boxes=_per_frame_boxes(boxes, info, plans[number]),
-                    margin=margin, allow_no_face=allow_no_face, detect=detect)
-            timing['faces'] += time.perf_counter() - tic
             where = f'window {spans[number][0]:.2f}-{spans[number][1]:.2f} s: ' if window is not None else ''
-            notes.extend(where + note for note in faces.warnings)
-            faces_by_window[number] = faces
-            if save_crops:
-                _save_crops(save_crops, number, plans[number], faces.crops)
-            # whole face frames (no detection) reach the protocol's resize as they are, as the authors' frames do
-            pixels = np.stack(frames) if protocol is not None and not detect else faces.crops
-            pixels = rearrange(torch.from_numpy(pixels), '(v t) h w c -> v t c h w', v=len(views[number]))
-            pending.append((number, torch.stack([transform(view) for view in pixels])))
-            if len(pending) == batch_size:
-                run(pending)
-                pending = []
+            if detect:
+                found = window_faces(frames, plans[number], None if all_faces else (face,))
+                if all_faces:  # every reliable track, or the main one to report why there is none
+                    found = [f for f in found if f.reliable] or found[:1]
+            timing['faces'] += time.perf_counter() - tic
+            for faces in (found if detect else [None]):
+                reason = None if faces is None or faces.reliable else faces.reason
+                rows.append((number, faces, reason))
+                if faces is not None:
+                    notes.extend(_face_notes(faces, where))
+                if reason is not None and not allow_no_face:
+                    continue
+                if reason is not None:
+                    notes.append(f'{where}no reliable face ({reason}): classified anyway (--allow-no-face).')
+                if save_crops and faces is not None:
+                    folder = os.path.join(save_crops, f'window_{number:03d}')
+                    if all_faces:
+                        folder = os.path.join(folder, f'track_{faces.track_id or 0:02d}')
+                    _save_crops(folder, plans[number], faces.crops)
+                # whole face frames reach the protocol's resize as they are, as the authors' frames do
+                pixels = faces.crops if faces is not None else (
+                    np.stack(frames) if protocol is not None else resize_frames(frames, tuple(model.img_size)))
+                pixels = rearrange(torch.from_numpy(pixels), '(v t) h w c -> v t c h w', v=len(views[number]))
+                pending.append((len(rows) - 1, torch.stack([transform(view) for view in pixels])))
+                if len(pending) == batch_size:
+                    run(pending)
+                    pending = []
         if pending:
             run(pending)
     finally:
         model.train(was_training)
     timing['total'] = time.perf_counter() - started
+    if not probs_by_row:  # only without allow_no_face: every window has no reliable face
+        reasons = sorted({reason for _, _, reason in rows})
+        raise NoFaceError(f'No reliable face in any of the {len(spans)} window(s) (a face in at least half of the '
+                          f'sampled frames): {"; ".join(reasons)}. {NO_FACE_ADVICE}')
 
-    results = []
-    for number, ((start, end), indices) in enumerate(zip(spans, plans)):
-        p = probs_by_window[number]
-        order = p.argsort(descending=True)[:top_k].tolist()
-        faces = faces_by_window[number]
-        results.append(WindowPrediction(
-            start=float(start), end=float(end), frame_indices=list(indices),
-            frame_times=[info.frame_times[i] for i in indices], faces_found=list(faces.detected),
-            boxes=list(faces.boxes), probabilities={label: float(v) for label, v in zip(labels, p)},
-            top_k=[(labels[i], float(p[i])) for i in order]))
+    order = sorted(range(len(rows)), key=lambda k: (rows[k][0], k))  # windows complete out of order
+    results = [_row(*spans[rows[k][0]], plans[rows[k][0]], info, rows[k][1], probs_by_row.get(k), labels, top_k,
+                    rows[k][2]) for k in order]
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
-    name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+    cfg = getattr(model, 'pretrained_cfg', {}) or {}
+    name = cfg.get('architecture') or type(model).__name__
+    name = f'{name}.{cfg["tag"]}' if cfg.get('tag') else name
+    face_pipeline = dict(detector=None if not detect else 'boxes' if boxes is not None else
+                         detector if isinstance(detector, str) else type(detector).__name__,
+                         align=align if detect else 'resize', crop_size=crop_size, margin=margin)
     return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
-                           timing=timing)
-
-
-def format_table(result: VideoPrediction) -> str:
-    """Human-readable summary: the video, the weights, then one row per window with the top-k labels."""
-    v = result.video
-    lines = [
-        f'{os.path.basename(v.path)}: {v.width}x{v.height}, {v.fps:.2f} fps, {v.num_frames} frames, {v.duration:.2f} s',
-        f'model: {result.model} ({result.weights}), {result.frames_per_clip} frames per clip',
-        '',
-        f'{"start":>7} {"end":>7}  {"faces":>5}  top-{len(result.windows[0].top_k)}',
-    ]
-    for w in result.windows:
-        found = f'{sum(w.faces_found)}/{len(w.faces_found)}' if result.face_detection else '-'
-        top = '  '.join(f'{label} {p:.2f}' for label, p in w.top_k)
-        lines.append(f'{w.start:>6.2f}s {w.end:>6.2f}s  {found:>5}  {top}')
-    lines += [f'warning: {note}' for note in result.warnings]
-    return '\n'.join(lines)
-
-
-def format_throughput(result: VideoPrediction) -> str:
-    """One line: clips per second and the shares of time spent decoding, detecting faces and in the model."""
-    t = result.timing
-    total = t['total']
-    other = total - t['decode'] - t['faces'] - t['model']
-    shares = ', '.join(f'{label} {100 * seconds / total:.1f} %' for label, seconds in (
-        ('decoding', t['decode']), ('face detection and cropping', t['faces']), ('model', t['model']),
-        ('other', other)))
-    n = len(result.windows)
-    return (f'throughput: {n / total:.2f} clips/s ({n} clip{"s" * (n != 1)} in {total:.2f} s); {shares}; '
-            f'first model batch {t.get("first_batch", 0.):.2f} s')
+                           face_pipeline=face_pipeline, timing=timing)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,10 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
         '--window', type=positive_float, metavar='SECONDS', help='predict every window of this length')
     parser.add_argument(
         '--stride', type=positive_float, metavar='SECONDS', help='step between windows (default: --window)')
-    parser.add_argument('--margin', type=positive_float, default=1.25, help='crop side / face box side (default: 1.25)')
+    parser.add_argument('--margin', type=positive_float, default=DEFAULT_MARGIN,
+                        help=f'crop side / face box side (default: {DEFAULT_MARGIN})')
+    parser.add_argument('--face-detector', choices=DETECTORS, default='retinaface',
+                        help='retinaface: 5 landmarks, weights in the package (default); haar: OpenCV\'s frontal '
+                             'cascade, boxes only (the haar extra)')
+    parser.add_argument('--face-align', choices=ALIGN_MODES, default='roll',
+                        help='roll: eye line level (default); box: the box, no rotation; similarity: 5 landmarks onto '
+                             'a template')
+    faces = parser.add_mutually_exclusive_group()
+    faces.add_argument('--face', type=non_negative_int, default=0, metavar='N',
+                       help='follow the N-th face track of each window, by presence x size (default: 0, the main face)')
+    faces.add_argument('--all-faces', action='store_true', help='a row per face track and window')
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(
-        '--allow-no-face', action='store_true', help='centre crop (with a warning) when no face is found')
+        '--allow-no-face', action='store_true',
+        help='classify windows without a reliable face too (their crops, or centre crops), with a warning')
     parser.add_argument('--batch-size', type=positive_int, default=8, help='windows per forward pass (default: 8)')
     parser.add_argument('--precision', choices=PRECISIONS, default='fp32',
                         help='bf16: weights cast to bfloat16 (measured faster than bf16 autocast, as exact); fp16: '
@@ -362,7 +406,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = predict_video(
             args.video, model, window=args.window, stride=args.stride, top_k=args.top_k, margin=args.margin,
             detect=not args.no_detect, allow_no_face=args.allow_no_face, save_crops=args.save_crops,
-            weights=weights, batch_size=args.batch_size)
+            weights=weights, batch_size=args.batch_size, detector=args.face_detector, align=args.face_align,
+            face=args.face, all_faces=args.all_faces)
         print(json.dumps(result.to_dict(), indent=2) if args.json else format_table(result))
         if args.verbose:
             compiled = ' (includes torch.compile\'s compilation)' if args.compile else ''

@@ -1,0 +1,111 @@
+"""Face tracks on hand-made detections: linking, ranking by presence x size, gap filling in time, light smoothing."""
+import math
+
+import numpy as np
+import pytest
+
+from logoformer_timm.faces.align import FaceGeometry, geometry_from_box
+from logoformer_timm.faces.pipeline import FaceCrops, as_detections
+from logoformer_timm.faces.tracks import Detection, build_tracks, link_cost
+
+
+def _det(x, y, side, angle=0.):
+    box = np.array([x - side / 2, y - side / 2, x + side / 2, y + side / 2])
+    return Detection(box, None, 0.9, FaceGeometry(x, y, side, angle, 'roll'))
+
+
+def test_link_gates_by_centre_shift_size_ratio_and_overlap():
+    a = (0., 0., 100., 100.)
+    assert link_cost(a, (10., 0., 110., 100.)) == pytest.approx(0.1)  # shift 10 / size 100, same size
+    assert link_cost(a, (0., 0., 120., 120.)) == pytest.approx(math.hypot(10, 10) / 110 + math.log(1.2))
+    assert link_cost(a, (0., 0., 160., 160.)) is None  # size ratio 1.6 > 1.5
+    assert link_cost(a, (110., 0., 210., 100.)) is None  # the face beside it: shift 1.1 sizes, no overlap
+
+
+def test_two_people_side_by_side_never_swap():
+    """Person A (left) is larger in frames 0, 2, 3; person B (right) in 1: each frame's largest box would swap."""
+    frames = [[_det(100, 100, 80), _det(220, 100, 76)],
+              [_det(222, 101, 84), _det(102, 99, 78)],  # B listed first and larger
+              [_det(104, 100, 82), _det(224, 100, 75)],
+              [_det(226, 100, 70), _det(106, 101, 80)]]
+    tracks = build_tracks(frames, smooth=False)
+    assert len(tracks) == 2
+    main, other = tracks
+    assert [f.geometry.cx for f in main.frames] == [100, 102, 104, 106]  # A: larger over the clip
+    assert [f.geometry.cx for f in other.frames] == [220, 222, 224, 226]
+    assert (main.id, other.id) == (0, 1) and main.presence == other.presence == 1.
+
+
+def test_main_track_is_presence_times_size():
+    # a big face in 1 frame of 4, a smaller one in all 4: presence x size 1/4 x 200 < 4/4 x 60
+    frames = [[_det(100, 100, 60), _det(400, 300, 200)], [_det(100, 100, 60)], [_det(100, 100, 60)],
+              [_det(100, 100, 60)]]
+    tracks = build_tracks(frames)
+    assert tracks[0].size == 60 and tracks[1].size == 200
+    assert [f.status for f in tracks[1].frames] == ['detected', 'held', 'held', 'held']
+    assert tracks[1].presence == 0.25
+
+
+def test_short_gaps_are_interpolated_in_time_long_ones_held():
+    """Centre linear, side geometric (log scale), angle linear, at the frame's time between its neighbours."""
+    times = [0., 0.1, 0.4, 1.0, 1.1]
+    frames = [[_det(100, 50, 100, 0.)], [], [_det(140, 50, 140, 0.5)], [], [_det(150, 50, 140, 0.5)]]
+    (track,) = build_tracks(frames, times, max_gap=0.5, smooth=False)
+    assert [f.status for f in track.frames] == ['detected', 'interpolated', 'detected', 'held', 'detected']
+    g = track.frames[1].geometry  # a quarter of the way from t=0 to t=0.4
+    assert (g.cx, g.cy) == pytest.approx((110., 50.))
+    assert g.side == pytest.approx(100 * 1.4 ** 0.25) and g.angle == pytest.approx(0.125)
+    held = track.frames[3]  # the gap 0.4 -> 1.1 is 0.7 s: no face; the nearest detection (t=1.1) held
+    assert held.geometry.cx == pytest.approx(150.) and not held.has_face and held.detection is None
+    np.testing.assert_allclose(track.frames[1].box, 0.75 * np.array([50., 0., 150., 100.])
+                               + 0.25 * np.array([70., -20., 210., 120.]))  # boxes: linear in time
+    assert track.presence == pytest.approx(4 / 5)
+    (untimed,) = build_tracks(frames, None, smooth=False)  # no times: every gap inside the track is filled
+    assert [f.status for f in untimed.frames].count('held') == 0
+
+
+def test_smoothing_weights_and_where_it_stops():
+    xs = [100., 104., 100., 110.]
+    frames = [[_det(x, 50, 40)] for x in xs]
+    (track,) = build_tracks(frames, [0., 0.1, 0.2, 0.9], max_gap=0.5, smooth=True)
+    got = [f.geometry.cx for f in track.frames]
+    # 1/4, 1/2, 1/4 with the edge and the frame 0.7 s later (beyond max_gap) standing in for themselves
+    assert got == pytest.approx([(100 * 3 + 104) / 4, (100 + 2 * 104 + 100) / 4, (104 + 100 * 3) / 4, 110.])
+    angles = [[_det(100, 50, 40, a)] for a in (math.pi - 0.1, -math.pi + 0.1, math.pi - 0.1)]
+    (wrapped,) = build_tracks(angles, smooth=True)  # angles average the short way round, across +-pi
+    assert abs(wrapped.frames[1].geometry.angle) == pytest.approx(math.pi)  # the naive mean is 0
+
+
+def test_times_are_checked():
+    with pytest.raises(ValueError, match='non-decreasing'):
+        build_tracks([[_det(1, 1, 1)], []], [1., 0.])
+    with pytest.raises(ValueError, match='one time per frame'):
+        build_tracks([[_det(1, 1, 1)], []], [0.])
+
+
+def test_detector_outputs_boxes_only_or_with_landmarks():
+    boxes_only = as_detections(np.array([[10., 20., 50., 70.]]), 'roll', 1.25)
+    assert boxes_only[0].landmarks is None and math.isnan(boxes_only[0].score)
+    assert boxes_only[0].geometry == geometry_from_box([10, 20, 50, 70], 1.25)  # no landmarks: by the box
+    assert as_detections(np.zeros((0, 4)), 'roll', 1.25) == []
+    with pytest.raises(ValueError, match=r'\(N, 4\) boxes'):
+        as_detections(np.zeros((2, 5)), 'roll', 1.25)
+    with pytest.raises(ValueError, match='x2 > x1'):
+        as_detections(np.array([[50., 20., 10., 70.]]), 'roll', 1.25)
+
+
+def _crops(status):
+    n = len(status)
+    return FaceCrops(np.zeros((n, 2, 2, 3), np.uint8), [np.eye(2, 3)] * n, [None] * n, [None] * n, [math.nan] * n,
+                     status, ['roll'] * n, 0, 1)
+
+
+def test_a_window_needs_a_face_in_half_of_its_frames():
+    """DFEW's clip rule: detected or interpolated frames count, held ones do not; exactly half is enough."""
+    assert _crops(['detected'] * 8 + ['held'] * 8).reliable
+    assert _crops(['detected'] * 4 + ['interpolated'] * 4 + ['held'] * 8).reliable
+    seven = _crops(['detected'] * 7 + ['held'] * 9)
+    assert not seven.reliable and seven.reason.startswith('a face in only 7 of the 16 sampled frames')
+    no_track = FaceCrops(np.zeros((2, 2, 2, 3), np.uint8), [np.eye(2, 3)] * 2, [None] * 2, [None] * 2,
+                         [math.nan] * 2, ['none'] * 2, ['centre'] * 2, None, 0)
+    assert not no_track.reliable and no_track.reason == 'no face found in any of the 2 sampled frames'
