@@ -121,8 +121,8 @@ def _check_frames(x: torch.Tensor, what: str) -> None:
                          f'{tuple(x.shape)}; convert with np.asarray(frame, dtype=np.uint8)')
 
 
-def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], torch.Tensor]]]:
-    """The number of frames and their ``(indices, (n, H, W, 3) uint8 tensor)`` groups, one size per group."""
+def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], Sequence[torch.Tensor]]]]:
+    """The number of frames and their ``(indices, frames)`` groups of one size each (a 4-d tensor or a list)."""
     if isinstance(frames, (np.ndarray, torch.Tensor)):
         if frames.ndim != 4:
             raise ValueError(f'frames must be (N, H, W, 3) uint8 RGB or a list of (H, W, 3) arrays, got an array '
@@ -137,7 +137,7 @@ def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], torch.Ten
             raise ValueError(f'each frame of a list must be (H, W, 3), frame {i} has shape {tuple(item.shape)}')
         _check_frames(item, f'frame {i}')
         groups.setdefault(tuple(item.shape), []).append(i)
-    return len(items), [(idx, torch.stack([items[i] for i in idx])) for idx in groups.values()]
+    return len(items), [(idx, [items[i] for i in idx]) for idx in groups.values()]
 
 
 class RetinaFaceDetector:
@@ -182,6 +182,7 @@ class RetinaFaceDetector:
         for indices, group in groups:
             for start in range(0, len(indices), self.batch_size):
                 chunk = group[start:start + self.batch_size]
+                chunk = chunk if isinstance(chunk, torch.Tensor) else torch.stack(chunk)  # one batch copied at a time
                 for i, det in zip(indices[start:start + self.batch_size], self.detect_batch(chunk)):
                     out[i] = det
         return out
