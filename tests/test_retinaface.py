@@ -156,3 +156,14 @@ def test_fx_trace_for_feature_extraction():
     extractor = create_feature_extractor(model, {'ssh.0': 'p3', 'class_head.2': 'logits5'})
     out = extractor(torch.randn(1, 3, 64, 96))
     assert out['p3'].shape == (1, 64, 8, 12) and out['logits5'].shape == (1, 4, 2, 3)
+
+
+def test_top_k_and_keep_top_k_count_per_frame(detector):
+    frames = np.random.default_rng(0).integers(0, 255, (3, 48, 64, 3), dtype=np.uint8)
+    every = RetinaFaceDetector(score_threshold=0., confidence_threshold=0., nms_threshold=1., top_k=5,
+                               model=detector.model)
+    assert [len(f) for f in every(frames)] == [5, 5, 5]  # NMS at IoU 1 drops nothing: top_k per frame
+    every.keep_top_k = 2
+    faces = every(frames)
+    assert [len(f) for f in faces] == [2, 2, 2]
+    assert all((f.scores[:-1] >= f.scores[1:]).all() for f in faces)

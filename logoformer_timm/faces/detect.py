@@ -121,8 +121,8 @@ def _check_frames(x: torch.Tensor, what: str) -> None:
                          f'{tuple(x.shape)}; convert with np.asarray(frame, dtype=np.uint8)')
 
 
-def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], torch.Tensor]]]:
-    """The number of frames and their ``(indices, (n, H, W, 3) uint8 tensor)`` groups, one size per group."""
+def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], Sequence[torch.Tensor]]]]:
+    """The number of frames and their ``(indices, frames)`` groups of one size each (a 4-d tensor or a list)."""
     if isinstance(frames, (np.ndarray, torch.Tensor)):
         if frames.ndim != 4:
             raise ValueError(f'frames must be (N, H, W, 3) uint8 RGB or a list of (H, W, 3) arrays, got an array '
@@ -137,7 +137,7 @@ def _as_groups(frames: FrameInput) -> Tuple[int, List[Tuple[List[int], torch.Ten
             raise ValueError(f'each frame of a list must be (H, W, 3), frame {i} has shape {tuple(item.shape)}')
         _check_frames(item, f'frame {i}')
         groups.setdefault(tuple(item.shape), []).append(i)
-    return len(items), [(idx, torch.stack([items[i] for i in idx])) for idx in groups.values()]
+    return len(items), [(idx, [items[i] for i in idx]) for idx in groups.values()]
 
 
 class RetinaFaceDetector:
@@ -182,6 +182,7 @@ class RetinaFaceDetector:
         for indices, group in groups:
             for start in range(0, len(indices), self.batch_size):
                 chunk = group[start:start + self.batch_size]
+                chunk = chunk if isinstance(chunk, torch.Tensor) else torch.stack(chunk)  # one batch copied at a time
                 for i, det in zip(indices[start:start + self.batch_size], self.detect_batch(chunk)):
                     out[i] = det
         return out
@@ -189,13 +190,11 @@ class RetinaFaceDetector:
     def detect_batch(self, frames: torch.Tensor) -> List[FaceDetections]:
         """Faces in ``(n, H, W, 3)`` uint8 RGB frames of one size."""
         height, width = frames.shape[1:3]
-        x = normalize_frames(frames.to(self.device))
-        if not self.bgr:
-            x = x.flip(1) + (torch.tensor((123., 117., 104.), device=x.device) -
-                             torch.tensor((104., 117., 123.), device=x.device)).view(1, 3, 1, 1)
+        x = rearrange(frames.to(self.device), 'b h w c -> b c h w')
         in_h, in_w = self.input_size(height, width)
-        if (in_h, in_w) != (height, width):
+        if (in_h, in_w) != (height, width):  # on uint8, before the float copy: the cheap way for large frames
             x = F.interpolate(x, size=(in_h, in_w), mode='bilinear', align_corners=False, antialias=True)
+        x = normalize_frames(x, bgr=self.bgr).contiguous()  # NCHW: faster here than channels-last
         box_deltas, logits, landmark_deltas = self.model(x)
         return self.postprocess(box_deltas, logits, landmark_deltas, (in_h, in_w), (height, width))
 
@@ -208,13 +207,11 @@ class RetinaFaceDetector:
         frame_idx, anchor_idx = torch.nonzero((scores > self.confidence_threshold) & (scores >= floor),
                                               as_tuple=True)
         cand_scores = scores[frame_idx, anchor_idx]
-        # at most top_k candidates per frame, by score
+        # at most top_k candidates per frame: order by frame, then by score; rank = place within the frame
         order = torch.argsort(cand_scores, descending=True, stable=True)
-        rank = torch.zeros_like(order)
+        order = order[torch.argsort(frame_idx[order], stable=True)]
         frame_sorted = frame_idx[order]
-        for f in frame_sorted.unique():
-            sel = frame_sorted == f
-            rank[sel] = torch.arange(int(sel.sum()), device=rank.device)
+        rank = torch.arange(len(order), device=order.device) - torch.searchsorted(frame_sorted, frame_sorted)
         order = order[rank < self.top_k]
         frame_idx, anchor_idx, cand_scores = frame_idx[order], anchor_idx[order], cand_scores[order]
         boxes = decode_boxes(box_deltas[frame_idx, anchor_idx], priors[anchor_idx])

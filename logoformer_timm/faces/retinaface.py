@@ -127,9 +127,12 @@ class RetinaFace(nn.Module):
                 self._flatten(self.landmark_head, feats))
 
 
-def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W, 3)`` uint8 RGB frames to the network's input: ``(B, 3, H, W)`` float32 BGR minus :data:`BGR_MEAN`."""
-    x = rearrange(frames.float(), 'b h w c -> b c h w').flip(1)  # RGB -> BGR
+def normalize_frames(frames: torch.Tensor, bgr: bool = True) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB frames (uint8 or float, 0-255) to the network's input: float32 BGR minus :data:`BGR_MEAN`.
+
+    ``bgr=False`` keeps the RGB order (the mistake of a caller who forgets the conversion; measured, never a default).
+    """
+    x = frames.float().flip(1) if bgr else frames.float()
     return x - torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1)
 
 
