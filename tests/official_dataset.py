@@ -108,9 +108,10 @@ def write_s2d_layouts(root) -> Tuple[Path, Path]:
 
 def write_s2d_lists(folder) -> Dict[str, Path]:
     """S2D's split-file forms (CSV with a header; paths relative to the data root) of the DFEW clips of
-    :func:`write_dataset` and of :func:`write_s2d_layouts`' clips: ``{'dfew', 'ferv39k', 'mafw'}`` -> file."""
+    :func:`write_dataset` and of :func:`write_s2d_layouts`' clips: ``{'dfew', 'ferv39k', 'mafw'}`` -> file, and
+    ``'dfew_eval'``, the first ``len(FRAME_COUNTS)`` DFEW clips (every frame count and class: the model's test)."""
     specs = {'dfew': ('video_name,label', clips()), 'ferv39k': ('path,id', S2D_FERV39K_CLIPS),
-             'mafw': ('video_name,labels', S2D_MAFW_CLIPS)}
+             'mafw': ('video_name,labels', S2D_MAFW_CLIPS), 'dfew_eval': ('video_name,label', clips()[:len(FRAME_COUNTS)])}
     out = {}
     for dataset, (header, rows) in specs.items():
         out[dataset] = Path(folder) / f'{dataset}_test.csv'

@@ -166,7 +166,8 @@ class TestProtocol:
         if any(m != 0 for m in self.mean) or any(s != 1 for s in self.std):
             pixels += f', mean {list(self.mean)}, std {list(self.std)}'
         resize = 'PIL' if self.resize == 'pil' else 'antialiased tensor'
-        return (f'{self.name}: {frames}; {self.temporal_views} temporal x {self.spatial_views} spatial views; '
+        spatial = ' (the same pixels after the squash: computed once)' if self.spatial_views > 1 else ''
+        return (f'{self.name}: {frames}; {self.temporal_views} temporal x {self.spatial_views} spatial views{spatial}; '
                 f'{resize} {self.interpolation} resize to {self.size[0]}x{self.size[1]}; {pixels}; '
                 f'views merged by {self.merge.replace("_", " ")}; source: {self.source}')
 
