@@ -16,7 +16,8 @@ import torch
 from .sampling import sample_frame_indices
 
 __all__ = [
-    'TestProtocol', 'TEST_PROTOCOLS', 'DFER_LABELS', 'MAFW_LABELS', 'DFER_CLIP_MAFW_LABELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS',
+    'TestProtocol', 'TEST_PROTOCOLS', 'DFER_LABELS', 'MAFW_LABELS', 'DFER_CLIP_MAFW_LABELS', 'S2D_FERV39K_LABELS',
+    'S2D_MAFW_LABELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS',
     'RESIZES', 'MERGES', 'get_test_protocol', 'merge_views']
 
 # the label orders of the datasets' lists (a protocol's label order; the models' cfgs name them too)
@@ -27,6 +28,12 @@ MAFW_LABELS = (  # MAFW: the label order of MAE-DFER's preprocess/mafw.py
 DFER_CLIP_MAFW_LABELS = (  # MAFW in DFER-CLIP's order (its models/Text.py and annotation files): not MAE-DFER's
     'Happiness', 'Sadness', 'Neutral', 'Anger', 'Surprise', 'Disgust', 'Fear', 'Contempt', 'Anxiety', 'Helplessness',
     'Disappointment')
+# S2D's own split files (MSA-LMC/S2D data/): DFEW in DFEW's order; FERV39K's Annotation/test.csv and MAFW's
+# anno/single/no_caption (its id_to_calss.txt) number the classes alphabetically
+S2D_FERV39K_LABELS = ('Angry', 'Disgust', 'Fear', 'Happy', 'Neutral', 'Sad', 'Surprise')
+S2D_MAFW_LABELS = (
+    'Anger', 'Anxiety', 'Contempt', 'Disappointment', 'Disgust', 'Fear', 'Happiness', 'Helplessness', 'Neutral',
+    'Sadness', 'Surprise')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
