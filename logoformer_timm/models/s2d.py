@@ -117,6 +117,8 @@ class S2D(ClipModelApi, nn.Module):
     final_norm_names = ('ln_post',)
     global_pools = ('token', 'avg', '')  # frames' class tokens (the official I3D head), mean of patch tokens, all
     block_output_fmt = 'NLC'  # per frame: (B*T, 1 + H'*W', C)
+    # the authors' second file, the landmark network: pretrained_cfg_overlay key -> its state-dict prefix here
+    extra_weight_files = {'landmark_file': 'landmark.'}
 
     def __init__(
             self,
