@@ -7,7 +7,8 @@ The model's pretrained cfg names its protocol (``test_protocol``; :mod:`logoform
 tag's is its authors' evaluation (frames, views, PIL resize, normalisation, how views merge), LOGO-Former's is this
 project's. ``--protocol``, ``--num-segments``, ``--frames-per-segment``, ``--num-clips`` and ``--img-size`` change
 it; ``metrics.json`` then names the protocol used and says it is not the authors'. Lists are this project's, or
-the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths). Writes
+the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths; S2D's CSV files
+name folders relative to ``--data-root``, its scripts' ``DATA_PATH``). Writes
 ``OUTPUT/metrics.json`` (UAR, WAR, per-class recall, confusion matrix, number of clips, protocol) and
 ``OUTPUT/predictions.jsonl`` (per clip, in list order: path, label, prediction, merged probabilities) and prints a
 table. Runs under ``torchrun`` too (the confusion matrix is summed over ranks; every clip is counted once).
@@ -132,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint-entry', metavar='NAME',
                         help="the entry of a training checkpoint to load, e.g. model_ema (default: the model entry, "
                              "'model' / 'state_dict', as its authors' evaluation loads it)")
-    parser.add_argument('--data-root', default='', help='root the list paths are relative to')
+    parser.add_argument('--data-root', default='',
+                        help="root the list paths are relative to (for S2D's split files: its scripts' DATA_PATH)")
     parser.add_argument('--list', required=True,
-                        help='annotation list: "<frame_dir> <num_frames> <label>" or "<frame_dir> <label>" per line '
-                             '(the authors\' split files as distributed)')
+                        help='annotation list: "<frame_dir> <num_frames> <label>" or "<frame_dir> <label>" per line, '
+                             'or a CSV file with a header (video_name,label / path,id / video_name,labels) and '
+                             '"<frame_dir>,<label>" rows (the authors\' split files as distributed)')
     parser.add_argument('--path-prefix', metavar='OLD=NEW', type=parse_path_prefix,
                         help='list paths that start with OLD start with NEW instead (the authors\' absolute paths)')
     parser.add_argument('--output', required=True, help='folder for metrics.json and predictions.jsonl')

@@ -1,0 +1,97 @@
+"""S2D's split files evaluate by its authors' test: the official loader's frames and pixels, read from its CSV forms.
+
+``tests/data/s2d_eval_official.json`` was recorded by running MSA-LMC/S2D's ``datasets/kinetics.py``
+``VideoClsDatasetFrame`` in test mode, built as its ``datasets/datasets.py`` builds it for DFEW, FERV39k and MAFW
+with the arguments of ``scripts/ft_*.sh`` (commit and shims in the file's ``how_run``), on the synthetic dataset of
+``tests/official_dataset.py`` in S2D's layouts: a CSV split file with a header per dataset, paths relative to a
+data root, ``.jpg`` frames (DFEW, FERV39K's nested ``<scene>/<class>/<id>`` folders) and ``.png`` frames (MAFW).
+These tests regenerate the dataset and compare every view's frame indices and input pixels (sha256 of the float32
+tensor) with the record.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import official_dataset as synth
+from logoformer_timm.data import TEST_PROTOCOLS, ClipTransform
+from logoformer_timm.dfer import evaluate
+from logoformer_timm.dfer.datasets import ClipFolderDataset
+
+RECORD = json.loads((Path(__file__).parent / 'data' / 's2d_eval_official.json').read_text())
+DATASETS = ('dfew', 'ferv39k', 'mafw')
+
+
+@pytest.fixture(scope='module')
+def s2d_data(tmp_path_factory):
+    """The synthetic dataset in S2D's layouts and its split files: ``{dataset: (data root, split file)}``."""
+    base = tmp_path_factory.mktemp('s2d_layout')
+    synth.write_dataset(base)
+    synth.write_s2d_layouts(base)
+    lists = synth.write_s2d_lists(base)
+    out = {name: (base / RECORD['datasets'][name]['data_root'], lists[name]) for name in DATASETS}
+    for name, (root, _) in out.items():
+        for clip in RECORD['datasets'][name]['clips']:
+            if synth.folder_checksum(root / clip['name']) != clip['decoded_sha256']:
+                from PIL import __version__, features
+                pytest.fail(f'This machine\'s Pillow ({__version__}, libjpeg {features.version("jpg")}) encodes or '
+                            f'decodes the synthetic frames of {clip["name"]} differently from the recording (Pillow '
+                            f'{RECORD["versions"]["pillow"]}): the official pixels cannot be compared here.')
+    return out
+
+
+def test_record_names_the_official_code_and_the_synthetic_clips():
+    assert RECORD['official_repo'] == 'https://github.com/MSA-LMC/S2D' and len(RECORD['official_commit']) == 40
+    expected = {'dfew': synth.clips(), 'ferv39k': synth.S2D_FERV39K_CLIPS, 'mafw': synth.S2D_MAFW_CLIPS}
+    for name in DATASETS:
+        clips = RECORD['datasets'][name]['clips']
+        assert [(c['name'], c['num_frames'], c['label']) for c in clips] == [
+            (path, frames, label) for path, frames, _, label in expected[name]]
+
+
+@pytest.mark.parametrize('name', DATASETS)
+def test_frames_and_pixels_are_the_official_loaders(s2d_data, name):
+    root, split = s2d_data[name]
+    protocol = TEST_PROTOCOLS[f's2d_{name}']
+    ds = ClipFolderDataset(str(split), str(root), protocol=protocol,
+                           transform=ClipTransform(test_protocol=protocol))  # (C, T, H, W) as the official clips
+    official = RECORD['datasets'][name]['clips']
+    assert [(r.name, r.num_frames, r.label) for r in ds.records] == [
+        (c['name'], c['num_frames'], c['label']) for c in official]
+    for index, clip in enumerate(official):
+        # 2 temporal x 2 spatial views; a temporal view's two spatial views are the same pixels after the squash
+        assert [(v['temporal'], v['spatial']) for v in clip['views']] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert all(clip['views'][2 * t]['input']['sha256'] == clip['views'][2 * t + 1]['input']['sha256']
+                   for t in (0, 1))
+        views, label, _ = ds[index]
+        assert label == clip['label'] and len(views) == protocol.temporal_views
+        ours = ds.view_indices(index)
+        for view in clip['views'][::2]:
+            temporal = view['temporal']
+            assert ours[temporal] == view['frame_indices'], (clip['name'], temporal)
+            pixels = views[temporal].contiguous()
+            assert list(pixels.shape) == view['input']['shape']
+            assert pixels.reshape(-1)[:32].tolist() == view['input']['slice'], clip['name']  # readable failures
+            assert hashlib.sha256(pixels.numpy().tobytes()).hexdigest() == view['input']['sha256'], clip['name']
+
+
+def test_bad_rows_fail_naming_file_and_line_before_the_model(s2d_data, tmp_path, monkeypatch, capsys):
+    root, split = s2d_data['ferv39k']
+    monkeypatch.setattr(evaluate, 'create_model', lambda *a, **k: pytest.fail('the model was built'))
+    header, *rows = split.read_text().splitlines()
+    cases = {
+        'no_header': (rows, 'header of a path column'),
+        'unknown_header': (['clip,emotion'] + rows, 'header of a path column'),
+        'label_name': ([header, rows[0], 'Interview/Happy/0118,Happy'], 'expected "<frame_dir>,<label>"'),
+        'three_columns': ([header, rows[0] + ',7'], 'expected "<frame_dir>,<label>"'),
+        'missing_folder': ([header, rows[0], 'Interview/Sad/9999,5'], 'Interview/Sad/9999 is neither a frame folder'),
+    }
+    for case, (lines, message) in cases.items():
+        bad = tmp_path / f'{case}.csv'
+        bad.write_text('\n'.join(lines) + '\n')
+        code = evaluate.main(['--model', 's2d.ferv39k', '--pretrained', '--data-root', str(root), '--list', str(bad),
+                              '--output', str(tmp_path / case), '--workers', '0'])
+        err = capsys.readouterr().err.strip()
+        line = 1 if 'header' in message else len(lines)
+        assert code != 0 and len(err.splitlines()) == 1 and f'{case}.csv:{line}:' in err and message in err, (case, err)
