@@ -25,7 +25,7 @@ The authors distribute two files: the fine-tuned model and the landmark network;
 """
 import re
 from functools import partial
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import Format, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import register_model
+from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Attention, Block
 
 from ..data.protocol import DFER_LABELS, S2D_FERV39K_LABELS, S2D_MAFW_LABELS
@@ -46,7 +47,7 @@ from ..weights.pretrained import build_clip_model, clip_default_cfgs
 from ._clip_api import ClipModelApi, grid_as, label_feature_maps, resolve_output_fmt
 from .released import ReportedResult, released_cfg
 
-__all__ = ['S2D', 'CITATION', 'LandmarkPrompt', 'LANDMARK_FILE', 'checkpoint_filter_fn']
+__all__ = ['S2D', 'CITATION', 'FrameBlock', 'LandmarkPrompt', 'LANDMARK_FILE', 'checkpoint_filter_fn']
 
 CITATION = """@article{chen2024s2d,
   title={From Static to Dynamic: Adapting Landmark-Aware Image Models for Facial Expression Recognition in Videos},
@@ -78,18 +79,17 @@ class Adapter(nn.Module):
 
 
 class LandmarkPrompt(nn.Module):
-    """One landmark-guided prompt: frame tokens and landmark tokens ``(B*T, N, C)`` to the prompt (the next
-    landmark tokens) and the adapters' output, both ``(B*T, N, C)``.
+    """One landmark-guided prompt: frame tokens and landmark tokens ``(B, T, N, C)`` to the prompt (the next
+    landmark tokens) and the adapters' output, both ``(B, T, N, C)``.
 
     The official block works on ``(C, H, W)`` maps with 1x1 convolutions; on tokens they are linear layers and the
     Fovea gate's spatial softmax is a softmax over the tokens.
     """
 
-    def __init__(self, dim: int, num_frames: int, hidden: int = 8, adapter_ratio: float = 0.25,
-                 adapter_heads: int = 8, device=None, dtype=None):
+    def __init__(self, dim: int, hidden: int = 8, adapter_ratio: float = 0.25, adapter_heads: int = 8,
+                 device=None, dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
-        self.num_frames = num_frames
         self.frame_proj = nn.Linear(dim, hidden, **dd)
         self.landmark_proj = nn.Linear(dim, hidden, **dd)
         self.fovea_smooth = nn.Parameter(torch.full((1,), 10., **dd))  # the gate's learned sharpness
@@ -101,14 +101,21 @@ class LandmarkPrompt(nn.Module):
 
     def fovea(self, x: torch.Tensor) -> torch.Tensor:
         """Each channel re-weighted by a softmax over the positions of its own (sharpened) values."""
-        return (x * self.fovea_smooth).softmax(dim=1) * x
+        return (x * self.fovea_smooth).softmax(dim=-2) * x
 
     def forward(self, x: torch.Tensor, landmarks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         prompt = self.out_proj(self.fovea(self.frame_proj(x)) + self.landmark_proj(landmarks))
         # every position attends across the clip's frames
-        xt = rearrange(x, '(b t) n c -> (b n) t c', t=self.num_frames)
-        xt = rearrange(self.temporal_adapter(xt), '(b n) t c -> (b t) n c', n=x.shape[1])
+        xt = self.temporal_adapter(rearrange(x, 'b t n c -> (b n) t c'))
+        xt = rearrange(xt, '(b n) t c -> b t n c', n=x.shape[2])
         return prompt, self.spatial_adapter(self.adapter_norm(xt))
+
+
+class FrameBlock(Block):
+    """timm's ViT block applied to every frame of ``(B, T, L, C)`` tokens (the same keys as a ``Block``)."""
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return super().forward(x.flatten(0, 1), attn_mask).reshape(x.shape)
 
 
 class S2D(ClipModelApi, nn.Module):
@@ -116,7 +123,7 @@ class S2D(ClipModelApi, nn.Module):
 
     final_norm_names = ('ln_post',)
     global_pools = ('token', 'avg', '')  # frames' class tokens (the official I3D head), mean of patch tokens, all
-    block_output_fmt = 'NLC'  # per frame: (B*T, 1 + H'*W', C)
+    block_output_fmt = 'NTLC'  # per frame: (B, T, 1 + H'*W', C), each frame's class token first
     # the authors' second file, the landmark network: pretrained_cfg_overlay key -> its state-dict prefix here
     extra_weight_files = {'landmark_file': 'landmark.'}
 
@@ -206,14 +213,14 @@ class S2D(ClipModelApi, nn.Module):
         self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim, **dd))
         self.pos_drop = nn.Dropout(pos_drop_rate)
         self.prompts = nn.ModuleList([
-            LandmarkPrompt(embed_dim, num_frames, prompt_dim, adapter_ratio, adapter_heads, **dd)
+            LandmarkPrompt(embed_dim, prompt_dim, adapter_ratio, adapter_heads, **dd)
             for _ in range(depth)])
         # prompt i >= 1 normalises the frame tokens with norm i - 1, every prompt the landmark tokens with norm 0
         # (the official model's last prompt norm is never used: not built)
         self.prompt_norms = nn.ModuleList([_norm_layer(embed_dim, **dd) for _ in range(max(depth - 1, 1))])
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device='cpu')]
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+            FrameBlock(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
                   attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=_norm_layer, **dd)
             for i in range(depth)])
         self.feature_info = [
@@ -304,23 +311,34 @@ class S2D(ClipModelApi, nn.Module):
         """Block ``i``'s prompt added to the patch tokens of ``x`` (after ``prefix`` class tokens); the next
         landmark tokens."""
         norm = self.prompt_norms[max(i - 1, 0)]
-        prompt, adapted = self.prompts[i](norm(x[:, prefix:]), self.prompt_norms[0](landmarks))
-        return torch.cat((x[:, :prefix], x[:, prefix:] + adapted + prompt), dim=1), prompt
+        prompt, adapted = self.prompts[i](norm(x[:, :, prefix:]), self.prompt_norms[0](landmarks))
+        return torch.cat((x[:, :, :prefix], x[:, :, prefix:] + adapted + prompt), dim=2), prompt
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Clip to the first block's input ``(B*T, 1 + N, C)`` (first prompt, positions, frames) and the first
-        prompt, the landmark tokens of the next block ``(B*T, N, C)``."""
+        """Clip to the first block's input ``(B, T, 1 + N, C)`` (first prompt, positions, frames) and the first
+        prompt, the landmark tokens of the next block ``(B, T, N, C)``."""
         self.check_input(x)
         frames = rearrange(x, 'b c t h w -> (b t) c h w' if self.input_layout == 'BCTHW' else 'b t c h w -> (b t) c h w')
         small = F.interpolate(frames, size=self.landmark_size, mode='bilinear', align_corners=True)
-        landmarks = self.landmark_embed(rearrange(self.landmark(small).detach(), 'n c h w -> n (h w) c'))
-        x, landmarks = self._prompted(0, self.patch_embed(frames), landmarks, prefix=0)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
-        x = rearrange(x, '(b t) n c -> b t n c', t=self.num_frames) + self.temporal_embed.unsqueeze(2)
-        return self.pos_drop(rearrange(x, 'b t n c -> (b t) n c')), landmarks
+        to_clips = '(b t) c h w -> b t (h w) c'
+        landmarks = self.landmark_embed(rearrange(self.landmark(small).detach(), to_clips, t=self.num_frames))
+        patches = rearrange(self.patch_embed(frames), '(b t) n c -> b t n c', t=self.num_frames)
+        x, landmarks = self._prompted(0, patches, landmarks, prefix=0)
+        cls_token = self.cls_token.expand(x.shape[0], x.shape[1], -1, -1)
+        x = torch.cat((cls_token, x), dim=2) + self.pos_embed.unsqueeze(1) + self.temporal_embed.unsqueeze(2)
+        return self.pos_drop(x), landmarks
 
-    def _run(self, x: torch.Tensor, landmarks: torch.Tensor, blocks: int) -> torch.Tensor:
-        """Block ``blocks - 1``'s output (each block after its prompt)."""
+    def _run(
+            self,
+            x: torch.Tensor,
+            landmarks: torch.Tensor,
+            blocks: int,
+            take_indices: Sequence[int] = (),
+            take: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The first ``blocks`` blocks, each after its prompt (checkpointed if enabled); the last output and
+        ``take(output)`` of every block in ``take_indices``."""
+        intermediates = []
         for i in range(blocks):
             if i > 0:
                 x, landmarks = self._prompted(i, x, landmarks)
@@ -328,18 +346,19 @@ class S2D(ClipModelApi, nn.Module):
                 x = torch.utils.checkpoint.checkpoint(self.blocks[i], x, use_reentrant=False)
             else:
                 x = self.blocks[i](x)
-        return x
+            if i in take_indices:
+                intermediates.append(take(x))
+        return x, intermediates
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-frame tokens ``(B*T, 1 + N, C)`` as ``(B, T + T*N, C)``: the T class tokens, then the patch tokens
+        """Per-frame tokens ``(B, T, 1 + N, C)`` as ``(B, T + T*N, C)``: the T class tokens, then the patch tokens
         in (t, h, w) order."""
-        x = rearrange(x, '(b t) n c -> b t n c', t=self.num_frames)
         return torch.cat((x[:, :, 0], x[:, :, 1:].flatten(1, 2)), dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens ``(B, T + T*H'*W', C)`` after ``ln_post``: the frames' class tokens, then the patch tokens."""
-        x, landmarks = self._embed(x)
-        return self._tokens(self.ln_post(self._run(x, landmarks, len(self.blocks))))
+        x, _ = self._run(*self._embed(x), len(self.blocks))
+        return self._tokens(self.ln_post(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool ('token': mean of the frames' class tokens, the I3D head; 'avg': mean of the patch tokens), dropout,
@@ -367,22 +386,16 @@ class S2D(ClipModelApi, nn.Module):
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Block outputs of the patch tokens as ``(B, C, T, H', W')`` maps ('NCTHW') or ``(B, T*H'*W', C)``
         tokens ('NLC'); class tokens are left out. Arguments as for ``LogoFormer.forward_intermediates``."""
-        from timm.models._features import feature_take_indices
         output_fmt = resolve_output_fmt(output_fmt)
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x, landmarks = self._embed(x)
-        intermediates = []
-        for i in range(max_index + 1 if stop_early else len(self.blocks)):
-            if i > 0:
-                x, landmarks = self._prompted(i, x, landmarks)
-            if self.grad_checkpointing:
-                x = torch.utils.checkpoint.checkpoint(self.blocks[i], x, use_reentrant=False)
-            else:
-                x = self.blocks[i](x)
-            if i in take_indices:
-                y = self.ln_post(x) if norm else x
-                grid = rearrange(y[:, 1:], '(b t) (h w) c -> b t h w c', t=self.num_frames, h=self.grid_size[1])
-                intermediates.append(grid_as(grid, output_fmt).contiguous())
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            y = self.ln_post(x) if norm else x
+            grid = rearrange(y[:, :, 1:], 'b t (h w) c -> b t h w c', h=self.grid_size[1])
+            return grid_as(grid, output_fmt).contiguous()
+
+        blocks = max_index + 1 if stop_early else len(self.blocks)
+        x, intermediates = self._run(*self._embed(x), blocks, take_indices, take)
         if intermediates_only:
             return intermediates
         return self._tokens(self.ln_post(x)), intermediates
