@@ -13,16 +13,19 @@ DFEW clips above (``video_name,label``), and :func:`write_s2d_layouts` adds a fe
 (``<scene>/<class>/<id>/0001.jpg``, ``path,id``) and MAFW layout (``.png`` frames, ``video_name,labels``).
 """
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 __all__ = ['FRAME_COUNTS', 'FRAME_SIZES', 'AUTHORS_ROOT', 'Clip', 'clips', 'write_dataset', 'decoded_checksums',
            'write_mae_dfer_list', 'write_former_dfer_list', 'S2D_FERV39K_CLIPS', 'S2D_MAFW_CLIPS', 'write_s2d_layouts',
-           'write_s2d_lists', 'folder_checksum']
+           'write_s2d_lists', 'folder_checksum', 'check_official_evaluation']
 
 FRAME_COUNTS = (1, 5, 9, 10, 16, 17, 33, 64, 150)
 FRAME_SIZES = ((180, 140), (256, 256))  # (width, height)
@@ -109,9 +112,9 @@ def write_s2d_layouts(root) -> Tuple[Path, Path]:
 def write_s2d_lists(folder) -> Dict[str, Path]:
     """S2D's split-file forms (CSV with a header; paths relative to the data root) of the DFEW clips of
     :func:`write_dataset` and of :func:`write_s2d_layouts`' clips: ``{'dfew', 'ferv39k', 'mafw'}`` -> file, and
-    ``'dfew_eval'``, the first ``len(FRAME_COUNTS)`` DFEW clips (every frame count and class: the model's test)."""
+    ``'dfew_eval'``, the first seven DFEW clips (one of each class; 1 to 33 frames: the model's test)."""
     specs = {'dfew': ('video_name,label', clips()), 'ferv39k': ('path,id', S2D_FERV39K_CLIPS),
-             'mafw': ('video_name,labels', S2D_MAFW_CLIPS), 'dfew_eval': ('video_name,label', clips()[:len(FRAME_COUNTS)])}
+             'mafw': ('video_name,labels', S2D_MAFW_CLIPS), 'dfew_eval': ('video_name,label', clips()[:7])}
     out = {}
     for dataset, (header, rows) in specs.items():
         out[dataset] = Path(folder) / f'{dataset}_test.csv'
@@ -126,3 +129,20 @@ def folder_checksum(folder) -> str:
         with Image.open(path) as image:
             digest.update(np.asarray(image.convert('RGB')).tobytes())
     return digest.hexdigest()
+
+
+def check_official_evaluation(output, official, list_names) -> dict:
+    """``logoformer-eval``'s ``OUTPUT`` against an official evaluation's record (its ``clips``' labels,
+    predictions and merged probabilities, within 1e-5, and its UAR / WAR); returns the metrics."""
+    metrics = json.loads((Path(output) / 'metrics.json').read_text())
+    rows = [json.loads(line) for line in (Path(output) / 'predictions.jsonl').read_text().splitlines()]
+    assert [r['path'] for r in rows] == list_names  # one line per clip, in list order, the path as the list gives it
+    assert [r['label'] for r in rows] == [c['label'] for c in official['clips']]
+    assert [r['pred'] for r in rows] == [c['pred'] for c in official['clips']]
+    got = torch.tensor([r['probs'] for r in rows], dtype=torch.float64)
+    expected = torch.tensor([c['probs'] for c in official['clips']], dtype=torch.float64)
+    assert (got - expected).abs().max().item() < 1e-5
+    assert metrics['uar'] == pytest.approx(official['uar'], abs=1e-12)
+    assert metrics['war'] == pytest.approx(official['war'], abs=1e-12)
+    assert metrics['num_clips'] == len(official['clips'])
+    return metrics

@@ -154,13 +154,18 @@ def s2d_state_dict(record_name: str = 'small'):
     return fill_state_dict(S2D_RECORD['records'][record_name]['state_dict'])
 
 
-def write_s2d_file(path, record_name: str = 'small', **args) -> Path:
-    """An official S2D fine-tuned file (``utils.save_model``'s checkpoint-best format) of a recording at ``path``."""
+def save_s2d_checkpoint(path, model_state, **args) -> Path:
+    """An official S2D fine-tuned file (``utils.save_model``'s checkpoint-best format) of ``model_state`` at ``path``."""
     scaler = {'scale': 32768.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
               '_growth_tracker': 41}  # torch.cuda.amp.GradScaler.state_dict()
-    torch.save({'model': s2d_state_dict(record_name), 'optimizer': None, 'epoch': 57, 'scaler': scaler,
+    torch.save({'model': model_state, 'optimizer': None, 'epoch': 57, 'scaler': scaler,
                 'args': argparse.Namespace(**dict(S2D_ARGS, **args))}, path)
     return Path(path)
+
+
+def write_s2d_file(path, record_name: str = 'small', **args) -> Path:
+    """An official S2D fine-tuned file of a recording of ``tests/data/s2d_official.json`` at ``path``."""
+    return save_s2d_checkpoint(path, s2d_state_dict(record_name), **args)
 
 
 def write_s2d_landmark_file(path) -> Path:
