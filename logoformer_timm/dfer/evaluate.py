@@ -25,8 +25,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..cli import (
-    ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli,
-    progress as progress_bar)
+    ArgumentParser, UsageError, add_extra_weight_args, check_output_dir, extra_weight_files, log_to_stderr,
+    non_negative_int, positive_int, run_cli, progress as progress_bar)
 from ..data import TEST_PROTOCOLS, TestProtocol, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, prepare_for_inference
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint-entry', metavar='NAME',
                         help="the entry of a training checkpoint to load, e.g. model_ema (default: the model entry, "
                              "'model' / 'state_dict', as its authors' evaluation loads it)")
+    add_extra_weight_args(parser)
     parser.add_argument('--data-root', default='',
                         help="root the list paths are relative to (for S2D's split files: its scripts' DATA_PATH)")
     parser.add_argument('--list', required=True,
@@ -185,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         check_checkpoint_path(args.checkpoint)
     # a missing list, and (unless skipped) a bad line or folder of it, fail now, before the weights are read
     read_annotation_list(args.list, args.data_root, args.num_classes, args.skip_bad_clips, args.path_prefix)
-    load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry)
+    load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry,
+                extra_files=extra_weight_files(args))
     model = create_model(args.model, args.checkpoint, args.pretrained, **load)
     protocol = test_protocol_of(model, args)
     if (protocol.num_frames, protocol.size) != (model.num_frames, tuple(model.img_size)):  # the changed clip's model

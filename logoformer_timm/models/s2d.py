@@ -256,10 +256,12 @@ class S2D(ClipModelApi, nn.Module):
 
     @staticmethod
     def sizes_of_weights(weights: Dict[str, Any]) -> Dict[str, Any]:
-        """The constructor sizes a state dict of this model fixes: frames (the temporal embedding) and patch size."""
+        """The constructor sizes a state dict of this model (or an official file) fixes: frames (the temporal
+        embedding) and patch size."""
         sizes = {}
-        if 'temporal_embed' in weights:
-            sizes['num_frames'] = weights['temporal_embed'].shape[1]
+        temporal = weights.get('temporal_embed', weights.get('temporal_embedding'))
+        if temporal is not None:
+            sizes['num_frames'] = temporal.shape[1]
         patch = weights.get('patch_embed.proj.weight')
         if patch is not None:
             sizes['patch_size'] = patch.shape[2]

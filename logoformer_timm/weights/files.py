@@ -22,11 +22,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
+from ..cli import extra_file_flag
 from ..errors import UserError
 
 __all__ = [
     'EMA_ENTRIES', 'MODEL_ENTRIES', 'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError',
-    'add_extra_weights', 'check_weights', 'checkpoint_entries', 'extra_file_flag', 'file_sha256', 'read_checkpoint',
+    'add_extra_weights', 'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint',
     'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
@@ -224,12 +225,6 @@ def read_state_dict(path: PathLike, entry: Optional[str] = None) -> Dict[str, An
     return unwrap_checkpoint(read_checkpoint(path), entry, path)
 
 
-def extra_file_flag(key: str) -> str:
-    """The command-line flag of an extra weights file's ``pretrained_cfg_overlay`` key: ``landmark_file`` is
-    ``--landmark-checkpoint``."""
-    return '--' + key.removesuffix('_file').replace('_', '-') + '-checkpoint'
-
-
 def add_extra_weights(
         weights: Dict[str, Any], files: Mapping[str, PathLike], prefixes: Mapping[str, str], model_name: str,
 ) -> Dict[str, Any]:
@@ -252,5 +247,7 @@ def add_extra_weights(
             raise WeightsFileError(
                 f'the weights hold {prefix}* already (an export holds both networks): drop {key} / '
                 f'{extra_file_flag(key)} {path}.')
+        if not os.path.isfile(path):
+            raise WeightsFileError(f'{extra_file_flag(key)} {path}: no such file ({key} of {model_name}).')
         weights = {**weights, **{prefix + k: v for k, v in read_state_dict(path).items()}}
     return weights

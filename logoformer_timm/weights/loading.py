@@ -13,10 +13,11 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..cli import extra_file_flag
 from ..device import resolve_device
 from ..models import PretrainedWeightsError, checkpoint_filter_of, list_clip_models
 from .filtering import CheckpointMismatchError
-from .files import WeightsFileError, add_extra_weights, extra_file_flag, read_state_dict
+from .files import WeightsFileError, add_extra_weights, read_state_dict
 from .inference import prepare_for_inference
 
 __all__ = [
