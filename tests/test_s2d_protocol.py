@@ -11,7 +11,6 @@ tensor) with the record. Its ``evaluation`` is the official ``final_test`` and `
 deterministic weights of ``tests/official_fill.py``, on seven of the DFEW-layout clips (one of each class):
 ``logoformer-eval`` on the same split file gives the same merged probabilities (1e-5), predictions and UAR / WAR.
 """
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -22,13 +21,13 @@ import official_dataset as synth
 from logoformer_timm.data import TEST_PROTOCOLS, ClipTransform
 from logoformer_timm.dfer import evaluate
 from logoformer_timm.dfer.datasets import ClipFolderDataset
-from logoformer_timm.weights import loading
+from logoformer_timm.weights import hub
 from official_files import S2D_RECORD, save_s2d_checkpoint, write_s2d_landmark_file
 from official_fill import fill_state_dict
 
 RECORD = json.loads((Path(__file__).parent / 'data' / 's2d_eval_official.json').read_text())
 DATASETS = ('dfew', 'ferv39k', 'mafw')
-SMALL = dict(embed_dim=64, depth=2, num_heads=2)  # our s2d for the recorded official form (see its constructor)
+SMALL = ['embed_dim=64', 'depth=2', 'num_heads=2']  # our s2d for the recorded official form (its constructor)
 
 
 @pytest.fixture(scope='module')
@@ -105,7 +104,7 @@ def test_bad_rows_fail_naming_file_and_line_before_the_model(s2d_data, tmp_path,
         assert code != 0 and len(err.splitlines()) == 1 and f'{case}.csv:{line}:' in err and message in err, (case, err)
 
 
-def test_logoformer_eval_gives_the_official_evaluation(s2d_data, tmp_path, monkeypatch):
+def test_logoformer_eval_gives_the_official_evaluation(s2d_data, tmp_path):
     official = RECORD['evaluation']
     assert official['landmark_state_dict'] == S2D_RECORD['landmark_state_dict']  # the authors' MobileFaceNet, whole
     assert 'embed_dim=64, depth=2, num_heads=2' in official['model_constructor']
@@ -113,13 +112,13 @@ def test_logoformer_eval_gives_the_official_evaluation(s2d_data, tmp_path, monke
     checkpoint = save_s2d_checkpoint(tmp_path / 'split01_checkpoint-best.pth',
                                      fill_state_dict(official['model_state_dict']))
     landmark = write_s2d_landmark_file(tmp_path / 'mobilefacenet_model_best.pth.tar')
-    # the command's own loading of the two files; only the small form's widths, which no flag sets, are added
-    monkeypatch.setattr(evaluate, 'create_model', functools.partial(
-        loading.create_model, extra_files={'landmark_file': str(landmark)}, **SMALL))
+    folder = tmp_path / 'export'  # the two files through the commands: one folder (no flag builds a small form)
+    assert hub.main(['export', '--model', 's2d.dfew_fold1', '--checkpoint', str(checkpoint), '--landmark-checkpoint',
+                     str(landmark), '--out', str(folder), '--model-kwargs', *SMALL]) == 0
     root, _ = s2d_data['dfew']
     split = root.parent.parent / official['split_file']
     assert evaluate.main([
-        '--model', 's2d.dfew_fold1', '--checkpoint', str(checkpoint), '--data-root', str(root), '--list', str(split),
-        '--output', str(tmp_path / 'eval'), '--workers', '0', '--batch-size', '4']) == 0
+        '--checkpoint', str(folder), '--data-root', str(root), '--list', str(split), '--output', str(tmp_path / 'eval'),
+        '--workers', '0', '--batch-size', '4']) == 0
     metrics = synth.check_official_evaluation(tmp_path / 'eval', official, [c['name'] for c in official['clips']])
     assert metrics['authors_protocol'] is True and metrics['test_protocol']['name'] == 's2d_dfew'
