@@ -20,7 +20,7 @@ import pytest
 import official_dataset as synth
 from logoformer_timm.data import TEST_PROTOCOLS, ClipTransform
 from logoformer_timm.dfer import evaluate
-from logoformer_timm.dfer.datasets import ClipFolderDataset
+from logoformer_timm.dfer.datasets import ClipFolderDataset, read_annotation_list
 from logoformer_timm.weights import hub
 from official_files import S2D_RECORD, save_s2d_checkpoint, write_s2d_landmark_file
 from official_fill import fill_state_dict
@@ -122,3 +122,15 @@ def test_logoformer_eval_gives_the_official_evaluation(s2d_data, tmp_path):
         '--workers', '0', '--batch-size', '4']) == 0
     metrics = synth.check_official_evaluation(tmp_path / 'eval', official, [c['name'] for c in official['clips']])
     assert metrics['authors_protocol'] is True and metrics['test_protocol']['name'] == 's2d_dfew'
+
+
+def test_split_files_saved_by_windows_tools_read_the_same(s2d_data, tmp_path):
+    """A byte order mark and CRLF line ends (a CSV saved by Excel) change nothing; quoted fields are CSV's."""
+    root, split = s2d_data['ferv39k']
+    header, *rows = split.read_text().splitlines()
+    windows = tmp_path / 'test.csv'
+    windows.write_bytes(('\ufeff' + '\r\n'.join([header] + [f'"{row.split(",")[0]}",{row.split(",")[1]}'
+                                                          for row in rows]) + '\r\n').encode('utf-8'))
+    read = [(r.path, r.num_frames, r.label) for r in read_annotation_list(str(windows), str(root))[0]]
+    assert read == [(r.path, r.num_frames, r.label) for r in read_annotation_list(str(split), str(root))[0]]
+    assert [r[1:] for r in read] == [(frames, label) for _, frames, _, label in synth.S2D_FERV39K_CLIPS]
