@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple, Type
 
 from .errors import UsageError, UserError
 
@@ -104,6 +104,30 @@ def check_output_file(path: str, flag: str, overwrite: bool = False) -> None:
         raise UsageError(f'{flag} {path}: {folder} is not writable; pass another {flag}.')
     if not overwrite and os.path.exists(path):
         raise UsageError(f'{flag} {path}: {path} already exists; pass a new path (nothing is ever overwritten).')
+
+
+# The second weights files a zoo model may be built from beside --checkpoint, by pretrained_cfg_overlay key (a model
+# class declares the ones it takes in ``extra_weight_files``); each is one flag of every command that loads weights.
+EXTRA_WEIGHT_FILES = {
+    'landmark_file': "S2D's landmark network, landmark/mobilefacenet_model_best.pth.tar of github.com/MSA-LMC/S2D",
+}
+
+
+def extra_file_flag(key: str) -> str:
+    """The flag of an extra weights file's overlay key: ``landmark_file`` is ``--landmark-checkpoint``."""
+    return '--' + key.removesuffix('_file').replace('_', '-') + '-checkpoint'
+
+
+def add_extra_weight_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per :data:`EXTRA_WEIGHT_FILES` key (``--landmark-checkpoint FILE``)."""
+    for key, what in EXTRA_WEIGHT_FILES.items():
+        parser.add_argument(extra_file_flag(key), dest=key, metavar='FILE',
+                            help=f'with --checkpoint FILE, the second file the model is built from: {what}')
+
+
+def extra_weight_files(args: argparse.Namespace) -> Dict[str, str]:
+    """The extra weights files given on the command line, ``{overlay key: path}``."""
+    return {key: getattr(args, key) for key in EXTRA_WEIGHT_FILES if getattr(args, key, None) is not None}
 
 
 def log_to_stderr() -> None:

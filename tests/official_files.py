@@ -139,3 +139,37 @@ def write_dfer_clip_file(path, record_name: str = 'dfew', best_acc: float = 71.2
     state = dfer_clip_state_dict(record_name)
     save_as_training_script(dfer_clip_container(state, best), path, cuda_tensors=(best,))
     return Path(path)
+
+
+S2D_RECORD = json.loads((Path(__file__).parent / 'data' / 's2d_official.json').read_text())
+S2D_ARGS = dict(  # the argparse.Namespace run_class_finetuning.py pickles (a subset of its arguments), scripts/ft_dfew.sh
+    model='s2d_base_patch16_224', data_set='DFEW', nb_classes=7, data_path='data/DFEW/Clip/clip_224x224_16f',
+    input_size=224, short_side_size=224, num_frames=16, sampling_rate=1, num_segments=1, opt='adamw', lr=1e-5,
+    opt_betas=[0.9, 0.999], weight_decay=0.05, epochs=100, test_num_segment=2, test_num_crop=2, scale_factor=0.25,
+    dropout_ratio=0.5, backbone='MobileFaceNet', model_key='model|module', K=2, qs=16, sdl_update_freq=40)
+
+
+def s2d_state_dict(record_name: str = 'small'):
+    """The official fine-tuned state dict of recording ``record_name`` (the ViT with its prompts and head)."""
+    return fill_state_dict(S2D_RECORD['records'][record_name]['state_dict'])
+
+
+def save_s2d_checkpoint(path, model_state, **args) -> Path:
+    """An official S2D fine-tuned file (``utils.save_model``'s checkpoint-best format) of ``model_state`` at ``path``."""
+    scaler = {'scale': 32768.0, 'growth_factor': 2.0, 'backoff_factor': 0.5, 'growth_interval': 2000,
+              '_growth_tracker': 41}  # torch.cuda.amp.GradScaler.state_dict()
+    torch.save({'model': model_state, 'optimizer': None, 'epoch': 57, 'scaler': scaler,
+                'args': argparse.Namespace(**dict(S2D_ARGS, **args))}, path)
+    return Path(path)
+
+
+def write_s2d_file(path, record_name: str = 'small', **args) -> Path:
+    """An official S2D fine-tuned file of a recording of ``tests/data/s2d_official.json`` at ``path``."""
+    return save_s2d_checkpoint(path, s2d_state_dict(record_name), **args)
+
+
+def write_s2d_landmark_file(path) -> Path:
+    """The authors' landmark file (``landmark/mobilefacenet_model_best.pth.tar``, ``{'state_dict'}``) of the
+    recorded MobileFaceNet weights at ``path``."""
+    torch.save({'state_dict': fill_state_dict(S2D_RECORD['landmark_state_dict'])}, path)
+    return Path(path)

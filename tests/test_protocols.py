@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import timm
-import torch
 
 import official_dataset as synth
 from timm.models import get_pretrained_cfg
@@ -110,25 +109,6 @@ def test_dfer_clip_frames_and_pixels_are_the_official_loaders(dataset, tmp_path)
     _check_views(ds, RECORD['dfer_clip'], lambda clip: clip)  # (T, C, H, W) on both sides
 
 
-def _predictions(output):
-    return [json.loads(line) for line in (output / 'predictions.jsonl').read_text().splitlines()]
-
-
-def _check_evaluation(output, official, list_names):
-    metrics = json.loads((output / 'metrics.json').read_text())
-    rows = _predictions(output)
-    assert [r['path'] for r in rows] == list_names  # one line per clip, in list order, the path as the list gives it
-    assert [r['label'] for r in rows] == [c['label'] for c in official['clips']]
-    assert [r['pred'] for r in rows] == [c['pred'] for c in official['clips']]
-    got = torch.tensor([r['probs'] for r in rows], dtype=torch.float64)
-    expected = torch.tensor([c['probs'] for c in official['clips']], dtype=torch.float64)
-    assert (got - expected).abs().max().item() < 1e-5
-    assert metrics['uar'] == pytest.approx(official['uar'], abs=1e-12)
-    assert metrics['war'] == pytest.approx(official['war'], abs=1e-12)
-    assert metrics['num_clips'] == len(official['clips'])
-    return metrics
-
-
 def test_logoformer_eval_gives_the_official_former_dfer_evaluation(dataset, former_file, tmp_path):
     checkpoint = former_file
     split = _former_list(tmp_path)
@@ -137,7 +117,7 @@ def test_logoformer_eval_gives_the_official_former_dfer_evaluation(dataset, form
         '--path-prefix', f'{FORMER_PREFIX}={dataset}', '--output', str(tmp_path / 'eval'), '--workers', '0',
         '--batch-size', '6']) == 0
     names = [line.split()[0] for line in split.read_text().splitlines()]
-    metrics = _check_evaluation(tmp_path / 'eval', RECORD['former_dfer'], names)
+    metrics = synth.check_official_evaluation(tmp_path / 'eval', RECORD['former_dfer'], names)
     assert metrics['authors_protocol'] is True and metrics['test_protocol']['name'] == 'former_dfer'
     assert 'protocol_note' not in metrics
 
@@ -154,7 +134,7 @@ def test_logoformer_eval_gives_the_official_mae_dfer_evaluation(dataset, tmp_pat
         '--checkpoint', str(folder), '--list', str(csv), '--path-prefix', f'{synth.AUTHORS_ROOT}={dataset}',
         '--output', str(tmp_path / 'eval'), '--workers', '0']) == 0
     names = [line.split()[0] for line in csv.read_text().splitlines()]
-    metrics = _check_evaluation(tmp_path / 'eval', official, names)
+    metrics = synth.check_official_evaluation(tmp_path / 'eval', official, names)
     assert metrics['authors_protocol'] is True and metrics['test_protocol']['name'] == 'mae_dfer_dfew'
     assert metrics['test_protocol']['temporal_views'] == 2 and metrics['test_protocol']['spatial_views'] == 2
     # a flag that changes the protocol: the metrics name the protocol used and say it is not the authors'

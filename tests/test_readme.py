@@ -108,6 +108,8 @@ SKIP_PYTHON = {
         'needs your own detector, boxes and crops, and continues the block before it (tests/test_predict.py)',
     "ClipFolderDataset('my_train.txt', 'my_data'":
         'needs your own data: trains logoformer_small at 112x112 for 10 epochs (tests/test_train*.py do the same)',
+    "landmark_file='mobilefacenet_model_best.pth.tar'":
+        "needs the authors' two S2D files, 95 M weights (tests/test_s2d.py loads both on every route, at small width)",
     "timm.create_model('hf-hub:ORG/NAME', pretrained=True)":
         'needs your own checkpoints and Hub repo (tests/test_loading.py and tests/test_hub.py load each route)',
 }

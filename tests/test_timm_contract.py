@@ -26,15 +26,16 @@ from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 
 # the zoo: arch only
-MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer', 'dfer_clip']
+MODEL_NAMES = timm.list_models('logoformer_*', include_tags=True) + ['former_dfer', 'mae_dfer', 'dfer_clip', 's2d']
 SMALL = dict(num_frames=4, img_size=64)  # cheap model/clip size where the contract is size-independent
 # other architectures: narrow and shallow everywhere (the contract does not depend on width), their own small size
 CHEAP = {'mae_dfer': dict(depth=2, embed_dim=64, num_heads=2),
-         'dfer_clip': dict(frame_embed_dim=64, frame_depth=2, frame_num_heads=1, depth=2, embed_dim=64, num_heads=2)}
+         'dfer_clip': dict(frame_embed_dim=64, frame_depth=2, frame_num_heads=1, depth=2, embed_dim=64, num_heads=2),
+         's2d': dict(depth=2, embed_dim=64, num_heads=2)}
 SMALL_FOR = {'mae_dfer': dict(num_frames=4, img_size=80, region_size=(1, 5, 5)),
-             'dfer_clip': dict(num_frames=4, img_size=64)}
+             'dfer_clip': dict(num_frames=4, img_size=64), 's2d': dict(num_frames=4, img_size=64)}
 PAPER_IDS = {'former_dfer': 'doi:10.1145/3474085.3475292', 'mae_dfer': 'arXiv:2307.02227',
-             'dfer_clip': 'arXiv:2308.13382'}  # LOGO-Former's otherwise
+             'dfer_clip': 'arXiv:2308.13382', 's2d': 'arXiv:2312.05447'}  # LOGO-Former's otherwise
 
 
 def cheap(model_name):
@@ -45,9 +46,10 @@ def small(model_name):
     return dict(cheap(model_name), **SMALL_FOR.get(model_name.split('.')[0], SMALL))
 
 
-CHANNEL_DIM = {'NCTHW': 1, 'NTHWC': 4, 'NLC': 2, 'NRLC': 3}  # timm's get_channel_dim for the clip formats
+CHANNEL_DIM = {'NCTHW': 1, 'NTHWC': 4, 'NLC': 2, 'NRLC': 3, 'NTLC': 3}  # timm's get_channel_dim for the clip formats
 SPATIAL_DIMS = {'NCTHW': (3, 4), 'NTHWC': (2, 3)}  # timm's get_spatial_dim: (H', W') of the 5-D maps
-BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC', 'dfer_clip': 'NLC'}  # tokens; MAE-DFER's per region
+# tokens; MAE-DFER's per region, S2D's per frame
+BLOCK_OUTPUT_FMT = {'former_dfer': 'NLC', 'mae_dfer': 'NRLC', 'dfer_clip': 'NLC', 's2d': 'NTLC'}
 
 
 def min_feature_levels(model_name):
@@ -554,7 +556,7 @@ def test_ddp_single_process_has_no_grad_stride_warning(tmp_path):
     assert not [w for w in caught if 'stride' in str(w.message)], [str(w.message) for w in caught]
 
 
-ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base', 'former_dfer', 'mae_dfer', 'dfer_clip')
+ARCHS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base', 'former_dfer', 'mae_dfer', 'dfer_clip', 's2d')
 
 
 def test_timm_lists_the_zoo_as_pretrained_and_says_where_its_files_are():
@@ -562,7 +564,8 @@ def test_timm_lists_the_zoo_as_pretrained_and_says_where_its_files_are():
     names without weights are not, and pretrained=True without the file raises naming the page."""
     from logoformer_timm.models import REPORTED_RESULTS, PretrainedWeightsUnavailableError
     assert len(REPORTED_RESULTS) >= 16
-    assert set(timm.list_pretrained('*dfer*')) == set(REPORTED_RESULTS) == set(timm.list_models('*dfer*', pretrained=True))
+    zoo = ('*dfer*', 's2d*')
+    assert set(timm.list_pretrained(zoo)) == set(REPORTED_RESULTS) == set(timm.list_models(zoo, pretrained=True))
     assert timm.list_pretrained('logoformer_*') == []  # no LOGO-Former weights are published
     for name in REPORTED_RESULTS:
         page = timm.models.get_pretrained_cfg(name).origin_url
@@ -588,7 +591,7 @@ def test_fixed_input_size_is_the_instances_as_timm_reads_it(arch):
     fixed = timm.create_model(arch, **small(arch))
     assert fixed.pretrained_cfg['fixed_input_size'] is True
     assert timm.models.get_model_input_config(fixed)['fixed_input_size'] is True
-    if arch in ('mae_dfer', 'dfer_clip'):  # no dynamic_img_size: build them for another clip
+    if arch in ('mae_dfer', 'dfer_clip', 's2d'):  # no dynamic_img_size: build them for another clip
         return
     flexible = timm.create_model(arch, dynamic_img_size=True, **small(arch)).eval()
     assert timm.models.get_model_input_config(flexible)['fixed_input_size'] is False

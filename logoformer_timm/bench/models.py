@@ -86,7 +86,8 @@ TORCHVISION_PEERS = ('r3d_18', 'r2plus1d_18', 'swin3d_t')
 TRANSFORMERS_PEERS = ('vivit', 'videomae', 'timesformer')
 PEER_NAMES = tuple(f'torchvision/{n}' for n in TORCHVISION_PEERS) + tuple(
     f'transformers/{n}' for n in TRANSFORMERS_PEERS)
-DFER_PEERS = ('former_dfer', 'mae_dfer', 'dfer_clip')  # the DFER zoo: LOGO-Former's peers with released weights (timm models)
+# the DFER zoo: LOGO-Former's peers with released weights (timm models); S2D counted with its landmark network
+DFER_PEERS = ('former_dfer', 'mae_dfer', 'dfer_clip', 's2d')
 PEER_SETS = ('all', 'dfer', 'video')
 
 

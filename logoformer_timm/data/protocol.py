@@ -16,8 +16,9 @@ import torch
 from .sampling import sample_frame_indices
 
 __all__ = [
-    'TestProtocol', 'TEST_PROTOCOLS', 'DFER_LABELS', 'MAFW_LABELS', 'DFER_CLIP_MAFW_LABELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS',
-    'RESIZES', 'MERGES', 'get_test_protocol', 'merge_views']
+    'TestProtocol', 'TEST_PROTOCOLS', 'DFER_LABELS', 'MAFW_LABELS', 'DFER_CLIP_MAFW_LABELS', 'S2D_FERV39K_LABELS',
+    'S2D_MAFW_LABELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SAMPLERS', 'RESIZES', 'MERGES', 'get_test_protocol',
+    'merge_views']
 
 # the label orders of the datasets' lists (a protocol's label order; the models' cfgs name them too)
 DFER_LABELS = ('Happy', 'Sad', 'Neutral', 'Angry', 'Surprise', 'Disgust', 'Fear')  # DFEW, FERV39K: list label 0-6
@@ -27,6 +28,12 @@ MAFW_LABELS = (  # MAFW: the label order of MAE-DFER's preprocess/mafw.py
 DFER_CLIP_MAFW_LABELS = (  # MAFW in DFER-CLIP's order (its models/Text.py and annotation files): not MAE-DFER's
     'Happiness', 'Sadness', 'Neutral', 'Anger', 'Surprise', 'Disgust', 'Fear', 'Contempt', 'Anxiety', 'Helplessness',
     'Disappointment')
+# S2D's own split files: DFEW labels 0-6 in DFER_LABELS' order; FERV39K and MAFW alphabetical (its
+# data/FERV39K/Annotation/label_index.txt and data/MAFW/anno/single/no_caption/id_to_calss.txt)
+S2D_FERV39K_LABELS = ('Angry', 'Disgust', 'Fear', 'Happy', 'Neutral', 'Sad', 'Surprise')
+S2D_MAFW_LABELS = (
+    'Anger', 'Anxiety', 'Contempt', 'Disappointment', 'Disgust', 'Fear', 'Happiness', 'Helplessness', 'Neutral',
+    'Sadness', 'Surprise')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,24 +159,39 @@ class TestProtocol:
                       f'({"segment centres" if self.temporal_views == 1 else "evenly shifted per view"}, '
                       f'short clips: {self.short_clip})')
         else:
-            frames = (f'every {self.stride}{"th" if self.stride > 1 else "st"} frame, {self.clip_len} frames per '
+            every = 'every frame' if self.stride == 1 else f'every {self.stride}th frame'
+            frames = (f'{every}, {self.clip_len} frames per '
                       f'view (the first and last {self.clip_len} sampled for 2 views)')
         pixels = f'/ {self.scale:g}'
         if any(m != 0 for m in self.mean) or any(s != 1 for s in self.std):
             pixels += f', mean {list(self.mean)}, std {list(self.std)}'
         resize = 'PIL' if self.resize == 'pil' else 'antialiased tensor'
-        return (f'{self.name}: {frames}; {self.temporal_views} temporal x {self.spatial_views} spatial views; '
+        spatial = ' (the same pixels after the squash: computed once)' if self.spatial_views > 1 else ''
+        return (f'{self.name}: {frames}; {self.temporal_views} temporal x {self.spatial_views} spatial views{spatial}; '
                 f'{resize} {self.interpolation} resize to {self.size[0]}x{self.size[1]}; {pixels}; '
                 f'views merged by {self.merge.replace("_", " ")}; source: {self.source}')
 
 
-def _stride(name: str, stride: int, labels: Tuple[str, ...], dataset: str) -> TestProtocol:
+def _stride(name: str, stride: int, labels: Tuple[str, ...], size: int, source: str) -> TestProtocol:
+    """MAE-DFER's ``VideoClsDatasetFrame`` test (S2D's is the same code): 2 temporal x 2 spatial views of 16 frames."""
     return TestProtocol(
-        name=name, sampler='stride', stride=stride, clip_len=16, temporal_views=2, spatial_views=2, size=(160, 160),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, merge='softmax_mean', label_names=labels,
-        source=f'MAE-DFER (sunlicai/MAE-DFER kinetics.py VideoClsDatasetFrame test mode, engine_for_finetuning.py '
-               f'final_test and merge; scripts/{dataset}: --sampling_rate {stride} --test_num_segment 2 '
-               f'--test_num_crop 2)')
+        name=name, sampler='stride', stride=stride, clip_len=16, temporal_views=2, spatial_views=2, size=(size, size),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, merge='softmax_mean', label_names=labels, source=source)
+
+
+def _mae_dfer(name: str, stride: int, labels: Tuple[str, ...], dataset: str) -> TestProtocol:
+    return _stride(
+        name, stride, labels, 160,
+        f'MAE-DFER (sunlicai/MAE-DFER kinetics.py VideoClsDatasetFrame test mode, engine_for_finetuning.py '
+        f'final_test and merge; scripts/{dataset}: --sampling_rate {stride} --test_num_segment 2 --test_num_crop 2)')
+
+
+def _s2d(name: str, labels: Tuple[str, ...], dataset: str) -> TestProtocol:
+    return _stride(
+        name, 1, labels, 224,
+        f'S2D (MSA-LMC/S2D datasets/kinetics.py VideoClsDatasetFrame test mode, engine_for_finetuning.py final_test '
+        f'and merge; scripts/ft_{dataset}.sh: --num_frames 16 --sampling_rate 1 --input_size 224 --test_num_segment 2 '
+        f'--test_num_crop 2)')
 
 
 TEST_PROTOCOLS: Dict[str, TestProtocol] = {p.name: p for p in (
@@ -179,9 +201,12 @@ TEST_PROTOCOLS: Dict[str, TestProtocol] = {p.name: p for p in (
     TestProtocol(
         name='former_dfer',
         source='Former-DFER (zengqunzhao/Former-DFER dataloader/dataset_DFEW.py test_data_loader)'),
-    _stride('mae_dfer_dfew', 4, DFER_LABELS, 'dfew'),
-    _stride('mae_dfer_ferv39k', 1, DFER_LABELS, 'ferv39k'),
-    _stride('mae_dfer_mafw', 4, MAFW_LABELS, 'mafw'),
+    _mae_dfer('mae_dfer_dfew', 4, DFER_LABELS, 'dfew'),
+    _mae_dfer('mae_dfer_ferv39k', 1, DFER_LABELS, 'ferv39k'),
+    _mae_dfer('mae_dfer_mafw', 4, MAFW_LABELS, 'mafw'),
+    _s2d('s2d_dfew', DFER_LABELS, 'dfew'),
+    _s2d('s2d_ferv39k', S2D_FERV39K_LABELS, 'ferv39k'),
+    _s2d('s2d_mafw', S2D_MAFW_LABELS, 'mafw'),
     *(TestProtocol(
         name=name, num_segments=16, frames_per_segment=1, short_clip='edge', size=(224, 224), label_names=labels,
         source='DFER-CLIP (zengqunzhao/DFER-CLIP dataloader/video_dataloader.py test_data_loader, main.py: '

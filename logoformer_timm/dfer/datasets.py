@@ -3,11 +3,14 @@ makes a model's (its resolution, class count, mean/std and test protocol) for tr
 
 A list has one clip per line, ``<frame_dir> <num_frames> <label>`` (this project's lists and Former-DFER's /
 DFER-CLIP's ``annotation/*.txt``) or ``<frame_dir> <label>`` (MAE-DFER's ``saved/data/*/test.csv``: every frame of
-the folder); paths relative to ``data_root``, or absolute. ``path_prefix=(OLD, NEW)`` (``--path-prefix OLD=NEW``)
+the folder), or is a CSV file whose header names a path column and a label column, then ``<frame_dir>,<label>``
+rows (S2D's split files: ``video_name,label``, ``path,id``, ``video_name,labels``; every frame of the folder);
+paths relative to ``data_root`` (the authors' ``data_path``), or absolute. ``path_prefix=(OLD, NEW)`` (``--path-prefix OLD=NEW``)
 maps the authors' absolute paths onto yours: a path that starts with OLD starts with NEW instead. A frame dir
 holds numbered images (``00001.jpg``, ``frame_2.png``, ...), ordered by the last number in the name. A path
 that is a video file (``.mp4``, ``.avi``, ...) is decoded with PyAV (``pip install logoformer-timm[video]``).
 """
+import csv
 import logging
 import os
 import re
@@ -27,7 +30,7 @@ from ..errors import UserError
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
     'read_list_lines', 'list_frames', 'collate_clips', 'build_dataset', 'default_num_workers', 'parse_path_prefix',
-    'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS',
+    'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'CSV_PATH_COLUMNS', 'CSV_LABEL_COLUMNS',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ _logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg')
 _NUMBER = re.compile(r'(\d+)(?!.*\d)')
+# a CSV list's header: a path column, then a label column (S2D's split files: video_name,label / path,id /
+# video_name,labels)
+CSV_PATH_COLUMNS = ('video_name', 'path')
+CSV_LABEL_COLUMNS = ('label', 'labels', 'id')
 
 
 def default_num_workers() -> int:
@@ -93,7 +100,8 @@ def read_annotation_list(
         path_prefix: PathPrefix = None,
 ) -> Tuple[List[ClipRecord], List[str]]:
     """Parse ``<frame_dir> <num_frames> <label>`` or ``<frame_dir> <label>`` lines (one form per file, that of its
-    first line); return the records and the problems skipped.
+    first line), or the ``<frame_dir>,<label>`` rows of a CSV file with a header; return the records and the
+    problems skipped.
 
     Every problem (a bad line, a missing folder, a folder with another number of frames than its line says)
     raises an ``AnnotationError`` naming the file and line, unless ``skip_bad_clips`` is set, in which case the
@@ -107,7 +115,11 @@ def read_annotation_list(
         if not line or line.startswith('#'):
             continue
         source = f'{list_file}:{line_no}'
-        columns = columns or (2 if len(line.split()) == 2 else 3)  # the first line's form is the file's
+        if columns is None:  # the first line's form is the file's
+            csv_form = ',' in line and not line.split()[-1].lstrip('-').isdigit()  # not '<path,with,commas> 0'
+            columns = _csv_header(line, source) if csv_form else (2 if len(line.split()) == 2 else 3)
+            if columns == 'csv':
+                continue
         try:
             records.append(_parse_line(line, source, data_root, num_classes, columns, path_prefix))
         except AnnotationError as e:
@@ -128,14 +140,29 @@ def read_annotation_list(
     return records, problems
 
 
-def _parse_line(
-        line: str, source: str, data_root: str, num_classes: Optional[int], columns: int, path_prefix: PathPrefix,
-) -> ClipRecord:
-    fields = line.rsplit(maxsplit=columns - 1)  # the path may contain spaces
-    form = '"<frame_dir> <num_frames> <label>"' if columns == 3 else '"<frame_dir> <label>"'
-    if len(fields) != columns or not all(f.lstrip('-').isdigit() for f in fields[1:]):
+def _csv_header(line: str, source: str) -> str:
+    """``'csv'`` for a CSV list's header line (a path column, then a label column), else an ``AnnotationError``."""
+    names = [name.strip() for name in next(csv.reader([line]))]
+    if len(names) != 2 or names[0] not in CSV_PATH_COLUMNS or names[1] not in CSV_LABEL_COLUMNS:
         raise AnnotationError(
-            f'{source}: expected {form} like the file\'s first line (integers at the end), got {line!r}.')
+            f'{source}: a CSV list starts with a header of a path column ({" / ".join(CSV_PATH_COLUMNS)}) and a label '
+            f'column ({" / ".join(CSV_LABEL_COLUMNS)}), as S2D\'s split files (video_name,label); got {line!r}.')
+    return 'csv'
+
+
+def _parse_line(
+        line: str, source: str, data_root: str, num_classes: Optional[int], columns: Union[int, str],
+        path_prefix: PathPrefix,
+) -> ClipRecord:
+    if columns == 'csv':
+        fields = next(csv.reader([line]))
+        form, columns = '"<frame_dir>,<label>" rows under the CSV header (an integer label)', 2
+    else:
+        fields = line.rsplit(maxsplit=columns - 1)  # the path may contain spaces
+        form = '"<frame_dir> <num_frames> <label>"' if columns == 3 else '"<frame_dir> <label>"'
+        form += ' like the file\'s first line (integers at the end)'
+    if len(fields) != columns or not all(f.lstrip('-').isdigit() for f in fields[1:]):
+        raise AnnotationError(f'{source}: expected {form}, got {line!r}.')
     rel_path, label = fields[0], int(fields[-1])
     num_frames = int(fields[1]) if columns == 3 else None
     if num_frames is not None and num_frames < 1:

@@ -7,7 +7,8 @@ The model's pretrained cfg names its protocol (``test_protocol``; :mod:`logoform
 tag's is its authors' evaluation (frames, views, PIL resize, normalisation, how views merge), LOGO-Former's is this
 project's. ``--protocol``, ``--num-segments``, ``--frames-per-segment``, ``--num-clips`` and ``--img-size`` change
 it; ``metrics.json`` then names the protocol used and says it is not the authors'. Lists are this project's, or
-the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths). Writes
+the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths; S2D's CSV files
+name folders relative to ``--data-root``, its scripts' ``DATA_PATH``). Writes
 ``OUTPUT/metrics.json`` (UAR, WAR, per-class recall, confusion matrix, number of clips, protocol) and
 ``OUTPUT/predictions.jsonl`` (per clip, in list order: path, label, prediction, merged probabilities) and prints a
 table. Runs under ``torchrun`` too (the confusion matrix is summed over ranks; every clip is counted once).
@@ -24,8 +25,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..cli import (
-    ArgumentParser, UsageError, check_output_dir, log_to_stderr, non_negative_int, positive_int, run_cli,
-    progress as progress_bar)
+    ArgumentParser, UsageError, add_extra_weight_args, check_output_dir, extra_weight_files, log_to_stderr,
+    non_negative_int, positive_int, run_cli, progress as progress_bar)
 from ..data import TEST_PROTOCOLS, TestProtocol, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, prepare_for_inference
@@ -132,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint-entry', metavar='NAME',
                         help="the entry of a training checkpoint to load, e.g. model_ema (default: the model entry, "
                              "'model' / 'state_dict', as its authors' evaluation loads it)")
-    parser.add_argument('--data-root', default='', help='root the list paths are relative to')
+    add_extra_weight_args(parser)
+    parser.add_argument('--data-root', default='',
+                        help="root the list paths are relative to (for S2D's split files: its scripts' DATA_PATH)")
     parser.add_argument('--list', required=True,
-                        help='annotation list: "<frame_dir> <num_frames> <label>" or "<frame_dir> <label>" per line '
-                             '(the authors\' split files as distributed)')
+                        help='annotation list: "<frame_dir> <num_frames> <label>" or "<frame_dir> <label>" per line, '
+                             'or a CSV file with a header (video_name,label / path,id / video_name,labels) and '
+                             '"<frame_dir>,<label>" rows (the authors\' split files as distributed)')
     parser.add_argument('--path-prefix', metavar='OLD=NEW', type=parse_path_prefix,
                         help='list paths that start with OLD start with NEW instead (the authors\' absolute paths)')
     parser.add_argument('--output', required=True, help='folder for metrics.json and predictions.jsonl')
@@ -182,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         check_checkpoint_path(args.checkpoint)
     # a missing list, and (unless skipped) a bad line or folder of it, fail now, before the weights are read
     read_annotation_list(args.list, args.data_root, args.num_classes, args.skip_bad_clips, args.path_prefix)
-    load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry)
+    load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry,
+                extra_files=extra_weight_files(args))
     model = create_model(args.model, args.checkpoint, args.pretrained, **load)
     protocol = test_protocol_of(model, args)
     if (protocol.num_frames, protocol.size) != (model.num_frames, tuple(model.img_size)):  # the changed clip's model

@@ -13,14 +13,15 @@ from .former_dfer import FormerDFER
 from .logoformer import DFER_LABELS, LogoFormer, refresh_pretrained_cfgs
 from .mae_dfer import MAFW_LABELS, MaeDfer
 from .released import REPORTED_RESULTS, ReportedResult
+from .s2d import S2D
 
 __all__ = [
     'DFER_LABELS', 'CheckpointMismatchError', 'DferClip', 'FormerDFER', 'LogoFormer', 'MAFW_LABELS', 'MODEL_MODULES',
-    'MaeDfer', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult',
+    'MaeDfer', 'PretrainedWeightsError', 'PretrainedWeightsUnavailableError', 'REPORTED_RESULTS', 'ReportedResult', 'S2D',
     'checkpoint_filter_fn', 'checkpoint_filter_of', 'citation_of', 'list_clip_models', 'refresh_pretrained_cfgs']
 
 # the model files of this package, as timm files them (``timm.list_models(module=...)``)
-MODEL_MODULES = ('logoformer', 'former_dfer', 'mae_dfer', 'dfer_clip')
+MODEL_MODULES = ('logoformer', 'former_dfer', 'mae_dfer', 'dfer_clip', 's2d')
 
 
 def list_clip_models(include_tags: bool = False) -> List[str]:

@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from ..cli import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
+from ..cli import (
+    ArgumentParser, add_extra_weight_args, extra_weight_files, non_negative_int, positive_float, positive_int,
+    run_cli)
 from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
@@ -347,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--checkpoint-entry', metavar='NAME',
                         help="the entry of a training checkpoint file to load, e.g. model_ema (default: the model "
                              "entry, 'model' / 'state_dict', as its authors' evaluation loads it)")
+    add_extra_weight_args(parser)
     weights.add_argument('--pretrained', action='store_true', help='published weights (none are published yet)')
     weights.add_argument(
         '--random-init', action='store_true', help='random weights: tests the pipeline, predictions are meaningless')
@@ -400,7 +403,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_save_crops(args.save_crops)
         try:
             model, weights = load_model(args.model, args.checkpoint, args.pretrained, args.random_init, args.device,
-                                        args.precision, args.compile, args.checkpoint_entry)
+                                        args.precision, args.compile, args.checkpoint_entry,
+                                        extra_weight_files(args))
         except RuntimeError as e:  # timm's loader reports unreadable or mismatched checkpoints as RuntimeError
             if args.checkpoint is None or isinstance(e, PretrainedWeightsUnavailableError):
                 raise

@@ -22,11 +22,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from timm.models import clean_state_dict
 
+from ..cli import extra_file_flag
 from ..errors import UserError
 
 __all__ = [
     'EMA_ENTRIES', 'MODEL_ENTRIES', 'PickledObject', 'RELEASED_CHECKPOINT_GLOBALS', 'WEIGHT_DTYPES', 'WeightsFileError',
-    'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint', 'read_safetensors', 'read_state_dict',
+    'add_extra_weights', 'check_weights', 'checkpoint_entries', 'file_sha256', 'read_checkpoint',
+    'read_safetensors', 'read_state_dict',
     'unwrap_checkpoint']
 
 PathLike = Union[str, os.PathLike]
@@ -221,3 +223,31 @@ def read_state_dict(path: PathLike, entry: Optional[str] = None) -> Dict[str, An
     if os.path.isdir(path):
         path = os.path.join(path, 'model.safetensors')
     return unwrap_checkpoint(read_checkpoint(path), entry, path)
+
+
+def add_extra_weights(
+        weights: Dict[str, Any], files: Mapping[str, PathLike], prefixes: Mapping[str, str], model_name: str,
+) -> Dict[str, Any]:
+    """``weights`` with the weights of each extra file under its state-dict prefix.
+
+    A model made of two released networks (S2D: the fine-tuned model and its landmark network) declares its extra
+    files as ``{pretrained_cfg_overlay key: state-dict prefix}`` (``prefixes``, the class's
+    ``extra_weight_files``); ``files`` maps those keys to paths. Each file is read by this module's one reader (its
+    model entry unwrapped). A key the model does not declare, or weights that already hold the prefix (an export
+    holds both networks), raise :class:`WeightsFileError`.
+    """
+    for key, path in files.items():
+        if key not in prefixes:
+            declared = ', '.join(f'{k} ({extra_file_flag(k)})' for k in prefixes) or 'none'
+            raise WeightsFileError(
+                f'{model_name} is built from one weights file: drop {key} / {extra_file_flag(key)} (the extra files '
+                f'it takes: {declared}).')
+        prefix = prefixes[key]
+        if any(k.startswith(prefix) for k in weights):
+            raise WeightsFileError(
+                f'the weights hold {prefix}* already (an export holds both networks): drop {key} / '
+                f'{extra_file_flag(key)} {path}.')
+        if not os.path.isfile(path):
+            raise WeightsFileError(f'{extra_file_flag(key)} {path}: no such file ({key} of {model_name}).')
+        weights = {**weights, **{prefix + k: v for k, v in read_state_dict(path).items()}}
+    return weights

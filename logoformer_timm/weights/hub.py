@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Optional, Sequence
 
-from ..cli import ArgumentParser, run_cli
+from ..cli import ArgumentParser, add_extra_weight_args, extra_weight_files, run_cli
 from .publish import export_folder
 from .verify import push_folder, verify_folder
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument('--model-kwargs', nargs='*', action=ParseKwargs,
                         help='for a bare weights file: the --model-kwargs it was exported with')
     for command in (export, verify, push):
+        add_extra_weight_args(command)
         command.add_argument(
             '--checkpoint-entry', metavar='NAME',
             help="the entry of a training checkpoint file to take, e.g. model_ema (default: the model entry, 'model' "
@@ -88,7 +89,7 @@ def _export(args: argparse.Namespace, api: Any) -> None:
     result = export_folder(
         args.model, args.checkpoint, args.out, tag=args.tag, metrics=args.metrics, dtype=args.dtype,
         model_kwargs=args.model_kwargs, train_dataset=args.train_dataset, recipe=args.recipe, license=args.license,
-        checkpoint_entry=args.checkpoint_entry)
+        checkpoint_entry=args.checkpoint_entry, extra_files=extra_weight_files(args))
     print(f'wrote {result.folder}: ' + ', '.join(sorted(p.name for p in result.folder.iterdir())))
     print(f'sha256(model.safetensors) = {result.sha256}')
     if result.hf_hub_id:
@@ -99,7 +100,8 @@ def _export(args: argparse.Namespace, api: Any) -> None:
 
 
 def _verify(args: argparse.Namespace, api: Any) -> None:
-    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs, args.checkpoint_entry)
+    routes = verify_folder(args.folder, args.checkpoint, args.model_kwargs, args.checkpoint_entry,
+                           extra_weight_files(args))
     print(f'model.safetensors: every tensor bitwise identical to {args.checkpoint} (after its key mapping)')
     for route, diff in routes.items():
         print(f'{route}: logits identical to {args.checkpoint} (max |diff| {diff})')
@@ -109,7 +111,7 @@ def _verify(args: argparse.Namespace, api: Any) -> None:
 def _push(args: argparse.Namespace, api: Any) -> None:
     result = push_folder(
         args.folder, args.repo_id, args.checkpoint, dry_run=not args.yes, private=args.private, api=api,
-        model_kwargs=args.model_kwargs, checkpoint_entry=args.checkpoint_entry)
+        model_kwargs=args.model_kwargs, checkpoint_entry=args.checkpoint_entry, extra_files=extra_weight_files(args))
     print('verified: ' + ', '.join(f'{route} identical' for route in result['verified']))
     print(f"{'would upload' if result['commit_url'] is None else 'uploaded'} to {result['repo_id']}:")
     for name, size in result['files']:

@@ -13,10 +13,11 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..cli import extra_file_flag
 from ..device import resolve_device
 from ..models import PretrainedWeightsError, checkpoint_filter_of, list_clip_models
 from .filtering import CheckpointMismatchError
-from .files import WeightsFileError, read_state_dict
+from .files import WeightsFileError, add_extra_weights, read_state_dict
 from .inference import prepare_for_inference
 
 __all__ = [
@@ -50,6 +51,11 @@ def _check_model_name(name: Optional[str]) -> None:
         raise ValueError(f'Unknown model {name!r}; clip models: {", ".join(list_clip_models())}.')
 
 
+def _extra_weight_files(model_name: str) -> Dict[str, str]:
+    """The extra weights files ``model_name``'s class declares (``{overlay key: state-dict prefix}``)."""
+    return getattr(type(timm.create_model(model_name, device='meta')), 'extra_weight_files', {})
+
+
 def _from_folder(model_name: Optional[str], folder: str, **kwargs: Any) -> nn.Module:
     """A model folder with ``config.json`` (a training checkpoint or a ``logoformer-hub`` export), via timm's ``local-dir:``."""
     config = os.path.join(folder, 'config.json')
@@ -65,14 +71,18 @@ def _from_folder(model_name: Optional[str], folder: str, **kwargs: Any) -> nn.Mo
     return timm.create_model(f'local-dir:{folder}', pretrained=True, **kwargs)
 
 
-def _from_file(model_name: Optional[str], path: str, checkpoint_entry: Optional[str] = None, **kwargs: Any) -> nn.Module:
+def _from_file(model_name: Optional[str], path: str, checkpoint_entry: Optional[str] = None,
+               extra_files: Optional[Dict[str, str]] = None, **kwargs: Any) -> nn.Module:
     """A bare weights file: the architecture comes from ``model_name``, the class count from the file's classifier;
-    a training container's model entry by the one rule of :func:`~logoformer_timm.weights.files.unwrap_checkpoint`."""
+    a training container's model entry by the one rule of :func:`~logoformer_timm.weights.files.unwrap_checkpoint`;
+    ``extra_files`` (``{overlay key: path}``: S2D's landmark network) merged in."""
     if not model_name:
         raise ValueError('Pass --model NAME (e.g. logoformer_small) for a weights file, or a checkpoint folder that '
                          'holds config.json.')
     _check_model_name(model_name)
     weights = read_state_dict(path, checkpoint_entry)
+    if extra_files:
+        weights = add_extra_weights(weights, extra_files, _extra_weight_files(model_name), model_name)
     try:
         num_classes, cfg_classes = classes_of_weights(model_name, weights, **kwargs)
     except CheckpointMismatchError as e:
@@ -116,6 +126,7 @@ def create_model(
         num_classes: Optional[int] = None,
         new_head: bool = False,
         checkpoint_entry: Optional[str] = None,
+        extra_files: Optional[Dict[str, str]] = None,
         **kwargs: Any,
 ) -> nn.Module:
     """A model from a name (``pretrained`` for its published weights), a weights file, or a model folder.
@@ -124,9 +135,15 @@ def create_model(
     own classifier; ``hf-hub:ORG/NAME`` names are timm's. ``kwargs`` (None values dropped) go to
     ``timm.create_model``. Trained weights keep their classifier: a ``num_classes`` that differs from it raises,
     unless ``new_head`` (fine-tuning) asks for a fresh classifier, which is logged. ``checkpoint_entry`` names the
-    entry of a training container file to load (``model_ema``, ...; default: the model entry).
+    entry of a training container file to load (``model_ema``, ...; default: the model entry); ``extra_files``
+    (``{'landmark_file': path}``, the commands' ``--landmark-checkpoint``) the second files a model is built from.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    extra_files = {k: v for k, v in (extra_files or {}).items() if v is not None}
+    if extra_files and (checkpoint is None or os.path.isdir(checkpoint)):
+        flags = ', '.join(extra_file_flag(k) for k in extra_files)
+        raise ValueError(f'{flags} goes with --checkpoint FILE (the authors\' fine-tuned file); '
+                         f'{"a model folder holds every network" if checkpoint else "pass --checkpoint FILE"}.')
     if checkpoint_entry is not None and (checkpoint is None or os.path.isdir(checkpoint)):
         raise ValueError(f'--checkpoint-entry {checkpoint_entry} names an entry of a checkpoint file (.pth / .pt); '
                          f'{"a model folder holds one model" if checkpoint else "pass --checkpoint FILE"}.')
@@ -135,7 +152,7 @@ def create_model(
         if os.path.isdir(checkpoint):
             model = _from_folder(model_name, checkpoint, **kwargs)
         else:
-            model = _from_file(model_name, checkpoint, checkpoint_entry, **kwargs)
+            model = _from_file(model_name, checkpoint, checkpoint_entry, extra_files, **kwargs)
         source = checkpoint
     elif pretrained:
         _check_model_name(model_name)
@@ -166,6 +183,7 @@ def load_model(
         precision: str = 'fp32',
         compile: bool = False,
         checkpoint_entry: Optional[str] = None,
+        extra_files: Optional[Dict[str, str]] = None,
 ) -> Tuple[nn.Module, str]:
     """A clip model ready for inference, and where its weights came from (``'checkpoint:PATH'`` ...).
 
@@ -173,7 +191,7 @@ def load_model(
     folder), ``pretrained`` and ``random_init`` (seeded) says where the weights come from. A file is read as
     ``name`` (default ``logoformer_base``); a folder names its own architecture. ``precision`` ('fp32', 'bf16',
     'fp16') and ``compile`` give the fast path (:func:`~logoformer_timm.weights.inference.prepare_for_inference`);
-    ``checkpoint_entry`` as for :func:`create_model`.
+    ``checkpoint_entry`` and ``extra_files`` as for :func:`create_model`.
     """
     if sum((checkpoint is not None, pretrained, random_init)) != 1:
         raise ValueError(
@@ -187,7 +205,7 @@ def load_model(
             torch.manual_seed(RANDOM_INIT_SEED)  # the same meaningless weights on every run
             model = create_model(name)
     else:
-        model = create_model(name, checkpoint, pretrained, checkpoint_entry=checkpoint_entry)
+        model = create_model(name, checkpoint, pretrained, checkpoint_entry=checkpoint_entry, extra_files=extra_files)
     check_clip_model(model)
     weights = f'checkpoint:{checkpoint}' if checkpoint is not None else 'pretrained' if pretrained else 'random-init'
     return prepare_for_inference(model.to(resolve_device(device)), precision, compile), weights

@@ -16,7 +16,7 @@ from timm.models._builder import resolve_pretrained_cfg
 
 from ..errors import UserError
 from . import manifest
-from .files import read_state_dict
+from .files import add_extra_weights, read_state_dict
 from .filtering import CheckpointMismatchError
 
 __all__ = [
@@ -54,8 +54,18 @@ def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrain
     model; a cfg given as a dict (a ``local-dir:`` or ``hf-hub:`` config.json) keeps the clip fields."""
     if isinstance(kwargs.get('pretrained_cfg'), dict):
         kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
+    # a second weights file the model is built from (S2D's landmark network): not a cfg field, read with the file
+    declared = getattr(model_cls, 'extra_weight_files', {})
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    extra_files = {k: overlay.pop(k) for k in list(overlay) if k in declared or k.endswith('_file') and k != 'file'}
+    if extra_files:
+        kwargs['pretrained_cfg_overlay'] = overlay
     if pretrained:
-        return build_model_with_pretrained_weights(model_cls, variant, **kwargs)
+        return build_model_with_pretrained_weights(model_cls, variant, extra_files=extra_files, **kwargs)
+    if extra_files:
+        raise PretrainedWeightsError(
+            f'{variant}: {", ".join(extra_files)} given without pretrained=True; the extra weights files load '
+            f'together with the model\'s own (file=...).')
     return build_model_with_cfg(model_cls, variant, False, **kwargs)
 
 
@@ -130,10 +140,14 @@ def _checking_tag_classes(filter_fn: Callable, variant: str, tag: str) -> Callab
     return filter_and_check
 
 
-def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], variant: str, **kwargs) -> nn.Module:
+def build_model_with_pretrained_weights(
+        model_cls: Callable[..., nn.Module], variant: str, extra_files: Optional[Dict[str, str]] = None, **kwargs,
+) -> nn.Module:
     """timm's ``build_model_with_cfg`` with pretrained weights that must exist; load errors name their source.
 
     A tag named explicitly (``NAME.TAG``) holds weights of its own class count (:func:`check_tag_classes`).
+    ``extra_files`` (``{overlay key: path}``, keys the class declares in ``extra_weight_files``) are read and merged
+    into the weights of ``file=`` or ``state_dict=`` (:func:`~.files.add_extra_weights`).
     """
     if isinstance(kwargs.get('pretrained_cfg'), str):  # timm passes the tag of 'NAME.TAG' here
         kwargs['pretrained_filter_fn'] = _checking_tag_classes(
@@ -148,12 +162,20 @@ def build_model_with_pretrained_weights(model_cls: Callable[..., nn.Module], var
         state_dict = manifest.load_published(published, cache_dir=kwargs.get('cache_dir'), hf_hub_id=cfg.hf_hub_id)
         kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
     try:
+        if extra_files and not (cfg.state_dict or cfg.file and cfg.source != 'local-dir'):
+            raise PretrainedWeightsError(
+                f'{variant}: {", ".join(extra_files)} go with the model\'s own file (file=...); {source} holds '
+                f'every network already.')
+        state_dict = cfg.state_dict
         if cfg.file and not cfg.state_dict and cfg.source != 'local-dir':
             # a local file goes through the project's one reader (allow-listed unpickler), never timm's torch.load,
             # and its one rule for the entry of a training container that holds the model
-            kwargs['pretrained_cfg_overlay'] = dict(
-                kwargs.get('pretrained_cfg_overlay') or {},
-                state_dict=read_state_dict(cfg.file, entry=getattr(cfg, 'checkpoint_entry', None)))
+            state_dict = read_state_dict(cfg.file, entry=getattr(cfg, 'checkpoint_entry', None))
+        if extra_files:
+            state_dict = add_extra_weights(
+                state_dict, extra_files, getattr(model_cls, 'extra_weight_files', {}), variant)
+        if state_dict is not cfg.state_dict:
+            kwargs['pretrained_cfg_overlay'] = dict(kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict)
         model = build_model_with_cfg(partial(_for_loading, model_cls), variant, True, **kwargs)
     except (CheckpointMismatchError, OSError, RuntimeError, SafetensorError, pickle.UnpicklingError, EOFError) as e:
         if isinstance(e, (PretrainedWeightsError, manifest.WeightsChecksumError)):

@@ -15,7 +15,7 @@ from timm.layers import to_2tuple
 from timm.models import create_model, get_pretrained_cfg, save_for_hf
 
 from .card import load_eval_metrics, model_card
-from .files import PathLike, file_sha256, read_checkpoint, unwrap_checkpoint
+from .files import PathLike, WeightsFileError, add_extra_weights, file_sha256, read_checkpoint, unwrap_checkpoint
 from ..cli import check_output_dir
 from ..errors import UserError
 from .manifest import HUB_ORG, WEIGHTS_FILENAME
@@ -110,9 +110,12 @@ def export_folder(
         license: str = 'mit',
         hub_org: str = HUB_ORG,
         checkpoint_entry: Optional[str] = None,
+        extra_files: Optional[Dict[str, PathLike]] = None,
 ) -> ExportResult:
     """Write a ready-to-upload Hub repo folder (model.safetensors, config.json, README.md) from a checkpoint
-    (``checkpoint_entry``: the entry of a training container to export; default: the model entry).
+    (``checkpoint_entry``: the entry of a training container to export; default: the model entry; ``extra_files``:
+    the second files the model is built from, ``{'landmark_file': path}`` for S2D, exported in the same
+    model.safetensors).
 
     ``model_name`` (``ARCH`` or ``ARCH.TAG``) may be None for a checkpoint folder, whose ``config.json`` names it.
     """
@@ -142,7 +145,7 @@ def export_folder(
     released = reported is not None
     if released:  # the dataset the authors' release was trained on, unless the exporter states it
         train_dataset = train_dataset or reported.dataset
-    model = _source_model(checkpoint, model_kwargs, arch, tag, checkpoint_entry)
+    model = _source_model(checkpoint, model_kwargs, arch, tag, checkpoint_entry, extra_files)
     if dtype == 'float16':
         model = model.half()
 
@@ -186,7 +189,8 @@ def _export_config(model: torch.nn.Module, tag: Optional[str], license: str) -> 
 
 def _source_model(
         checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]], arch: Optional[str] = None,
-        tag: Optional[str] = None, checkpoint_entry: Optional[str] = None) -> torch.nn.Module:
+        tag: Optional[str] = None, checkpoint_entry: Optional[str] = None,
+        extra_files: Optional[Dict[str, PathLike]] = None) -> torch.nn.Module:
     """The model a training checkpoint was trained as, its architecture from a source that knows it.
 
     A checkpoint folder (a run's ``last/`` or ``best/``) records it in ``config.json``, a torch container may
@@ -194,7 +198,8 @@ def _source_model(
     (``{}`` states the architecture's defaults). ``arch`` defaults to the folder's architecture; a registered
     ``tag`` gives its pretrained cfg: protocol, label names, the authors' reported results. An official release's
     file needs no ``model_kwargs``: its architecture is the tag's own. A training container's weights are its
-    ``checkpoint_entry``, by default the model entry (the one rule of ``files.unwrap_checkpoint``).
+    ``checkpoint_entry``, by default the model entry (the one rule of ``files.unwrap_checkpoint``), with the
+    ``extra_files`` the architecture declares merged in (``files.add_extra_weights``).
     """
     if model_kwargs is None and f'{arch}.{tag}' in REPORTED_RESULTS:
         model_kwargs = {}
@@ -232,6 +237,12 @@ def _source_model(
         raise HubFolderError(f'{checkpoint}: pass --model, the architecture the weights were trained as.')
     name = f'{arch}.{tag}' if tag and f'{arch}.{tag}' in list_clip_models(include_tags=True) else arch
     weights = unwrap_checkpoint(ckpt, checkpoint_entry, path)
+    if extra_files:
+        declared = getattr(type(create_model(arch, device='meta')), 'extra_weight_files', {})
+        try:
+            weights = add_extra_weights(weights, extra_files, declared, arch)
+        except WeightsFileError as e:
+            raise HubFolderError(str(e)) from None
     return _build_from_checkpoint(name, path, weights, {**known, **(model_kwargs or {})})
 
 

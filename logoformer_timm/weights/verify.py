@@ -88,7 +88,8 @@ def _fixed_clip(model: torch.nn.Module) -> torch.Tensor:
 
 def verify_folder(
         folder: PathLike, checkpoint: PathLike, model_kwargs: Optional[Dict[str, Any]] = None,
-        checkpoint_entry: Optional[str] = None) -> Dict[str, float]:
+        checkpoint_entry: Optional[str] = None, extra_files: Optional[Dict[str, PathLike]] = None,
+) -> Dict[str, float]:
     """Check a repo folder against its source checkpoint: every tensor bitwise, then the logits of a fixed clip
     through ``local-dir:`` and a seeded offline ``hf-hub:`` cache.
 
@@ -106,7 +107,7 @@ def verify_folder(
     check_weights(exported, folder / WEIGHTS_FILENAME)
     arch, tag = config['architecture'], (config.get('pretrained_cfg') or {}).get('tag')
     source = _source_model(
-        checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag, checkpoint_entry)
+        checkpoint, model_kwargs, None if Path(checkpoint).is_dir() else arch, tag, checkpoint_entry, extra_files)
     dtypes = {v.dtype for v in exported.values() if v.is_floating_point()}
     if len(dtypes) != 1:
         raise HubFolderError(f'{folder / WEIGHTS_FILENAME} mixes floating dtypes {sorted(map(str, dtypes))}.')
@@ -165,6 +166,7 @@ def push_folder(
         api: Any = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
         checkpoint_entry: Optional[str] = None,
+        extra_files: Optional[Dict[str, PathLike]] = None,
 ) -> Dict[str, Any]:
     """Verify a repo folder, then upload it with ``HfApi`` (``create_repo(exist_ok=True)``, ``upload_folder``).
 
@@ -179,7 +181,7 @@ def push_folder(
             raise HubFolderError(
                 'push --yes needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`.')
     folder = Path(folder)
-    verified = verify_folder(folder, checkpoint, model_kwargs, checkpoint_entry)
+    verified = verify_folder(folder, checkpoint, model_kwargs, checkpoint_entry, extra_files)
     files = [(name, (folder / name).stat().st_size) for name in REPO_FILES]
     result = dict(repo_id=repo_id, files=files, verified=verified, sha256=file_sha256(folder / WEIGHTS_FILENAME),
                   commit_url=None)

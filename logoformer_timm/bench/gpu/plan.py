@@ -18,7 +18,7 @@ PRECISIONS = ('float32', 'amp_bfloat16')
 MODES = ('inference', 'train')
 LOGO_MODELS = ('logoformer_tiny', 'logoformer_small', 'logoformer_base')
 JOINT = 'logoformer_base[block_types=joint]'
-PEER_PATTERNS = ('former_dfer*', 'mae_dfer*', 'dfer_clip*')
+PEER_PATTERNS = ('former_dfer*', 'mae_dfer*', 'dfer_clip*', 's2d*')
 # compiled entries (model, frames, mode), in running order: the serving setting (bf16, inference batch 128, training
 # batch 32) of logoformer_base, its joint twin at the long clip, then training and the smaller variants
 COMPILED = (('logoformer_base', 16, 'inference'), ('logoformer_base', 32, 'inference'), (JOINT, 32, 'inference'),
