@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from timm.models._builder import resolve_pretrained_cfg
 
+from ..cli import EXTRA_WEIGHT_FILES
 from ..errors import UserError
 from . import manifest
 from .files import add_extra_weights, read_state_dict
@@ -55,9 +56,8 @@ def build_clip_model(model_cls: Callable[..., nn.Module], variant: str, pretrain
     if isinstance(kwargs.get('pretrained_cfg'), dict):
         kwargs['pretrained_cfg'] = ClipPretrainedCfg(**kwargs['pretrained_cfg'])
     # a second weights file the model is built from (S2D's landmark network): not a cfg field, read with the file
-    declared = getattr(model_cls, 'extra_weight_files', {})
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
-    extra_files = {k: overlay.pop(k) for k in list(overlay) if k in declared or k.endswith('_file') and k != 'file'}
+    extra_files = {k: overlay.pop(k) for k in EXTRA_WEIGHT_FILES if k in overlay}
     if extra_files:
         kwargs['pretrained_cfg_overlay'] = overlay
     if pretrained:
