@@ -167,3 +167,12 @@ def test_the_default_pipeline_needs_no_opencv(monkeypatch):
     assert faces.crops.shape == (2, 16, 16, 3) and faces.track_id is None
     with pytest.raises(ImportError, match=r'logoformer-timm\[haar\]'):
         FacePipeline('haar')
+
+
+def test_similarity_puts_real_landmarks_near_the_template(detector):
+    from logoformer_timm.faces.align import SIMILARITY_TEMPLATE
+    frames, times = _video_frames('single_face.mp4', 2)
+    faces = FacePipeline(detector, align='similarity', size=112, smooth=False)(frames, times)
+    assert faces.alignment == ['similarity'] * 2
+    for points in crop_landmarks(faces):  # a least-squares fit: within a few pixels of the template, not exact
+        assert np.abs(points - SIMILARITY_TEMPLATE * 112).max() < 8
