@@ -26,6 +26,7 @@ from ..cli import ArgumentParser, positive_float, positive_int, run_cli
 from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS
+from ..weights.inference import precision_of
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from .decode import window_indices
@@ -269,7 +270,7 @@ def predict_video(
         notes.insert(0, RANDOM_INIT_WARNING)
     name = getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
     return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
-                           timing=timing)
+                           timing=timing, **precision_of(model))
 
 
 def format_table(result: VideoPrediction) -> str:
