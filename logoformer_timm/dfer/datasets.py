@@ -245,12 +245,13 @@ class ClipFolderDataset(Dataset):
             skip_bad_clips: bool = False,
             protocol: Optional[TestProtocol] = None,
             path_prefix: PathPrefix = None,
+            listed: Optional[Tuple[List[ClipRecord], List[str]]] = None,
     ):
         if (num_views > 1 or protocol is not None) and train:
             raise ValueError('num_views > 1 and a test protocol are for testing; training samples one random clip.')
         if num_views > 1 and protocol is not None:
             raise ValueError('Pass num_views or a test protocol (which has its own views), not both.')
-        self.records, self.problems = read_annotation_list(
+        self.records, self.problems = listed or read_annotation_list(  # ``listed``: read by the command already
             list_file, data_root, num_classes, skip_bad_clips, path_prefix)
         self.protocol = protocol
         self.list_file = list_file
@@ -354,9 +355,11 @@ def build_dataset(
         hflip: float = 0.5,
         protocol: Optional[TestProtocol] = None,
         path_prefix: PathPrefix = None,
+        listed: Optional[Tuple[List[ClipRecord], List[str]]] = None,
 ) -> ClipFolderDataset:
     """The dataset for ``model``: its resolution, class count and pretrained mean/std; with a test ``protocol``
-    its sampling, views and transform (``num_segments`` / ``frames_per_segment`` / ``num_views`` unused)."""
+    its sampling, views and transform (``num_segments`` / ``frames_per_segment`` / ``num_views`` unused). ``listed``:
+    the list as :func:`read_annotation_list` returned it, where the command read it before building the model."""
     config = resolve_video_data_config(model)
     if protocol is not None:
         config['test_protocol'] = protocol
@@ -364,7 +367,7 @@ def build_dataset(
     return ClipFolderDataset(
         list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
         num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
-        skip_bad_clips=skip_bad_clips, protocol=protocol, path_prefix=path_prefix)
+        skip_bad_clips=skip_bad_clips, protocol=protocol, path_prefix=path_prefix, listed=listed)
 
 
 def collate_clips(batch: List[Optional[Tuple[torch.Tensor, ...]]]) -> Tuple[Any, ...]:

@@ -186,8 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         check_checkpoint_path(args.checkpoint)
     # a missing list, and (unless skipped) a bad line, label or frame of it, fail now, before the weights are read
     num_classes = args.num_classes or declared_num_classes(args.model, args.checkpoint, args.pretrained)
-    read_annotation_list(args.list, args.data_root, num_classes, args.skip_bad_clips, args.path_prefix,
-                         check_frames=True)
+    listed = read_annotation_list(args.list, args.data_root, num_classes, args.skip_bad_clips, args.path_prefix,
+                                  check_frames=True)
     load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry)
     model = create_model(args.model, args.checkpoint, args.pretrained, **load)
     protocol = test_protocol_of(model, args)
@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     dataset = build_dataset(
         model, args.list, args.data_root, train=False, num_segments=protocol.num_segments,
         frames_per_segment=protocol.frames_per_segment, skip_bad_clips=args.skip_bad_clips, protocol=protocol,
-        path_prefix=args.path_prefix)
+        path_prefix=args.path_prefix, listed=listed if num_classes else None)  # a .pth file's classes: known now
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
