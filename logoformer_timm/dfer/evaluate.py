@@ -8,11 +8,12 @@ tag's is its authors' evaluation (frames, views, PIL resize, normalisation, how 
 project's. ``--protocol``, ``--num-segments``, ``--frames-per-segment``, ``--num-clips`` and ``--img-size`` change
 it; ``metrics.json`` then names the protocol used and says it is not the authors'. A protocol is the authors'
 only for the models it belongs to: another model's protocol (``--protocol mae_dfer_dfew`` for Former-DFER) is
-recorded as not the authors', with a note. Lists are this project's, or
-the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths). Writes
-``OUTPUT/metrics.json`` (UAR, WAR and per-class recall as fractions, confusion matrix, number of clips, protocol,
-precision) and ``OUTPUT/predictions.jsonl`` (per clip, in list order: path, label, prediction, merged
-probabilities), as a pair (:mod:`~logoformer_timm.dfer.eval_files`), and prints a table in percent. Runs under ``torchrun`` too (the confusion matrix is summed over ranks; every clip is counted once).
+recorded as not the authors', with a note. Lists are this project's, or the authors' split files as distributed
+(``--path-prefix OLD=NEW`` maps their absolute paths). Writes ``OUTPUT/metrics.json`` (UAR, WAR and per-class
+recall as fractions, confusion matrix, number of clips, protocol, precision) and ``OUTPUT/predictions.jsonl`` (per
+clip, in list order: path, label, prediction, merged probabilities), as a pair
+(:mod:`~logoformer_timm.dfer.eval_files`), and prints a table in percent. Runs under ``torchrun`` too (the
+confusion matrix is summed over ranks; every clip is counted once).
 """
 import argparse
 import dataclasses
@@ -36,7 +37,7 @@ from ..weights.inference import PRECISIONS, precision_of, prepare_for_inference
 from ..weights.loading import check_checkpoint_path, create_model, declared_num_classes, label_names
 from .datasets import build_dataset, collate_clips, default_num_workers, parse_path_prefix, read_annotation_list
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
-from .eval_files import METRICS_FILE, PREDICTIONS_FILE, write_result_pair
+from .eval_files import write_result_pair
 from .metrics import confusion_matrix, summarize
 
 __all__ = ['evaluate', 'format_metrics_table', 'main']
@@ -214,8 +215,8 @@ def _run(args: argparse.Namespace) -> int:
         write_result_pair(args.output, result, prediction_lines(dataset.records, probabilities))
         print(format_metrics_table(metrics, list(result['per_class'])))
         note = f'; {result["protocol_note"]}' if 'protocol_note' in result else ''
-        print(f'metrics written to {os.path.join(args.output, METRICS_FILE)} (protocol {protocol.name}{note}), '
-              f'predictions to {os.path.join(args.output, PREDICTIONS_FILE)}')
+        print(f'metrics written to {os.path.join(args.output, "metrics.json")} (protocol {protocol.name}{note}), '
+              f'predictions to {os.path.join(args.output, "predictions.jsonl")}')
     if info.enabled:
         dist.destroy_process_group()
     return 0

@@ -105,6 +105,5 @@ def precision_of(model: nn.Module) -> Dict[str, Any]:
         dtype, cast = model.weight_dtype or model.autocast_dtype, model.weight_dtype is not None
     else:
         dtype, cast = next(model.parameters()).dtype, False
-    names = {v: k for k, v in _DTYPES.items() if v is not None}
-    return dict(precision=names.get(dtype, 'fp32' if dtype == torch.float32 else str(dtype).removeprefix('torch.')),
-                weights_cast=cast)
+    names = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16', torch.float64: 'fp64'}
+    return dict(precision=names.get(dtype, str(dtype).removeprefix('torch.')), weights_cast=cast)
