@@ -5,7 +5,30 @@ The table covers bad arguments, unusable or mismatched weights, unreadable lists
 outputs that exist (never overwritten) and the edges (--save-crops at a file, --resume of a missing folder). The
 tests below it check that a real process prints nothing but that line (no library INFO lines), that every list is
 read before a model is built, a read-only --output, a byte order mark, duplicate list lines, too many windows and
-push without a token. Everything runs in-process on tiny settings, except the real-process check."""
+push without a token. Everything runs in-process on tiny settings, except the real-process check.
+
+Issue 34 (each test fails on the code before it):
+1. another model's protocol is not reported as the authors' (tests/test_eval_trust.py,
+   test_a_protocol_is_the_authors_only_for_the_models_it_belongs_to);
+2. hidden files and folders are not frames, two files of one frame number are refused naming the folder
+   (test_eval_trust.py::test_hidden_and_non_image_files_are_not_frames_and_one_number_twice_is_refused; the
+   dupes.txt case here);
+3. every PIL mode reads as its 8-bit RGB twin, float pixels are refused in one line
+   (test_eval_trust.py::test_every_pil_mode_reads_as_its_8_bit_rgb_twin, test_a_16_bit_png_clip_is_not_white,
+   test_float_frames_are_refused_in_one_line; the float.txt case here);
+4. metrics.json and the prediction JSON record the precision and weights_cast
+   (test_eval_trust.py::test_metrics_record_their_unit_and_precision, test_prediction_json_records_the_precision);
+5. a decompression-bomb frame is one line naming it, and --skip-bad-clips skips it (the bomb.txt case,
+   test_a_decompression_bomb_frame_is_skipped_like_any_bad_clip);
+6. metrics.json and predictions.jsonl are written as a pair
+   (test_eval_trust.py::test_metrics_and_predictions_are_written_as_a_pair);
+7. a label that is not an ASCII integer names its line, a label out of range and a frame that does not open are
+   found before the weights are read, --path-prefix maps whole components (the superscript.txt and out_of_range.txt
+   cases, test_list_labels_and_frames_are_checked_before_the_weights_are_read,
+   test_path_prefix_maps_whole_path_components);
+8. a torch file named .safetensors is named as one (the pth.safetensors case);
+10. metrics.json says its unit (test_eval_trust.py::test_metrics_record_their_unit_and_precision);
+11. a redirected log gets progress lines (test_eval_trust.py::test_a_redirected_log_gets_progress_lines)."""
 import importlib.util
 import json
 import re
@@ -43,10 +66,11 @@ def data(tmp_path_factory):
     save_file(model.state_dict(), root / 'two.safetensors')
     (root / 'a_file').write_text('not a folder')
     (root / 'latin1.txt').write_bytes((root / 'test.txt').read_bytes() + 'caf\xe9/clip 5 0\n'.encode('latin-1'))
-    # a clip whose first frame is not an image: the DataLoader worker that reads it fails
-    broken = sorted(p for p in root.rglob('*.png'))[0]
+    # a clip whose first frame is not an image (a copy: the lists of the other cases stay readable)
+    shutil.copytree(sorted((root / 'frames' / 'test').iterdir())[0], root / 'frames' / 'broken')
+    broken = root / 'frames' / 'broken' / '00001.png'
     broken.write_bytes(b'not a png')
-    (root / 'broken.txt').write_text(f'{broken.parent.relative_to(root)} 5 0\n')
+    (root / 'broken.txt').write_text(f'frames/broken {len(list(broken.parent.iterdir()))} 0\n')
     # a checkpoint folder whose config.json is right and whose weights file is not: PretrainedWeightsError
     (root / 'corrupt').mkdir()
     run_folder._write_model_folder(str(root / 'corrupt'), model, model.state_dict())
@@ -68,7 +92,40 @@ def data(tmp_path_factory):
             video = 99 if (part, fold) == ('test', 3) else 1
             (split / f'{part}(single-labeled)' / f'set_{fold}.csv').write_text(f'video_name,label\n{video},1\n')
     shutil.copytree(sorted((root / 'frames' / 'test').iterdir())[0], root / 'dfew' / 'clips' / '00001')
+    _bad_lists_and_frames(root, model)
     return root
+
+
+def _bomb_png(path, width=14000, height=13000):
+    """A valid 1-bit PNG of width x height (182 M pixels, over PIL's decompression-bomb limit) in a few kB."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    packer, row = zlib.compressobj(9), b'\0' * (1 + (width + 7) // 8)
+    rows = b''.join(packer.compress(row * 1000) for _ in range(height // 1000)) + packer.flush()
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0))
+                     + chunk(b'IDAT', rows) + chunk(b'IEND', b''))
+
+
+def _bad_lists_and_frames(root, model):
+    """Issue-34 inputs: lists and frame folders found bad before the weights are read, a .pth named .safetensors."""
+    from PIL import Image
+    good = (root / 'test.txt').read_text().splitlines()[0]
+    clip, num_frames, _ = good.split()
+    (root / 'superscript.txt').write_text(f'{clip} {num_frames} \u00b2\n')  # '²'.isdigit() is True; int('²') fails
+    (root / 'out_of_range.txt').write_text(f'{clip} {num_frames} 5\n')  # the weights have 2 classes
+    for name in ('bomb', 'dupes', 'float'):
+        shutil.copytree(root / clip, root / name)
+    _bomb_png(root / 'bomb' / '00002.png')
+    (root / 'bomb.txt').write_text(f'bomb {num_frames} 0\n')
+    (root / 'bomb_and_good.txt').write_text(f'bomb {num_frames} 0\n{good}\n')
+    Image.open(root / 'dupes' / '00001.png').convert('RGB').save(root / 'dupes' / '00001.jpg')
+    (root / 'dupes.txt').write_text('dupes 0\n')
+    Image.new('F', (16, 16), 0.5).save(root / 'float' / '00003.png', format='TIFF')  # read by content: float pixels
+    (root / 'float.txt').write_text(f'float {num_frames} 0\n')
+    torch.save(model.state_dict(), root / 'pth.safetensors')  # a real .pth, renamed
 
 
 @pytest.fixture(scope='module')
@@ -153,6 +210,20 @@ CASES = [
     ('predict', lambda d: ['video.mp4', '--batch-size', '0'], 2, r'--batch-size: must be an integer >= 1, got 0', None),
     ('train', lambda d: ['--resume', str(d / 'out' / 'nothing')], 2,
      r'--resume .*nothing: the folder does not exist; pass the --output of a run', 'nothing'),
+    # issue 34: a list's label, frame folders and frames, found before the weights are read; a renamed .pth
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'superscript.txt')), 2,
+     r'superscript.txt:1: expected .*\(integers at the end\), got .*\u00b2', 'eval'),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'out_of_range.txt')), 2,
+     r'out_of_range.txt:1: label 5 is outside \[0, 2\)', 'eval'),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'bomb.txt')), 2,
+     r'bomb.txt:1: frame .*bomb/00002.png is not a video frame: Image size \(182000000 pixels\) exceeds limit', 'eval'),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'dupes.txt')), 2,
+     r'dupes.txt:1: .*dupes holds two files for one frame number \(00001.jpg and 00001.png\)', 'eval'),
+    ('eval', lambda d: eval_args(d, '--list', str(d / 'float.txt')), 2,
+     r'float.txt:1: frame .*float/00003.png holds 32-bit float pixels \(PIL mode F\)', 'eval'),
+    ('eval', lambda d: [*eval_args(d)[:-2], '--checkpoint', str(d / 'pth.safetensors')], 2,
+     r'pth.safetensors is named .safetensors but is a torch checkpoint \(torch.save.s zip archive of a pickle\), not '
+     r'safetensors; rename it to .pth', 'eval'),
     # data tools
     ('lists', lambda d: ['dfew', '--data-root', str(d / 'dfew'), '--split-dir', 'split', '--frames-dir', 'clips',
                          '--output', str(d / 'out' / 'lists')], 2, r'set_3.csv:2: frame folder .*00099 does not exist',
@@ -215,6 +286,38 @@ def test_every_input_is_checked_before_the_model_is_built(data, tmp_path, monkey
     assert eval_cli.main([*eval_args(data), '--list', missing]) == 2
     assert train_cli.main(train_args(data, '--val-list', missing)) == 2
     assert capsys.readouterr().err == f'error: Annotation list not found: {missing}\n' * 2
+
+
+@pytest.mark.parametrize('listed', ['out_of_range.txt', 'broken.txt', 'bomb.txt', 'dupes.txt', 'float.txt'])
+def test_list_labels_and_frames_are_checked_before_the_weights_are_read(data, monkeypatch, capsys, listed):
+    from logoformer_timm.weights import files
+    monkeypatch.setattr(eval_cli, 'create_model', lambda *a, **k: pytest.fail('built the model first'))
+    monkeypatch.setattr(files, 'read_checkpoint', lambda *a, **k: pytest.fail('read the weights first'))
+    assert eval_cli.main(eval_args(data, '--list', str(data / listed))) == 2
+    assert re.fullmatch(rf'error: {re.escape(str(data / listed))}:1: .*\n', capsys.readouterr().err)
+
+
+def test_a_decompression_bomb_frame_is_skipped_like_any_bad_clip(data, tmp_path, caplog):
+    out = tmp_path / 'eval'
+    assert eval_cli.main([*eval_args(data, '--list', str(data / 'bomb_and_good.txt'), '--skip-bad-clips'),
+                          '--output', str(out)]) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert (metrics['num_clips'], metrics['skipped_clips']) == (1, 1)
+    warned = [r.getMessage() for r in caplog.records if 'bomb' in r.getMessage()]
+    assert len(warned) == 1 and re.match(r'skipping clip: .*bomb_and_good.txt:1: frame .*00002.png is not a video',
+                                         warned[0])
+
+
+def test_path_prefix_maps_whole_path_components(tmp_path):
+    from logoformer_timm.dfer import read_annotation_list
+    for folder in ('copy/a', 'data/DFEW_old/b'):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / '00001.png').write_bytes(b'')
+    listed = tmp_path / 'list.txt'
+    listed.write_text(f'{tmp_path}/data/DFEW/a 1 0\n{tmp_path}/data/DFEW_old/b 1 0\n')
+    for old in (f'{tmp_path}/data/DFEW', f'{tmp_path}/data/DFEW/'):
+        records, _ = read_annotation_list(str(listed), '', path_prefix=(old, f'{tmp_path}/copy'))
+        assert [r.path for r in records] == [f'{tmp_path}/copy/a', f'{tmp_path}/data/DFEW_old/b']
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_path(data, tmp_path):

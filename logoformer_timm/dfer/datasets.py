@@ -5,10 +5,12 @@ A list has one clip per line, ``<frame_dir> <num_frames> <label>`` (this project
 DFER-CLIP's ``annotation/*.txt``) or ``<frame_dir> <label>`` (MAE-DFER's ``saved/data/*/test.csv``: every frame of
 the folder), or is a CSV file whose header names a path column and a label column, then ``<frame_dir>,<label>``
 rows (S2D's split files: ``video_name,label``, ``path,id``, ``video_name,labels``; every frame of the folder);
-paths relative to ``data_root`` (the authors' ``data_path``), or absolute. ``path_prefix=(OLD, NEW)`` (``--path-prefix OLD=NEW``)
-maps the authors' absolute paths onto yours: a path that starts with OLD starts with NEW instead. A frame dir
-holds numbered images (``00001.jpg``, ``frame_2.png``, ...), ordered by the last number in the name. A path
-that is a video file (``.mp4``, ``.avi``, ...) is decoded with PyAV (``pip install logoformer-timm[video]``).
+paths relative to ``data_root`` (the authors' ``data_path``), or absolute. ``path_prefix=(OLD, NEW)``
+(``--path-prefix OLD=NEW``) maps the authors' absolute paths onto yours: a path whose leading components are OLD's
+starts with NEW instead (``/data/DFEW=X`` maps ``/data/DFEW/a``, not ``/data/DFEW_old/a``). A frame dir holds
+numbered images (``00001.jpg``, ``frame_2.png``, ...), ordered by the last number in the name (:mod:`.frames` says
+which files are frames and how their pixels are read). A path that is a video file (``.mp4``, ``.avi``, ...) is
+decoded with PyAV (``pip install logoformer-timm[video]``).
 """
 import csv
 import logging
@@ -18,26 +20,23 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..data import ClipTransform, TestProtocol, resolve_video_data_config, sample_frame_indices
-from ..errors import UserError
+from .frames import IMAGE_EXTENSIONS, ClipLoadError, check_clip_frames, list_frames, read_frame
 
 __all__ = [
     'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
     'read_list_lines', 'list_frames', 'collate_clips', 'build_dataset', 'default_num_workers', 'parse_path_prefix',
-    'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'CSV_PATH_COLUMNS', 'CSV_LABEL_COLUMNS',
+    'map_path_prefix', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'CSV_PATH_COLUMNS', 'CSV_LABEL_COLUMNS',
 ]
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg')
-_NUMBER = re.compile(r'(\d+)(?!.*\d)')
+_INTEGER = re.compile(r'-?[0-9]+')  # ASCII digits only: '²'.isdigit() holds, but int('²') fails
 # a CSV list's header: a path column, then a label column (S2D's split files: video_name,label / path,id /
 # video_name,labels)
 CSV_PATH_COLUMNS = ('video_name', 'path')
@@ -51,10 +50,6 @@ def default_num_workers() -> int:
 
 class AnnotationError(ValueError):
     """A line of an annotation list that cannot be used (format, label range, missing clip)."""
-
-
-class ClipLoadError(UserError, RuntimeError):
-    """A clip whose frames cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +73,19 @@ def parse_path_prefix(value: str) -> Tuple[str, str]:
     return old, new
 
 
+def map_path_prefix(path: str, path_prefix: PathPrefix) -> str:
+    """``path`` with its leading components OLD replaced by NEW; whole components only: ``/data/DFEW`` maps
+    ``/data/DFEW/a`` and ``/data/DFEW``, not ``/data/DFEW_old/a``."""
+    if path_prefix is None:
+        return path
+    old, new = path_prefix
+    old = old.rstrip('/') if old.strip('/') else old
+    if path != old and not path.startswith(old if old.endswith('/') else old + '/'):
+        return path
+    rest = path[len(old):].lstrip('/')
+    return os.path.join(new, rest) if new and rest else new or rest
+
+
 def read_list_lines(list_file: str) -> List[str]:
     """The lines of an annotation list; an ``AnnotationError`` when it is missing or not UTF-8 text (the commands
     call it before they build a model)."""
@@ -98,14 +106,16 @@ def read_annotation_list(
         num_classes: Optional[int] = None,
         skip_bad_clips: bool = False,
         path_prefix: PathPrefix = None,
+        check_frames: bool = False,
 ) -> Tuple[List[ClipRecord], List[str]]:
     """Parse ``<frame_dir> <num_frames> <label>`` or ``<frame_dir> <label>`` lines (one form per file, that of its
     first line), or the ``<frame_dir>,<label>`` rows of a CSV file with a header; return the records and the
     problems skipped.
 
-    Every problem (a bad line, a missing folder, a folder with another number of frames than its line says)
-    raises an ``AnnotationError`` naming the file and line, unless ``skip_bad_clips`` is set, in which case the
-    line is skipped, a warning is logged and the problem is returned.
+    Every problem (a bad line, a missing folder, a folder with another number of frames than its line says, with
+    ``check_frames`` a frame that does not open: :func:`check_clip_frames`) raises an ``AnnotationError`` naming
+    the file and line, unless ``skip_bad_clips`` is set, in which case the line is skipped, a warning is logged and
+    the problem is returned.
     """
     lines = read_list_lines(list_file)
     records, problems = [], []
@@ -121,7 +131,13 @@ def read_annotation_list(
             if columns == 'csv':
                 continue
         try:
-            records.append(_parse_line(line, source, data_root, num_classes, columns, path_prefix))
+            record = _parse_line(line, source, data_root, num_classes, columns, path_prefix)
+            if check_frames:
+                try:
+                    check_clip_frames(record)
+                except ClipLoadError as e:
+                    raise AnnotationError(str(e) if source in str(e) else f'{source}: {e}') from None
+            records.append(record)
         except AnnotationError as e:
             if not skip_bad_clips:
                 raise
@@ -161,7 +177,7 @@ def _parse_line(
         fields = line.rsplit(maxsplit=columns - 1)  # the path may contain spaces
         form = '"<frame_dir> <num_frames> <label>"' if columns == 3 else '"<frame_dir> <label>"'
         form += ' like the file\'s first line (integers at the end)'
-    if len(fields) != columns or not all(f.lstrip('-').isdigit() for f in fields[1:]):
+    if len(fields) != columns or not all(_INTEGER.fullmatch(f) for f in fields[1:]):
         raise AnnotationError(f'{source}: expected {form}, got {line!r}.')
     rel_path, label = fields[0], int(fields[-1])
     num_frames = int(fields[1]) if columns == 3 else None
@@ -170,10 +186,7 @@ def _parse_line(
     if label < 0 or (num_classes is not None and label >= num_classes):
         raise AnnotationError(
             f'{source}: label {label} is outside [0, {num_classes}); pass --num-classes for another label set.')
-    mapped = rel_path
-    if path_prefix is not None and rel_path.startswith(path_prefix[0]):
-        mapped = path_prefix[1] + rel_path[len(path_prefix[0]):]
-    path = os.path.join(data_root, mapped)
+    path = os.path.join(data_root, map_path_prefix(rel_path, path_prefix))
     if not (os.path.isdir(path) or (os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS))):
         hint = (f'map the list\'s absolute paths onto your copy with --path-prefix {os.path.dirname(rel_path)}=DIR'
                 if os.path.isabs(rel_path) and path_prefix is None else
@@ -199,16 +212,6 @@ def _parse_line(
     return ClipRecord(path, num_frames, label, source, rel_path)
 
 
-def list_frames(frame_dir: str) -> List[str]:
-    """Image files of a frame folder, ordered by the last number in their names."""
-    names = [n for n in os.listdir(frame_dir) if n.lower().endswith(IMAGE_EXTENSIONS)]
-    unnumbered = [n for n in names if not _NUMBER.search(os.path.splitext(n)[0])]
-    if unnumbered:
-        raise ClipLoadError(f'{frame_dir}: frame files must be numbered, found {unnumbered[:3]}.')
-    names.sort(key=lambda n: (int(_NUMBER.search(os.path.splitext(n)[0]).group(1)), n))
-    return [os.path.join(frame_dir, n) for n in names]
-
-
 def _read_frames(record: ClipRecord, indices: Sequence[int]) -> torch.Tensor:
     """uint8 frames ``(len(indices), 3, H, W)`` of a clip."""
     if os.path.isdir(record.path):
@@ -217,13 +220,10 @@ def _read_frames(record: ClipRecord, indices: Sequence[int]) -> torch.Tensor:
             raise ClipLoadError(
                 f'{record.source}: the list says {record.num_frames} frames but {record.path} holds {len(files)} '
                 f'images ({"/".join(IMAGE_EXTENSIONS)}); fix the list.')
-        frames = {}
-        for i in sorted(set(indices)):
-            try:
-                with Image.open(files[i]) as image:
-                    frames[i] = torch.from_numpy(np.array(image.convert('RGB'))).permute(2, 0, 1)
-            except (OSError, ValueError) as e:
-                raise ClipLoadError(f'{record.source}: cannot read image {files[i]}: {e}') from e
+        try:
+            frames = {i: read_frame(files[i]) for i in sorted(set(indices))}
+        except ClipLoadError as e:
+            raise ClipLoadError(f'{record.source}: {e}') from e
     else:
         frames = _read_video_frames(record, indices)
     shapes = {tuple(f.shape) for f in frames.values()}
@@ -272,12 +272,13 @@ class ClipFolderDataset(Dataset):
             skip_bad_clips: bool = False,
             protocol: Optional[TestProtocol] = None,
             path_prefix: PathPrefix = None,
+            listed: Optional[Tuple[List[ClipRecord], List[str]]] = None,
     ):
         if (num_views > 1 or protocol is not None) and train:
             raise ValueError('num_views > 1 and a test protocol are for testing; training samples one random clip.')
         if num_views > 1 and protocol is not None:
             raise ValueError('Pass num_views or a test protocol (which has its own views), not both.')
-        self.records, self.problems = read_annotation_list(
+        self.records, self.problems = listed or read_annotation_list(  # ``listed``: read by the command already
             list_file, data_root, num_classes, skip_bad_clips, path_prefix)
         self.protocol = protocol
         self.list_file = list_file
@@ -381,9 +382,11 @@ def build_dataset(
         hflip: float = 0.5,
         protocol: Optional[TestProtocol] = None,
         path_prefix: PathPrefix = None,
+        listed: Optional[Tuple[List[ClipRecord], List[str]]] = None,
 ) -> ClipFolderDataset:
     """The dataset for ``model``: its resolution, class count and pretrained mean/std; with a test ``protocol``
-    its sampling, views and transform (``num_segments`` / ``frames_per_segment`` / ``num_views`` unused)."""
+    its sampling, views and transform (``num_segments`` / ``frames_per_segment`` / ``num_views`` unused). ``listed``:
+    the list as :func:`read_annotation_list` returned it, where the command read it before building the model."""
     config = resolve_video_data_config(model)
     if protocol is not None:
         config['test_protocol'] = protocol
@@ -391,7 +394,7 @@ def build_dataset(
     return ClipFolderDataset(
         list_file, data_root, num_classes=model.num_classes, train=train, transform=transform,
         num_segments=num_segments, frames_per_segment=frames_per_segment, num_views=num_views, seed=seed,
-        skip_bad_clips=skip_bad_clips, protocol=protocol, path_prefix=path_prefix)
+        skip_bad_clips=skip_bad_clips, protocol=protocol, path_prefix=path_prefix, listed=listed)
 
 
 def collate_clips(batch: List[Optional[Tuple[torch.Tensor, ...]]]) -> Tuple[Any, ...]:

@@ -6,14 +6,19 @@
 The model's pretrained cfg names its protocol (``test_protocol``; :mod:`logoformer_timm.data.protocol`): a zoo
 tag's is its authors' evaluation (frames, views, PIL resize, normalisation, how views merge), LOGO-Former's is this
 project's. ``--protocol``, ``--num-segments``, ``--frames-per-segment``, ``--num-clips`` and ``--img-size`` change
-it; ``metrics.json`` then names the protocol used and says it is not the authors'. Lists are this project's, or
-the authors' split files as distributed (``--path-prefix OLD=NEW`` maps their absolute paths; S2D's CSV files
-name folders relative to ``--data-root``, its scripts' ``DATA_PATH``). Writes
-``OUTPUT/metrics.json`` (UAR, WAR, per-class recall, confusion matrix, number of clips, protocol) and
-``OUTPUT/predictions.jsonl`` (per clip, in list order: path, label, prediction, merged probabilities) and prints a
-table. Runs under ``torchrun`` too (the confusion matrix is summed over ranks; every clip is counted once).
+it; ``metrics.json`` then names the protocol used and says it is not the authors'. A protocol is the authors'
+only for the models it belongs to: another model's protocol (``--protocol mae_dfer_dfew`` for Former-DFER) is
+recorded as not the authors', with a note. Lists are this project's, or the authors' split files as distributed
+(``--path-prefix OLD=NEW`` maps their absolute paths; S2D's CSV files name folders relative to
+``--data-root``, its scripts' ``DATA_PATH``). Writes ``OUTPUT/metrics.json`` (UAR, WAR and per-class
+recall as fractions, confusion matrix, number of clips, protocol, precision) and ``OUTPUT/predictions.jsonl`` (per
+clip, in list order: path, label, prediction, merged probabilities), as a pair
+(:mod:`~logoformer_timm.dfer.eval_files`), and prints a table in percent. Runs under ``torchrun`` too (the
+confusion matrix is summed over ranks; every clip is counted once).
 """
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from contextlib import nullcontext
@@ -29,12 +34,12 @@ from ..cli import (
     non_negative_int, positive_int, run_cli, progress as progress_bar)
 from ..data import TEST_PROTOCOLS, TestProtocol, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
-from ..weights.inference import PRECISIONS, prepare_for_inference
-from ..weights.loading import check_checkpoint_path, create_model, label_names
+from ..weights.inference import PRECISIONS, precision_of, prepare_for_inference
+from ..weights.loading import check_checkpoint_path, create_model, declared_num_classes, label_names
 from .datasets import build_dataset, collate_clips, default_num_workers, parse_path_prefix, read_annotation_list
 from .distributed import DistInfo, ShardSampler, all_reduce_sum, init_distributed
+from .eval_files import write_result_pair
 from .metrics import confusion_matrix, summarize
-from .run_folder import atomic_write, atomic_write_json
 
 __all__ = ['evaluate', 'format_metrics_table', 'main']
 
@@ -184,8 +189,10 @@ def _run(args: argparse.Namespace) -> int:
         check_output_dir(args.output, '--output', results=('metrics.json', 'predictions.jsonl'), overwrite=args.overwrite)
     if args.checkpoint:
         check_checkpoint_path(args.checkpoint)
-    # a missing list, and (unless skipped) a bad line or folder of it, fail now, before the weights are read
-    read_annotation_list(args.list, args.data_root, args.num_classes, args.skip_bad_clips, args.path_prefix)
+    # a missing list, and (unless skipped) a bad line, label or frame of it, fail now, before the weights are read
+    num_classes = args.num_classes or declared_num_classes(args.model, args.checkpoint, args.pretrained)
+    listed = read_annotation_list(args.list, args.data_root, num_classes, args.skip_bad_clips, args.path_prefix,
+                                  check_frames=True)
     load = dict(num_classes=args.num_classes, img_size=args.img_size, checkpoint_entry=args.checkpoint_entry,
                 extra_files=extra_weight_files(args))
     model = create_model(args.model, args.checkpoint, args.pretrained, **load)
@@ -198,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     dataset = build_dataset(
         model, args.list, args.data_root, train=False, num_segments=protocol.num_segments,
         frames_per_segment=protocol.frames_per_segment, skip_bad_clips=args.skip_bad_clips, protocol=protocol,
-        path_prefix=args.path_prefix)
+        path_prefix=args.path_prefix, listed=listed if num_classes else None)  # a .pth file's classes: known now
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=args.workers, collate_fn=collate_clips, pin_memory=info.device.type == 'cuda')
@@ -208,11 +215,9 @@ def _run(args: argparse.Namespace) -> int:
     metrics = evaluate(runner, loader, model.num_classes, info, progress=True, merge=protocol.merge,
                        probabilities=probabilities)
     metrics['skipped_clips'] += len(dataset.problems)
-    result = metrics_record(metrics, model, args, protocol)
+    result = metrics_record(metrics, model, args, protocol, precision_of(runner))
     if info.is_main:
-        os.makedirs(args.output, exist_ok=True)
-        atomic_write_json(os.path.join(args.output, 'metrics.json'), result)
-        write_predictions(os.path.join(args.output, 'predictions.jsonl'), dataset.records, probabilities)
+        write_result_pair(args.output, result, prediction_lines(dataset.records, probabilities))
         print(format_metrics_table(metrics, list(result['per_class'])))
         note = f'; {result["protocol_note"]}' if 'protocol_note' in result else ''
         print(f'metrics written to {os.path.join(args.output, "metrics.json")} (protocol {protocol.name}{note}), '
@@ -226,6 +231,8 @@ def test_protocol_of(model: nn.Module, args: argparse.Namespace) -> TestProtocol
     """The protocol of ``model``'s cfg (or ``--protocol``), changed by the command's flags."""
     config = resolve_video_data_config(model)
     protocol = TEST_PROTOCOLS[args.protocol] if args.protocol else config['test_protocol']
+    if _foreign_protocol(model, args):  # its authors' for their models, not for this one
+        protocol = dataclasses.replace(protocol, authors=False)
     if protocol is None:
         protocol = TEST_PROTOCOLS['logoformer'].fit_clip(model.num_frames, tuple(model.img_size)).replace(
             mean=config['mean'], std=config['std'])
@@ -238,24 +245,46 @@ def test_protocol_of(model: nn.Module, args: argparse.Namespace) -> TestProtocol
                             temporal_views=args.num_clips, size=size)
 
 
-def write_predictions(path: str, records: Sequence[Any], probabilities: Dict[int, List[float]]) -> None:
-    """``predictions.jsonl``: one line per clip of the list, in list order (a skipped clip's pred and probs are null)."""
-    import json
+def _foreign_protocol(model: nn.Module, args: argparse.Namespace) -> bool:
+    """Whether ``--protocol`` names another protocol than ``model``'s own (its cfg's ``test_protocol``; LOGO-Former's:
+    this project's)."""
+    own = resolve_video_data_config(model)['test_protocol'] or TEST_PROTOCOLS['logoformer']
+    return args.protocol is not None and TEST_PROTOCOLS[args.protocol] != own
+
+
+def _protocol_note(model: nn.Module, args: argparse.Namespace, protocol: TestProtocol) -> str:
+    """Why ``protocol`` is not the authors': another model's, this project's, or changed."""
+    base, _, changed = protocol.name.partition(' with ')
+    changes = f', changed: {changed}' if changed else ''
+    if _foreign_protocol(model, args):
+        own = resolve_video_data_config(model)['test_protocol']
+        return (f"protocol {base} belongs to {protocol.source.split(' (')[0]}'s models, not to "
+                f"{model.pretrained_cfg.get('architecture')} (its own: {own.name if own else 'logoformer'}){changes}: "
+                f"figures are not comparable with the ones its authors report")
+    if base == 'logoformer':
+        return f"this project's protocol for LOGO-Former{changes}"
+    return f"not the authors' protocol ({base} changed: {changed}): figures are not comparable with the ones they report"
+
+
+def prediction_lines(records: Sequence[Any], probabilities: Dict[int, List[float]]) -> List[str]:
+    """The lines of ``predictions.jsonl``: one per clip of the list, in list order (a skipped clip's pred and probs
+    are null)."""
     lines = []
     for index, record in enumerate(records):
         probs = probabilities.get(index)
         pred = None if probs is None else max(range(len(probs)), key=probs.__getitem__)
         lines.append(json.dumps(dict(path=record.name, label=record.label, pred=pred, probs=probs)))
-    with atomic_write(path) as f:
-        f.write('\n'.join(lines) + '\n')
+    return lines
 
 
 def metrics_record(
         metrics: Dict[str, Any], model: nn.Module, args: argparse.Namespace, protocol: TestProtocol,
+        precision: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The metrics.json content, in the schema of ``logoformer_timm/weights/card.py`` (fractions, label -> recall)."""
     names = label_names(model)
     record = dict(
+        unit='fraction',  # uar, war and per_class; the printed table shows percent
         uar=metrics['uar'],
         war=metrics['war'],
         per_class=dict(zip(names, metrics['per_class'])),
@@ -266,18 +295,14 @@ def metrics_record(
         authors_protocol=protocol.authors,
     )
     if not protocol.authors:
-        base, _, changed = protocol.name.partition(' with ')
-        record['protocol_note'] = (
-            ("this project's protocol for LOGO-Former" + (f', changed: {changed}' if changed else ''))
-            if base == 'logoformer' else
-            f"not the authors' protocol ({base} changed: {changed}): figures are not comparable with the ones they "
-            f"report")
+        record['protocol_note'] = _protocol_note(model, args, protocol)
     if args.dataset:
         record['dataset'] = args.dataset
     if args.fold is not None:
         record['fold'] = args.fold
     record['skipped_clips'] = metrics['skipped_clips']
     record['checkpoint'] = args.checkpoint or (f'{args.model} (pretrained)' if args.pretrained else args.model)
+    record.update(precision or {})
     return record
 
 

@@ -29,7 +29,7 @@ from ..cli import (
     run_cli)
 from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
-from ..weights.inference import PRECISIONS
+from ..weights.inference import PRECISIONS, precision_of
 from ..weights.loading import check_clip_model, label_names, load_model
 from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
 from ..faces.align import ALIGN_MODES, DEFAULT_MARGIN, face_crop_size
@@ -335,7 +335,7 @@ def predict_video(
                          detector if isinstance(detector, str) else type(detector).__name__,
                          align=align if detect else 'resize', crop_size=crop_size, margin=margin)
     return VideoPrediction(info, name, weights, labels, num_frames, results, notes, face_detection=detect,
-                           face_pipeline=face_pipeline, timing=timing)
+                           face_pipeline=face_pipeline, timing=timing, **precision_of(model))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,9 @@ PREDICTION_SCHEMA: Dict[str, Any] = {
     '$schema': 'https://json-schema.org/draft/2020-12/schema',
     'title': 'logoformer-predict output',
     'type': 'object',
-    'required': ['video', 'model', 'weights', 'labels', 'frames_per_clip', 'face_pipeline', 'windows', 'warnings'],
+    'required': [
+        'video', 'model', 'weights', 'precision', 'weights_cast', 'labels', 'frames_per_clip', 'face_pipeline',
+        'windows', 'warnings'],
     'additionalProperties': False,
     'properties': {
         'video': {
@@ -35,6 +37,8 @@ PREDICTION_SCHEMA: Dict[str, Any] = {
         },
         'model': {'type': 'string', 'description': 'timm model name, with its pretrained tag (name.tag) if it has one'},
         'weights': {'type': 'string', 'description': "'checkpoint:PATH', 'pretrained', 'random-init' or 'user'"},
+        'precision': {'enum': ['fp32', 'bf16', 'fp16', 'fp64'], 'description': 'what the model ran in'},
+        'weights_cast': {'type': 'boolean', 'description': 'its weights were cast to the precision (bf16)'},
         'labels': {'type': 'array', 'items': {'type': 'string'}, 'minItems': 1},
         'frames_per_clip': {'type': 'integer', 'minimum': 1},
         'face_pipeline': {
@@ -148,6 +152,8 @@ class VideoPrediction:
     face_pipeline: Dict[str, Any] = field(default_factory=dict)  # detector, align, crop_size, margin
     # seconds: total, decode, faces (detection and cropping), model (all batches), first_batch; not in to_dict()
     timing: Dict[str, float] = field(default_factory=dict)
+    precision: str = 'fp32'  # what the model ran in (weights.inference.precision_of)
+    weights_cast: bool = False  # its weights were cast to that precision (bf16), not run under autocast
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict, the ``--json`` output."""
@@ -161,7 +167,8 @@ class VideoPrediction:
                 row['top_k'] = [dict(label=label, probability=p) for label, p in w.top_k]
             windows.append(row)
         return dict(
-            video=video, model=self.model, weights=self.weights, labels=list(self.labels),
+            video=video, model=self.model, weights=self.weights, precision=self.precision,
+            weights_cast=self.weights_cast, labels=list(self.labels),
             frames_per_clip=self.frames_per_clip, face_pipeline=dict(self.face_pipeline), windows=windows,
             warnings=list(self.warnings))
 

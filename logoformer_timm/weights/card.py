@@ -7,6 +7,7 @@ The model card's metrics table comes from one JSON file and from nothing else. I
 ``logoformer-eval`` writes. Schema (one JSON object)::
 
     {
+      "unit": "fraction",                 # optional (logoformer-eval writes it): the unit of uar, war, per_class
       "uar": 0.6523,                      # unweighted average recall = mean per-class recall, a FRACTION in [0, 1]
       "war": 0.7011,                      # weighted average recall = overall accuracy, a FRACTION in [0, 1]
       "per_class": {"Happy": 0.89, ...},  # label -> recall (fraction in [0, 1]); key order = class index order
@@ -65,6 +66,8 @@ def validate_eval_metrics(metrics: Any, source: str = 'metrics') -> Dict[str, An
     missing = [k for k in EVAL_METRICS_KEYS if k not in metrics]
     if missing:
         fail(f'missing keys {missing}')
+    if metrics.get('unit', 'fraction') != 'fraction':
+        fail(f'"unit" must be "fraction" (uar, war and per_class in [0, 1]), got {metrics["unit"]!r}')
     for key in ('uar', 'war'):
         value = metrics[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0. <= value <= 1.:

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -200,6 +201,19 @@ def _holds_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:] == b'{' and 8 + int.from_bytes(head[:8], 'little') <= path.stat().st_size
 
 
+def _torch_file_kind(path: Path) -> Optional[str]:
+    """What a torch file is, by its content (a zip archive holding ``data.pkl``, or a pickle stream); else None."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    if head == b'PK' and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith('data.pkl') for name in archive.namelist()):
+                return 'torch checkpoint (torch.save\'s zip archive of a pickle)'
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return 'torch pickle file (the legacy torch.save format)'
+    return None
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Read a checkpoint file as saved (containers kept): safetensors by its content (any name) or suffix, else a
     weights-only torch file; its weights are checked (:func:`check_weights`) on the way."""
@@ -207,6 +221,11 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise WeightsFileError(f'Checkpoint not found: {path}')
     if path.suffix.lower() == '.safetensors' or _holds_safetensors(path):
+        kind = None if _holds_safetensors(path) else _torch_file_kind(path)
+        if kind:  # not truncated safetensors: another format under the suffix, never unpickled as a safetensors file
+            raise WeightsFileError(
+                f'{path} is named .safetensors but is a {kind}, not safetensors; rename it to .pth to read it as one '
+                f'(torch.load with weights_only=True), or convert it to safetensors.')
         checkpoint = read_safetensors(path.read_bytes(), path)
         check_weights(checkpoint, path)
         return checkpoint

@@ -20,12 +20,13 @@ with ``python benchmarks/bf16_cpu.py``.
 """
 import os
 import shutil
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
 
-__all__ = ['PRECISIONS', 'PrecisionError', 'InferenceModel', 'autocast_dtype', 'prepare_for_inference']
+__all__ = [
+    'PRECISIONS', 'PrecisionError', 'InferenceModel', 'autocast_dtype', 'precision_of', 'prepare_for_inference']
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 _DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
@@ -94,3 +95,15 @@ def prepare_for_inference(model: nn.Module, precision: str = 'fp32', compile: bo
     if dtype is not None:
         model = InferenceModel(model, dtype, cast_weights=precision == 'bf16').eval()
     return torch.compile(model) if compile else model
+
+
+def precision_of(model: nn.Module) -> Dict[str, Any]:
+    """What a model runs in, as the commands record it: ``precision`` ('fp32', 'bf16', 'fp16') and ``weights_cast``
+    (whether its weights were cast to it, as bf16 does; fp16 runs float32 weights under autocast)."""
+    model = getattr(model, '_orig_mod', model)  # torch.compile's wrapper
+    if isinstance(model, InferenceModel):
+        dtype, cast = model.weight_dtype or model.autocast_dtype, model.weight_dtype is not None
+    else:
+        dtype, cast = next(model.parameters()).dtype, False
+    names = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16', torch.float64: 'fp64'}
+    return dict(precision=names.get(dtype, str(dtype).removeprefix('torch.')), weights_cast=cast)

@@ -22,7 +22,7 @@ from .inference import prepare_for_inference
 
 __all__ = [
     'check_checkpoint_path', 'create_model', 'load_model', 'label_names', 'check_clip_model', 'classes_of_weights',
-    'RANDOM_INIT_SEED']
+    'declared_num_classes', 'RANDOM_INIT_SEED']
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +109,25 @@ def classes_of_weights(model_name: str, weights: Dict[str, Any], **kwargs: Any) 
     cfg = model.pretrained_cfg
     head = checkpoint_filter_of(model)(weights, model).get(f'{cfg.get("classifier") or "head"}.weight')
     return (head.shape[0] if torch.is_tensor(head) else 0), cfg.get('num_classes', model.num_classes)
+
+
+def declared_num_classes(
+        model_name: Optional[str], checkpoint: Optional[str] = None, pretrained: bool = False) -> Optional[int]:
+    """The class count of the weights :func:`create_model` would load, known without reading a tensor: a model
+    folder's ``config.json``, a safetensors file's classifier shape (its header), a published tag's cfg; None where
+    only the weights can tell (a torch file) or the loader will report a problem."""
+    from safetensors import SafetensorError, safe_open
+    from timm.models import get_pretrained_cfg
+    try:
+        if checkpoint is not None and os.path.isdir(checkpoint):
+            with open(os.path.join(checkpoint, 'config.json'), encoding='utf-8') as f:
+                return int(json.load(f)['num_classes'])
+        if checkpoint is None:
+            return get_pretrained_cfg(model_name).num_classes if pretrained and model_name else None
+        with safe_open(checkpoint, 'pt') as f:
+            return int(f.get_slice(f'{get_pretrained_cfg(model_name).classifier}.weight').get_shape()[0])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, SafetensorError):
+        return None
 
 
 def check_checkpoint_path(checkpoint: str) -> None:
