@@ -25,7 +25,8 @@ Issue 34 (each test fails on the code before it):
 7. a label that is not an ASCII integer names its line, a label out of range and a frame that does not open are
    found before the weights are read, --path-prefix maps whole components (the superscript.txt and out_of_range.txt
    cases, test_list_labels_and_frames_are_checked_before_the_weights_are_read,
-   test_path_prefix_maps_whole_path_components);
+   test_path_prefix_maps_whole_path_components), and --skip-bad-clips never skips a label outside the model's
+   classes (test_a_label_outside_the_models_classes_is_never_skipped);
 8. a torch file named .safetensors is named as one (the pth.safetensors case);
 10. metrics.json says its unit (test_eval_trust.py::test_metrics_record_their_unit_and_precision);
 11. a redirected log gets progress lines (test_eval_trust.py::test_a_redirected_log_gets_progress_lines)."""
@@ -295,6 +296,14 @@ def test_list_labels_and_frames_are_checked_before_the_weights_are_read(data, mo
     monkeypatch.setattr(files, 'read_checkpoint', lambda *a, **k: pytest.fail('read the weights first'))
     assert eval_cli.main(eval_args(data, '--list', str(data / listed))) == 2
     assert re.fullmatch(rf'error: {re.escape(str(data / listed))}:1: .*\n', capsys.readouterr().err)
+
+
+def test_a_label_outside_the_models_classes_is_never_skipped(data, monkeypatch, capsys):
+    """--skip-bad-clips skips bad clips, not a list whose labels are another set's (DFEW's own files count from 1)."""
+    monkeypatch.setattr(eval_cli, 'create_model', lambda *a, **k: pytest.fail('built the model first'))
+    assert eval_cli.main(eval_args(data, '--list', str(data / 'out_of_range.txt'), '--skip-bad-clips')) == 2
+    assert re.fullmatch(rf'error: {re.escape(str(data / "out_of_range.txt"))}:1: label 5 is outside \[0, 2\), .*'
+                        r'--skip-bad-clips does not skip this\.\n', capsys.readouterr().err)
 
 
 def test_a_decompression_bomb_frame_is_skipped_like_any_bad_clip(data, tmp_path, caplog):

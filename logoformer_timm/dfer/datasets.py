@@ -28,8 +28,8 @@ from ..data import ClipTransform, TestProtocol, resolve_video_data_config, sampl
 from .frames import IMAGE_EXTENSIONS, ClipLoadError, check_clip_frames, list_frames, read_frame
 
 __all__ = [
-    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'ClipLoadError', 'read_annotation_list',
-    'read_list_lines', 'list_frames', 'collate_clips', 'build_dataset', 'default_num_workers', 'parse_path_prefix',
+    'ClipRecord', 'ClipFolderDataset', 'EpochIndices', 'AnnotationError', 'LabelRangeError', 'ClipLoadError',
+    'read_annotation_list', 'read_list_lines', 'list_frames', 'collate_clips', 'build_dataset', 'default_num_workers', 'parse_path_prefix',
     'map_path_prefix', 'IMAGE_EXTENSIONS', 'VIDEO_EXTENSIONS', 'CSV_PATH_COLUMNS', 'CSV_LABEL_COLUMNS',
 ]
 
@@ -50,6 +50,14 @@ def default_num_workers() -> int:
 
 class AnnotationError(ValueError):
     """A line of an annotation list that cannot be used (format, label range, missing clip)."""
+
+
+class LabelRangeError(AnnotationError):
+    """A label outside the model's classes: the list and the model disagree, so no line of it can be trusted.
+
+    ``--skip-bad-clips`` never skips it: dropping those lines would score the rest under a shifted label set
+    (DFEW's own ``set_K.csv`` counts from 1, S2D's ``test_set_K.csv`` from 0, under the same header).
+    """
 
 
 @dataclass(frozen=True)
@@ -139,7 +147,7 @@ def read_annotation_list(
                     raise AnnotationError(str(e) if source in str(e) else f'{source}: {e}') from None
             records.append(record)
         except AnnotationError as e:
-            if not skip_bad_clips:
+            if not skip_bad_clips or isinstance(e, LabelRangeError):
                 raise
             _logger.warning('skipping clip: %s', e)
             problems.append(str(e))
@@ -184,8 +192,10 @@ def _parse_line(
     if num_frames is not None and num_frames < 1:
         raise AnnotationError(f'{source}: num_frames must be >= 1, got {num_frames}.')
     if label < 0 or (num_classes is not None and label >= num_classes):
-        raise AnnotationError(
-            f'{source}: label {label} is outside [0, {num_classes}); pass --num-classes for another label set.')
+        raise LabelRangeError(
+            f'{source}: label {label} is outside [0, {num_classes}), the model\'s classes: the list and the model '
+            f'disagree (DFEW\'s own set_K.csv counts from 1: make lists with python -m logoformer_timm.dfer.lists), '
+            f'or pass --num-classes for another label set; --skip-bad-clips does not skip this.')
     path = os.path.join(data_root, map_path_prefix(rel_path, path_prefix))
     if not (os.path.isdir(path) or (os.path.isfile(path) and path.lower().endswith(VIDEO_EXTENSIONS))):
         hint = (f'map the list\'s absolute paths onto your copy with --path-prefix {os.path.dirname(rel_path)}=DIR'
