@@ -142,7 +142,8 @@ def write_dfer_clip_file(path, record_name: str = 'dfew', best_acc: float = 71.2
 
 
 S2D_RECORD = json.loads((Path(__file__).parent / 'data' / 's2d_official.json').read_text())
-S2D_ARGS = dict(  # the argparse.Namespace run_class_finetuning.py pickles (a subset of its arguments), scripts/ft_dfew.sh
+# the argparse.Namespace run_class_finetuning.py pickles (a subset of its arguments), as scripts/ft_dfew.sh runs it
+S2D_ARGS = dict(
     model='s2d_base_patch16_224', data_set='DFEW', nb_classes=7, data_path='data/DFEW/Clip/clip_224x224_16f',
     input_size=224, short_side_size=224, num_frames=16, sampling_rate=1, num_segments=1, opt='adamw', lr=1e-5,
     opt_betas=[0.9, 0.999], weight_decay=0.05, epochs=100, test_num_segment=2, test_num_crop=2, scale_factor=0.25,

@@ -306,7 +306,8 @@ class S2D(ClipModelApi, nn.Module):
         """Raise a ValueError (TypeError for a dtype) naming the problem and the fix when ``x`` is not a valid clip."""
         check_clip(
             x, self.in_chans, self.input_layout, self.num_frames, self.img_size, False,
-            self.patch_embed.proj.weight.dtype, model_name='S2D', value_range='ImageNet mean / std normalised RGB values')
+            self.patch_embed.proj.weight.dtype, model_name='S2D',
+            value_range='ImageNet mean / std normalised RGB values')
 
     def _prompted(self, i: int, x: torch.Tensor, landmarks: torch.Tensor, prefix: int = 1,
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -320,7 +321,8 @@ class S2D(ClipModelApi, nn.Module):
         """Clip to the first block's input ``(B, T, 1 + N, C)`` (first prompt, positions, frames) and the first
         prompt, the landmark tokens of the next block ``(B, T, N, C)``."""
         self.check_input(x)
-        frames = rearrange(x, 'b c t h w -> (b t) c h w' if self.input_layout == 'BCTHW' else 'b t c h w -> (b t) c h w')
+        layout = 'b c t h w' if self.input_layout == 'BCTHW' else 'b t c h w'
+        frames = rearrange(x, f'{layout} -> (b t) c h w')
         small = F.interpolate(frames, size=self.landmark_size, mode='bilinear', align_corners=True)
         to_clips = '(b t) c h w -> b t (h w) c'
         landmarks = self.landmark_embed(rearrange(self.landmark(small).detach(), to_clips, t=self.num_frames))
