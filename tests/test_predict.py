@@ -278,6 +278,28 @@ def test_a_track_id_is_the_same_person_in_every_window(model, two_faces_swapping
     assert [w.boxes for w in everyone.windows[1::2]] == [w.boxes for w in second.windows]
 
 
+def test_windows_are_detected_once_then_decoded_again_when_their_frames_do_not_fit(tmp_path):
+    """The detection pass sees every window first; the cropping pass gets the same frames, in each window's order
+    with its repeats, from memory or, past the cache size, from a second decode, with no second detection."""
+    from logoformer_timm.faces import FacePipeline
+    from logoformer_timm.video.decode import probe_video
+    from logoformer_timm.video.faces import WindowFaces, iter_windows
+    path = grey_video(tmp_path / 'grey.mp4', 30)
+    plans = [[0, 5, 5, 9], [8, 9, 20], [29, 0]]
+    for cache_bytes in (0, 2 ** 20):
+        seen = []
+        window_faces = WindowFaces(FacePipeline(lambda f: seen.append(frame_index(f)) or np.zeros((0, 4)), size=8),
+                                   probe_video(path))
+        timing = dict(decode=0., faces=0.)
+        windows = iter_windows(path, plans, window_faces, timing, cache_bytes)
+        got = {n: [frame_index(f) for f in frames] for n, frames in windows}
+        assert got == dict(enumerate(plans)) and sorted(seen) == [0, 5, 8, 9, 20, 29] and timing['decode'] > 0
+        for number, frames in iter_windows(path, plans, window_faces, timing, cache_bytes):
+            (faces,) = window_faces(frames, plans[number])
+            assert faces.track_id is None and len(faces.status) == len(plans[number])
+        assert len(seen) == 6
+
+
 def test_zoo_tag_is_printed_and_one_view_is_worded_as_one(tmp_path, capsys):
     """On c37ee99 the table said 'model: former_dfer' and the note 'its 1 views merged'."""
     path = grey_video(tmp_path / 'v.mp4', 20, size=(32, 32))
