@@ -83,16 +83,17 @@ class WindowFaces:
         unique = [by_index[i] for i in order]
         positions = [self._position[i] for i in order]
         take = [order_position[i] for i in indices]
-        window = {}
+        selected: Dict[int, Optional[FaceTrack]] = {}
 
-        def of(rank: int) -> Optional[FaceTrack]:
-            if rank not in window:
-                window[rank] = tracks[rank].select(positions) if rank < len(tracks) else None
-            return window[rank]
+        def in_window(track_id: int) -> Optional[FaceTrack]:
+            """Track ``track_id`` at this window's distinct frames (None: no such track)."""
+            if track_id not in selected:
+                selected[track_id] = tracks[track_id].select(positions) if track_id < len(tracks) else None
+            return selected[track_id]
 
         if faces is None:
-            faces = [t.id for t in tracks if any(f.has_face for f in of(t.id).frames)] or [0]
-        return [self.pipeline.track_crops(unique, of(rank), len(tracks), rank).select(take) for rank in faces]
+            faces = [t.id for t in tracks if any(f.has_face for f in in_window(t.id).frames)] or [0]
+        return [self.pipeline.track_crops(unique, in_window(i), len(tracks), i).select(take) for i in faces]
 
 
 def iter_windows(path: PathLike, plans: Sequence[Sequence[int]], window_faces: WindowFaces,
