@@ -109,3 +109,82 @@ def test_a_window_needs_a_face_in_half_of_its_frames():
     no_track = FaceCrops(np.zeros((2, 2, 2, 3), np.uint8), [np.eye(2, 3)] * 2, [None] * 2, [None] * 2,
                          [math.nan] * 2, ['none'] * 2, ['centre'] * 2, None, 0)
     assert not no_track.reliable and no_track.reason == 'no face found in any of the 2 sampled frames'
+
+
+def _video(num_frames, fps=10):
+    from logoformer_timm.video.decode import VideoInfo
+    return VideoInfo('hand-made', 320, 120, fps, num_frames, num_frames / fps, 'none',
+                     tuple(k / fps for k in range(num_frames)))
+
+
+class _HandMade:
+    """A user's detector (boxes only) that finds hand-made faces: frame ``k`` (its pixel (0, 0) holds ``k``) has the
+    boxes ``faces[k]``, ``(centre x, side)`` each at y = 60; counts the frames it was called on."""
+
+    def __init__(self, faces):
+        self.faces, self.calls = faces, []
+
+    def __call__(self, frame):
+        k = int(frame[0, 0, 0])
+        self.calls.append(k)
+        return np.array([[x - s / 2, 60 - s / 2, x + s / 2, 60 + s / 2] for x, s in self.faces[k]]).reshape(-1, 4)
+
+
+def _window_faces(faces, fps=10):
+    from logoformer_timm.faces.pipeline import FacePipeline
+    from logoformer_timm.video.faces import WindowFaces
+    detector = _HandMade(faces)
+    frames = [np.full((120, 320, 3), k, np.uint8) for k in range(len(faces))]
+    return WindowFaces(FacePipeline(detector, size=8, margin=1., smooth=False), _video(len(faces), fps)), detector, frames
+
+
+def _centres(crops):
+    return [None if b is None else round((b[0] + b[2]) / 2) for b in crops.boxes]
+
+
+def _run_windows(window_faces, frames, plans, faces):
+    for plan in plans:  # every window is detected before any is cropped, as predict_video does
+        window_faces.detect([frames[i] for i in plan], plan)
+    return [window_faces([frames[i] for i in plan], plan, faces) for plan in plans]
+
+
+def test_track_ids_are_the_video_s_not_each_window_s():
+    """A (left, x=80) is larger in the first window, B (right, x=240) in the second, and the detector lists them in
+    the opposite order there: ranked per window, track 0 would be A then B. Over the video A is the main face
+    (presence x size: 8 x 60 against 8 x 56), so track 0 is A in both windows and track 1 is B."""
+    faces = [[(80, 70), (240, 50)]] * 4 + [[(240, 62), (80, 50)]] * 4
+    window_faces, _, frames = _window_faces(faces)
+    (a1, b1), (a2, b2) = _run_windows(window_faces, frames, [[0, 1, 2, 3], [4, 5, 6, 7]], (0, 1))
+    assert _centres(a1) == _centres(a2) == [80] * 4 and _centres(b1) == _centres(b2) == [240] * 4
+    assert (a1.track_id, a2.track_id, b1.track_id, b2.track_id) == (0, 0, 1, 1)
+    assert a1.num_tracks == a2.num_tracks == 2 and all(c.reliable for c in (a1, a2, b1, b2))
+    assert [t.id for t in window_faces.tracks] == [0, 1] and window_faces.tracks[0].size == 60
+
+
+def test_a_face_that_leaves_and_comes_back_keeps_its_id():
+    """Windows at 0-0.3 s, 1.0-1.3 s and 2.0-2.3 s: B (right) is in all of them, A (left) leaves in the second and
+    comes back in the third. A is the same track before and after (the main one: 8 x 80 against 12 x 50); in the
+    second window it has no face there."""
+    faces = [[(80, 80), (240, 50)] if k < 10 or k >= 20 else [(240, 50)] for k in range(24)]
+    window_faces, _, frames = _window_faces(faces)
+    plans = [[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 22, 23]]
+    (first,), (gone,), (back,) = _run_windows(window_faces, frames, plans, (0,))
+    assert len(window_faces.tracks) == 2  # A's absence starts no new track when A comes back
+    assert first.track_id == back.track_id == gone.track_id == 0 and _centres(first) == _centres(back) == [80] * 4
+    assert first.reliable and back.reliable and gone.status == ['held'] * 4 and not gone.reliable
+    everyone = _run_windows(window_faces, frames, plans, None)  # --all-faces: the tracks present in each window
+    assert [[c.track_id for c in window] for window in everyone] == [[0, 1], [1], [0, 1]]
+
+
+def test_overlapping_windows_and_repeated_frames_share_one_detection_per_frame():
+    """Two overlapping windows with repeats (a protocol's views, a short video): each frame is detected once, a
+    frame in both windows gets the same crop in both, and each window's crops follow its own frame order."""
+    faces = [[(80 + 4 * k, 60)] for k in range(6)]
+    window_faces, detector, frames = _window_faces(faces)
+    (one,), (two,) = _run_windows(window_faces, frames, [[0, 1, 1, 2, 3], [3, 2, 2, 4, 5, 5]], (0,))
+    assert sorted(detector.calls) == list(range(6))
+    assert _centres(one) == [80, 84, 84, 88, 92] and _centres(two) == [92, 88, 88, 96, 100, 100]
+    np.testing.assert_array_equal(one.crops[3], two.crops[1])  # frame 2 in both windows
+    np.testing.assert_array_equal(one.transforms[4], two.transforms[0])  # frame 3 in both windows
+    with pytest.raises(RuntimeError, match='Detect every window before cropping'):
+        window_faces.detect([np.full((120, 320, 3), 9, np.uint8)], [9])

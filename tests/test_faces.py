@@ -117,8 +117,9 @@ def test_yawed_still_gives_centred_crops(detector, tmp_path):
         assert 0.6 < max(x2 - x1, y2 - y1) / (112 / 1.25) < 1.3  # the face fills the crop as the margin says
 
 
-def two_face_frames(detector, count=6):
-    """Two people side by side, faces of about the same size, the larger one alternating frame by frame."""
+def two_face_frames(detector, count=6, sizes=None):
+    """Two people side by side, faces of about the same size, the larger one alternating frame by frame (or per
+    frame the ``(left, right)`` sides of ``sizes``, at most 150)."""
     frames, _ = _video_frames('single_face.mp4', count)
     still = np.asarray(Image.open(media('single_face.jpg')).convert('RGB'))
     sources = []
@@ -129,7 +130,7 @@ def two_face_frames(detector, count=6):
     out = []
     for k in range(count):
         canvas = Image.new('RGB', (320, 160))
-        left, right = (150, 140) if k % 2 else (140, 150)
+        left, right = sizes[k] if sizes else (150, 140) if k % 2 else (140, 150)
         canvas.paste(sources[0].resize((left, left)), (5, 5))
         canvas.paste(sources[1].resize((right, right)), (165, 5))
         out.append(np.asarray(canvas))

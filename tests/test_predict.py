@@ -252,6 +252,54 @@ def test_all_faces_a_row_per_track_and_its_crops_apart(model, two_faces, tmp_pat
     assert code == 1 and 'no face 2 (faces are counted from 0): 2 face track(s) found' in err
 
 
+@pytest.fixture(scope='module')
+def two_faces_swapping(tmp_path_factory):
+    """Two people side by side for 2 s at 10 fps: the left face is the larger one in the first second (pasted at
+    150 px against 110), the right one in the next (150 against 130)."""
+    from logoformer_timm.faces import RetinaFaceDetector
+    from test_faces import two_face_frames
+    frames = two_face_frames(RetinaFaceDetector(), 20, [(150, 110)] * 10 + [(130, 150)] * 10)
+    return write_video(tmp_path_factory.mktemp('swap') / 'swap.mp4', frames)
+
+
+def test_a_track_id_is_the_same_person_in_every_window(model, two_faces_swapping):
+    """Ranked per window, track 0 would be the left face in the first window and the right one in the second; over
+    the video the left face is the main one (median side 140 against 130, both in every frame), so --face 1 follows
+    the right face in both windows, and --all-faces gives tracks 0 (left) and 1 (right) in each."""
+    def right_side(w):
+        return {(b[0] + b[2]) / 2 > 160 for b in w.boxes}
+
+    second = predict_video(two_faces_swapping, model, window=1., face=1)
+    assert [w.track for w in second.windows] == [1, 1]
+    assert all(w.faces_found == [True] * 16 and right_side(w) == {True} for w in second.windows)
+    everyone = predict_video(two_faces_swapping, model, window=1., all_faces=True)
+    assert [(w.start, w.track) for w in everyone.windows] == [(0., 0), (0., 1), (1., 0), (1., 1)]
+    assert [right_side(w) for w in everyone.windows] == [{False}, {True}] * 2
+    assert [w.boxes for w in everyone.windows[1::2]] == [w.boxes for w in second.windows]
+
+
+def test_windows_are_detected_once_then_decoded_again_when_their_frames_do_not_fit(tmp_path):
+    """The detection pass sees every window first; the cropping pass gets the same frames, in each window's order
+    with its repeats, from memory or, past the cache size, from a second decode, with no second detection."""
+    from logoformer_timm.faces import FacePipeline
+    from logoformer_timm.video.decode import probe_video
+    from logoformer_timm.video.faces import WindowFaces, iter_windows
+    path = grey_video(tmp_path / 'grey.mp4', 30)
+    plans = [[0, 5, 5, 9], [8, 9, 20], [29, 0]]
+    for cache_bytes in (0, 2 ** 20):
+        seen = []
+        window_faces = WindowFaces(FacePipeline(lambda f: seen.append(frame_index(f)) or np.zeros((0, 4)), size=8),
+                                   probe_video(path))
+        timing = dict(decode=0., faces=0.)
+        windows = iter_windows(path, plans, window_faces, timing, cache_bytes)
+        got = {n: [frame_index(f) for f in frames] for n, frames in windows}
+        assert got == dict(enumerate(plans)) and sorted(seen) == [0, 5, 8, 9, 20, 29] and timing['decode'] > 0
+        for number, frames in iter_windows(path, plans, window_faces, timing, cache_bytes):
+            (faces,) = window_faces(frames, plans[number])
+            assert faces.track_id is None and len(faces.status) == len(plans[number])
+        assert len(seen) == 6
+
+
 def test_zoo_tag_is_printed_and_one_view_is_worded_as_one(tmp_path, capsys):
     """On c37ee99 the table said 'model: former_dfer' and the note 'its 1 views merged'."""
     path = grey_video(tmp_path / 'v.mp4', 20, size=(32, 32))

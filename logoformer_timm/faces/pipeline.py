@@ -11,6 +11,7 @@ API (stable)::
     detections = pipeline.detect(frames)       # per frame: List[Detection] (box, landmarks, score, geometry)
     tracks = pipeline.track(detections, times) # List[FaceTrack], main face first
     faces = pipeline.crops(frames, tracks, face=1)   # the second face's crops; face=None: centre crops
+    faces = pipeline.track_crops(frames, tracks[1].select(positions), len(tracks), face=1)  # at some frames only
 
 ``times`` are the frames' seconds (non-decreasing); gaps up to ``max_gap`` between two detections of a track are
 interpolated. Without times the frames count as consecutive and every gap inside a track is filled.
@@ -196,8 +197,13 @@ class FacePipeline:
 
     def crops(self, frames: Sequence[np.ndarray], tracks: Sequence[FaceTrack], face: Optional[int] = 0) -> FaceCrops:
         """Crops of track ``face`` (its rank); centre crops when there is no such track (then ``reliable`` is False)."""
-        if face is not None and face < len(tracks):
-            track = tracks[face]
+        track = tracks[face] if face is not None and face < len(tracks) else None
+        return self.track_crops(frames, track, len(tracks), face)
+
+    def track_crops(self, frames: Sequence[np.ndarray], track: Optional[FaceTrack], num_tracks: int,
+                    face: Optional[int] = 0) -> FaceCrops:
+        """Crops of ``track`` over ``frames`` (one per track frame), one of ``num_tracks``; None: centre crops."""
+        if track is not None:
             geometries = [f.geometry for f in track.frames]
             status = [f.status for f in track.frames]
             dets = [f.detection for f in track.frames]
@@ -211,7 +217,7 @@ class FacePipeline:
         return FaceCrops(
             crops, transforms, boxes, [None if d is None else d.landmarks for d in dets],
             [math.nan if d is None else d.score for d in dets], status, [g.mode for g in geometries], track_id,
-            len(tracks), self.min_presence, face)
+            num_tracks, self.min_presence, face)
 
     def __call__(self, frames: Sequence[np.ndarray], times: Optional[Sequence[float]] = None,
                  face: Optional[int] = 0) -> FaceCrops:

@@ -3,7 +3,10 @@
 A window follows one track, so one person, never each frame's largest box. Detections are linked frame to frame
 (in time order) by greedy matching on centre distance and size ratio, gated so that two people side by side never
 link: a detection joins a track when it overlaps the track's last box (IoU >= :data:`MIN_IOU`) or its centre lies
-within :data:`MAX_CENTRE_SHIFT` face sizes of it, and the sizes differ by at most :data:`MAX_SIZE_RATIO`.
+within :data:`MAX_CENTRE_SHIFT` face sizes of it, and the sizes differ by at most :data:`MAX_SIZE_RATIO`. A track is
+matched to its latest box however long ago that was, so a face that leaves and comes back where it was continues
+its track (there is no appearance model: someone else who appears there would too). Over a video the frames are
+all of its sampled frames (every window's), so a track id names the same face for the whole video.
 
 Tracks are ranked by presence x size (the fraction of frames with a detection times the median crop side): track
 0 is the main face. In a track, a frame without a detection between two detections at most ``max_gap`` seconds
@@ -65,6 +68,12 @@ class FaceTrack:
         """Fraction of the frames with a face (detected or interpolated)."""
         return sum(f.has_face for f in self.frames) / len(self.frames)
 
+    def select(self, positions: Sequence[int]) -> 'FaceTrack':
+        """The same track (same id and size) at the frames ``positions`` only: e.g. one window of a video's track."""
+        picked = {p: k for k, p in enumerate(positions)}
+        return FaceTrack(self.id, [self.frames[p] for p in positions], self.size,
+                         {picked[p]: d for p, d in self.detections.items() if p in picked})
+
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
@@ -92,11 +101,10 @@ def link_detections(detections: Sequence[Sequence[Detection]]) -> List[Dict[int,
     """Tracks as ``{frame: detection index}``, linking each frame's detections (frames in time order) greedily,
     lowest cost first, to the tracks' last boxes; a detection left over starts a track."""
     tracks: List[Dict[int, int]] = []
+    last_boxes: List[np.ndarray] = []  # per track, its latest box
     for frame, found in enumerate(detections):
         pairs = []
-        for t, track in enumerate(tracks):
-            last_frame = max(track)
-            last = detections[last_frame][track[last_frame]].box
+        for t, last in enumerate(last_boxes):
             for d, det in enumerate(found):
                 cost = link_cost(last, det.box)
                 if cost is not None:
@@ -105,9 +113,12 @@ def link_detections(detections: Sequence[Sequence[Detection]]) -> List[Dict[int,
         for _, t, d in sorted(pairs):
             if t not in used_tracks and d not in used_dets:
                 tracks[t][frame] = d
+                last_boxes[t] = found[d].box
                 used_tracks.add(t)
                 used_dets.add(d)
-        tracks.extend({frame: d} for d in range(len(found)) if d not in used_dets)
+        new = [d for d in range(len(found)) if d not in used_dets]
+        tracks.extend({frame: d} for d in new)
+        last_boxes.extend(found[d].box for d in new)
     return tracks
 
 

@@ -31,11 +31,11 @@ from ..data import ClipTransform, merge_views, resolve_video_data_config
 from ..layers import check_finite_pixels
 from ..weights.inference import PRECISIONS, precision_of
 from ..weights.loading import check_clip_model, label_names, load_model
-from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, uniform_indices
+from .decode import PathLike, VideoInfo, iter_clips, probe_video, sliding_windows, timed_clips, uniform_indices
 from ..faces.align import ALIGN_MODES, DEFAULT_MARGIN, face_crop_size
 from ..faces.pipeline import DETECTORS, FaceCrops, FacePipeline, NoFaceError, resize_frames
 from .decode import window_indices
-from .faces import Box, FaceDetector, WindowFaces
+from .faces import Box, FaceDetector, WindowFaces, iter_windows
 from .prediction import PREDICTION_SCHEMA, VideoPrediction, WindowPrediction, format_table, format_throughput
 
 __all__ = [
@@ -140,7 +140,7 @@ def load_clip(
         allow_no_face: Crops anyway (centre crops without any face) instead of raising :class:`NoFaceError` when
             the clip has a face in fewer than half of its frames.
         align: ``'roll'``, ``'box'`` or ``'similarity'`` (:mod:`logoformer_timm.faces.align`).
-        face: Which face track (0: the main face by presence x size).
+        face: Which face track of the clip (0: the main face by presence x size).
     """
     info = probe_video(path)
     indices = _clip_plan(info, num_frames, start, end)
@@ -215,13 +215,15 @@ def predict_video(
         window: Window length in seconds for a timeline (default: one clip over the whole video).
         stride: Window step in seconds (default: ``window``).
         top_k: Labels to list per window, most probable first.
-        detector, boxes, margin, detect, align, face: As in :func:`load_clip`.
+        detector, boxes, margin, detect, align: As in :func:`load_clip`.
+        face: Which face track of the video (0: its main face by presence x size; the same face in every window).
         allow_no_face: Classify a window without a reliable face anyway (its track's crops, or centre crops).
         save_crops: New or empty folder to write the crops the model saw (``window_NNN/KK_frameFFFFFF.png``;
             with ``all_faces`` one folder per track: ``window_NNN/track_TT/...``).
         weights: Where the weights came from, recorded in the result.
         batch_size: Clips per forward pass.
-        all_faces: A row per face track and window (``face`` is then ignored).
+        all_faces: A row per face track and window, for the tracks with a face in the window (``face`` is then
+            ignored).
 
     Raises :class:`NoFaceError` when no window has a reliable face (a face in at least half of its frames) and
     ``allow_no_face`` is False.
@@ -273,18 +275,15 @@ def predict_video(
         timing['model'] += time.perf_counter() - tic
 
     try:
-        clips_iter = iter(iter_clips(path, plans))
-        while True:
-            tic = time.perf_counter()
-            number, frames = next(clips_iter, (None, None))
-            timing['decode'] += time.perf_counter() - tic
-            if number is None:
-                break
+        # with faces: every window detected first, so that the tracks (and their ids) are the video's
+        windows = (iter_windows(path, plans, window_faces, timing) if detect else
+                   timed_clips(iter_clips(path, plans), timing))
+        for number, frames in windows:
             tic = time.perf_counter()
             where = f'window {spans[number][0]:.2f}-{spans[number][1]:.2f} s: ' if window is not None else ''
             if detect:
                 found = window_faces(frames, plans[number], None if all_faces else (face,))
-                if all_faces:  # every reliable track, or the main one to report why there is none
+                if all_faces:  # every reliable track present, or one to report why there is none
                     found = [f for f in found if f.reliable] or found[:1]
             timing['faces'] += time.perf_counter() - tic
             for faces in (found if detect else [None]):
@@ -371,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                              'a template')
     faces = parser.add_mutually_exclusive_group()
     faces.add_argument('--face', type=non_negative_int, default=0, metavar='N',
-                       help='follow the N-th face track of each window, by presence x size (default: 0, the main face)')
+                       help='follow face track N of the video, ranked by presence x size (default: 0, the main face)')
     faces.add_argument('--all-faces', action='store_true', help='a row per face track and window')
     parser.add_argument('--no-detect', action='store_true', help='the video already shows face crops: only resize')
     parser.add_argument(

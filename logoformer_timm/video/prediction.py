@@ -67,8 +67,8 @@ PREDICTION_SCHEMA: Dict[str, Any] = {
                     'frame_times': {'type': 'array', 'items': {'type': 'number', 'minimum': 0}},
                     'track': {
                         'type': ['integer', 'null'], 'minimum': 0,
-                        'description': "the face track followed: its rank in the window by presence x size (0: the "
-                                       "main face); null: no face track (or --no-detect)"},
+                        'description': "the face track followed: its id over the whole video, its rank by presence x "
+                                       "size (0: the video's main face); null: no face track (or --no-detect)"},
                     'faces_found': {
                         'type': 'array', 'items': {'type': 'boolean'},
                         'description': 'per sampled frame: the detector found this face there'},
@@ -118,7 +118,7 @@ class WindowPrediction:
     end: float  # seconds
     frame_indices: List[int]  # sampled frame per clip frame (repeats for short videos; several views one after another)
     frame_times: List[float]  # seconds
-    track: Optional[int]  # rank of the face track followed in this window (0: the main face); None: no track
+    track: Optional[int]  # video-wide id of the face track followed (0: the main face); None: no track
     face_status: List[str]  # per sampled frame: 'detected', 'interpolated', 'held' or 'none'
     boxes: List[Optional[Box]]  # per sampled frame: the face box in frame pixels (None without a face track)
     alignment: List[str]  # per sampled frame: 'roll', 'box', 'similarity', 'centre' or 'resize' (--no-detect)
