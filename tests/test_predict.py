@@ -10,11 +10,11 @@ import timm
 import torch
 
 pytest.importorskip('av')
-pytest.importorskip('cv2')
 jsonschema = pytest.importorskip('jsonschema')
 
 from logoformer_timm.video.predict import (  # noqa: E402
-    PREDICTION_SCHEMA, RANDOM_INIT_WARNING, clip_from_frames, load_clip, load_model, main, predict_video)
+    PREDICTION_SCHEMA, RANDOM_INIT_WARNING, NoFaceError, clip_from_frames, load_clip, load_model, main,
+    predict_video)
 from video_helpers import frame_index, grey_video, media, write_video  # noqa: E402
 
 
@@ -36,7 +36,9 @@ def test_prediction_on_a_real_clip(model, single_face):
     (window,) = result.windows
     assert (window.start, window.end) == (0., pytest.approx(2.4))
     assert window.frame_indices == [int((k + .5) * 72 / 16) for k in range(16)]
-    assert window.faces_found == [True] * 16
+    assert window.faces_found == [True] * 16 and window.track == 0 and window.no_face is None
+    assert window.alignment == ['roll'] * 16 and len(window.transforms) == 16
+    assert result.face_pipeline == dict(detector='retinaface', align='roll', crop_size=112, margin=1.25)
     assert list(window.probabilities) == list(model.pretrained_cfg['label_names'])
     assert sum(window.probabilities.values()) == pytest.approx(1., abs=1e-5)
     probs = sorted(window.probabilities.items(), key=lambda kv: -kv[1])[:3]
@@ -53,10 +55,10 @@ def test_probabilities_match_the_model_on_load_clip(model, single_face):
     got = torch.tensor(list(result.windows[0].probabilities.values()))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # the saved crops are what the model saw
-    import cv2
+    from PIL import Image
     files = sorted(os.listdir(crops / 'window_000'))
     assert len(files) == 16 and files[0] == '00_frame000002.png'
-    saved = np.stack([cv2.imread(str(crops / 'window_000' / f))[..., ::-1] for f in files])
+    saved = np.stack([np.asarray(Image.open(crops / 'window_000' / f)) for f in files])
     np.testing.assert_array_equal(torch.from_numpy(saved).permute(3, 0, 1, 2).float() / 255, clip.numpy())
 
 
@@ -121,11 +123,16 @@ def test_cli_no_detect_does_not_claim_faces(tmp_path, capsys):
 def test_cli_no_face(capsys):
     path = media('no_face.mp4')
     code, _, err = _run([path, '--model', 'logoformer_tiny', '--random-init'], capsys)
-    assert code == 1 and 'No face found in any of the 16 sampled frames' in err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert 'No reliable face in any of the 1 window(s)' in err and 'no face found in any of the 16 sampled' in err
     code, out, _ = _run([path, '--model', 'logoformer_tiny', '--random-init', '--allow-no-face', '--json'], capsys)
     data = json.loads(out)
-    assert code == 0 and data['windows'][0]['faces_found'] == [False] * 16
-    assert any('centre crop' in w for w in data['warnings'])
+    jsonschema.validate(data, PREDICTION_SCHEMA)
+    (window,) = data['windows']
+    assert code == 0 and window['faces_found'] == [False] * 16 and window['track'] is None
+    assert window['no_face'] == 'no face found in any of the 16 sampled frames' and window['probabilities']
+    assert window['alignment'] == ['centre'] * 16 and window['boxes'] == [None] * 16
+    assert any('classified anyway (--allow-no-face)' in w for w in data['warnings'])
 
 
 @pytest.mark.parametrize('args, message', [
@@ -188,6 +195,69 @@ def test_load_clip_with_boxes_per_video_frame(tmp_path):
     assert clip.shape == (3, 16, 32, 32) and clip[:, :, 4:-4, 4:-4].min() > 0.9
     with pytest.raises(ValueError, match='one .* per video frame .20 frames.'):
         load_clip(path, boxes=[(30, 10, 70, 50)] * 16)
+    with pytest.raises(NoFaceError, match='a face in only 7 of the 16 sampled frames'):
+        load_clip(path, size=32, boxes=[(30, 10, 70, 50)] * 9 + [None] * 11)
+
+
+def test_a_window_with_a_face_in_fewer_than_half_its_frames_is_not_classified(model, tmp_path, capsys):
+    """Two 2-second windows: the first has the face in 20 of its 20 frames, the second in 9 of 20 (a box given
+    for frames 20-28 only): 7 of its 16 sampled frames, fewer than half."""
+    frame = np.zeros((60, 80, 3), dtype=np.uint8)
+    frame[10:50, 30:70] = 255
+    path = write_video(tmp_path / 'half.mp4', [frame] * 40)  # 10 fps, 4 s
+    boxes = [(30, 10, 70, 50)] * 29 + [None] * 11
+    result = predict_video(path, model, window=2., boxes=boxes, margin=1.)
+    first, second = result.windows
+    assert first.classified and first.no_face is None and first.faces_found == [True] * 16
+    sampled = [int((k + .5) * 20 / 16) for k in range(16)]  # frames 20 + these: 7 are below 29
+    assert sum(s < 9 for s in sampled) == 7 and sum(second.faces_found) == 7
+    assert not second.classified and second.probabilities is None and second.top_k is None
+    assert second.no_face.startswith('a face in only 7 of the 16 sampled frames')
+    data = result.to_dict()
+    jsonschema.validate(data, PREDICTION_SCHEMA)
+    assert data['windows'][1]['probabilities'] is None and data['windows'][1]['no_face'] == second.no_face
+    assert 'the face boxes come without landmarks' in ' '.join(result.warnings)
+    allowed = predict_video(path, model, window=2., boxes=boxes, margin=1., allow_no_face=True)
+    assert allowed.windows[1].classified and allowed.windows[1].no_face == second.no_face
+    with pytest.raises(NoFaceError, match='No reliable face in any of the 2 window'):
+        predict_video(path, model, window=2., boxes=[None] * 34 + [(30, 10, 70, 50)] * 6)
+
+
+@pytest.fixture(scope='module')
+def two_faces(tmp_path_factory):
+    """A video of two people side by side (test_faces.two_face_frames), 8 frames at 10 fps."""
+    from logoformer_timm.faces import RetinaFaceDetector
+    from test_faces import two_face_frames
+    return write_video(tmp_path_factory.mktemp('two') / 'two.mp4', two_face_frames(RetinaFaceDetector(), 8))
+
+
+def test_all_faces_a_row_per_track_and_its_crops_apart(model, two_faces, tmp_path, capsys):
+    crops = tmp_path / 'crops'
+    code, out, _ = _run([two_faces, '--model', 'logoformer_tiny', '--random-init', '--json', '--all-faces',
+                         '--save-crops', crops], capsys)
+    data = json.loads(out)
+    jsonschema.validate(data, PREDICTION_SCHEMA)
+    assert code == 0 and [w['track'] for w in data['windows']] == [0, 1]
+    for w in data['windows']:
+        assert w['faces_found'] == [True] * 16 and w['probabilities']
+        centres = {(b[0] + b[2]) / 2 < 160 for b in w['boxes']}
+        assert len(centres) == 1  # one side of the frame: one person
+    assert {(w['boxes'][0][0] + w['boxes'][0][2]) / 2 < 160 for w in data['windows']} == {True, False}
+    assert sorted(os.listdir(crops / 'window_000')) == ['track_00', 'track_01']
+    assert len(os.listdir(crops / 'window_000' / 'track_01')) == 16
+    code, out, _ = _run([two_faces, '--model', 'logoformer_tiny', '--random-init', '--json', '--face', '1'], capsys)
+    (second,) = json.loads(out)['windows']
+    assert code == 0 and second['track'] == 1 and second['boxes'] == data['windows'][1]['boxes']
+    code, _, err = _run([two_faces, '--model', 'logoformer_tiny', '--random-init', '--face', '2'], capsys)
+    assert code == 1 and 'no face 2 (faces are counted from 0): 2 face track(s) found' in err
+
+
+def test_zoo_tag_is_printed_and_one_view_is_worded_as_one(tmp_path, capsys):
+    """On c37ee99 the table said 'model: former_dfer' and the note 'its 1 views merged'."""
+    path = grey_video(tmp_path / 'v.mp4', 20, size=(32, 32))
+    code, out, _ = _run([path, '--model', 'former_dfer.dfew_fold1', '--random-init', '--no-detect'], capsys)
+    assert code == 0 and 'model: former_dfer.dfew_fold1 (random-init)' in out, out
+    assert 'its one view used as the authors' in out and '1 views' not in out
 
 
 def test_verbose_prints_throughput_and_time_shares(capsys):
@@ -221,6 +291,15 @@ def test_load_model_precision_bf16_predicts_like_fp32(model, single_face):
     assert result.model == 'logoformer_tiny'
 
 
+def test_haar_is_an_option_boxes_only(model):
+    pytest.importorskip('cv2')
+    result = predict_video(media('single_face.mp4'), model, detector='haar')
+    (window,) = result.windows
+    assert result.face_pipeline['detector'] == 'haar' and window.alignment == ['box'] * 16
+    assert 'the face boxes come without landmarks (16 sampled frames)' in ' '.join(result.warnings)
+    assert window.faces_found == [True] * 16 and window.classified
+
+
 def test_precision_bf16_agrees_with_fp32_on_a_fixed_clip():
     """--precision bf16 (weights cast to bfloat16) on the face crops of single_face.mp4, logoformer_base with seed-0
     weights at 16x112: the agreement stated in logoformer_timm/weights/inference.py (measured 5.9e-3 on the logits,
@@ -244,3 +323,31 @@ def test_cli_fp16_on_a_cpu_without_it_is_a_user_error(capsys):
     code, _, err = _run([media('single_face.mp4'), '--model', 'logoformer_tiny', '--random-init', '--precision',
                          'fp16'], capsys)
     assert code == 1 and 'fp16 on this CPU would be emulated' in err and len(err.strip().splitlines()) == 1
+
+
+def test_implausible_landmarks_fall_back_to_the_box_and_the_result_says_so(model, tmp_path):
+    """A detector giving profile landmarks (the nose left of both eyes) in every other frame."""
+    from types import SimpleNamespace
+    frame = np.zeros((60, 80, 3), dtype=np.uint8)
+    frame[10:50, 20:60] = 255
+    path = write_video(tmp_path / 'face.mp4', [frame] * 16)
+    frontal = np.array([[30., 24.], [50., 24.], [40., 32.], [32., 42.], [48., 42.]])
+    profile = frontal.copy()
+    profile[2, 0] = 24.
+    calls = []
+
+    def detector(image):
+        calls.append(1)
+        points = profile if len(calls) % 2 else frontal
+        return SimpleNamespace(boxes=np.array([[20., 10., 60., 50.]]), landmarks=points[None], scores=np.array([.9]))
+
+    result = predict_video(path, model, detector=detector, margin=1.)
+    (window,) = result.windows
+    assert window.faces_found == [True] * 16 and window.classified
+    assert window.alignment == ['box', 'roll'] * 8
+    assert any('implausible landmarks (a profile?) in 8 of 16 sampled frames: aligned by the box there' in w
+               for w in result.warnings)
+    calls.clear()
+    quiet = predict_video(path, model, detector=detector, align='box')  # asked for: nothing to report
+    assert quiet.windows[0].alignment == ['box'] * 16 and not any('implausible' in w for w in quiet.warnings)
+    assert not any('without landmarks' in w for w in result.warnings + quiet.warnings)

@@ -8,8 +8,8 @@ side in frame pixels and its roll angle. The frame-to-crop matrix follows from i
   box, side = the box's longer side x ``margin``. Rotating in the image plane keeps the face's shape, as MAFW's
   "matrix rotation" does.
 - ``'box'``: no rotation, the box's centre and longer side x ``margin`` (the geometry of the Haar pipeline).
-- ``'similarity'``: the least-squares similarity of the 5 landmarks to :data:`SIMILARITY_TEMPLATE`; distorts
-  profile faces more than a roll does.
+- ``'similarity'``: the least-squares similarity of the 5 landmarks to :data:`SIMILARITY_TEMPLATE` (a tighter
+  crop: the whole face fills it); distorts profile faces more than a roll does.
 
 Landmarks that cannot be a face seen from the front or a moderate angle (:func:`plausible_landmarks`: a profile,
 a landmark far outside the box) make that frame fall back to ``'box'``, and its ``mode`` says so.
@@ -36,7 +36,9 @@ ALIGN_MODES = ('roll', 'box', 'similarity')
 DEFAULT_MARGIN = 1.25
 MAX_ROLL_DEGREES = 45.  # a roll beyond this is more likely wrong landmarks than a tilted head: clamp
 # Fractions of the crop side: OpenFace 2's -simalign 5 points at its scale 0.7 (eyes, nose, mouth corners; image
-# left first), the mean shape the MAE-DFER authors name for clips without official crops; at DEFAULT_MARGIN.
+# left first), the tool the MAE-DFER authors name for clips without official crops. The whole face fills the crop:
+# on single_face.mp4 its side is about 0.6 of the roll crop's at DEFAULT_MARGIN. Used as is at DEFAULT_MARGIN; another
+# margin scales the crop side by margin / DEFAULT_MARGIN.
 SIMILARITY_TEMPLATE = np.array([
     [32.95, 29.20], [78.95, 28.86], [56.86, 50.11], [35.76, 76.03], [76.16, 75.66]]) / 112.
 
@@ -167,7 +169,8 @@ def warp_crop(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     corners = transform_points(inverse, np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64))
     height, width = frame.shape[:2]
     left, top = (max(0, int(math.floor(v)) - 1) for v in corners.min(0))
-    right, bottom = min(width, int(math.ceil(corners[:, 0].max())) + 1), min(height, int(math.ceil(corners[:, 1].max())) + 1)
+    right = min(width, int(math.ceil(corners[:, 0].max())) + 1)
+    bottom = min(height, int(math.ceil(corners[:, 1].max())) + 1)
     if right <= left or bottom <= top:  # the crop lies wholly outside the frame
         return np.zeros((size, size, 3), dtype=np.uint8)
     region = Image.fromarray(np.ascontiguousarray(frame[top:bottom, left:right]))

@@ -91,8 +91,10 @@ class FaceCrops:
             return None
         n = len(self.status)
         if self.track_id is None:
-            if self.num_tracks:
+            if self.num_tracks and self.face is not None:
                 return f'no face {self.face} (faces are counted from 0): {self.num_tracks} face track(s) found'
+            if self.num_tracks:
+                return 'centre crops asked for (face=None)'
             return f'no face found in any of the {n} sampled frames'
         faces = sum(s in ('detected', 'interpolated') for s in self.status)
         return (f'a face in only {faces} of the {n} sampled frames, fewer than {self.min_presence:.0%} '

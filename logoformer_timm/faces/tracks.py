@@ -12,6 +12,7 @@ frame holds the nearest detection's geometry: ``'held'`` (a crop is still made, 
 Smoothing averages each frame's geometry with its neighbours' (weights 1/4, 1/2, 1/4) where they are faces of the
 same alignment mode within ``max_gap``.
 """
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -26,7 +27,6 @@ __all__ = ['MIN_IOU', 'MAX_CENTRE_SHIFT', 'MAX_SIZE_RATIO', 'Detection', 'TrackF
 MIN_IOU = 0.3
 MAX_CENTRE_SHIFT = 0.5  # centre distance / mean face size
 MAX_SIZE_RATIO = 1.5
-STATUSES = ('detected', 'interpolated', 'held')
 
 
 @dataclass
@@ -124,9 +124,9 @@ def _fill(known: Dict[int, np.ndarray], times: np.ndarray, max_gap: Optional[flo
         if i in known:
             out.append(('detected', known[i], i))
             continue
-        before = [k for k in frames if k < i]
-        after = [k for k in frames if k > i]
-        nearest = min(frames, key=lambda k: (abs(times[k] - times[i]), k))
+        pos = bisect.bisect_left(frames, i)  # the known frames around i: frames[pos - 1] < i < frames[pos]
+        before, after = frames[max(pos - 1, 0):pos], frames[pos:pos + 1]
+        nearest = min(before + after, key=lambda k: (abs(times[k] - times[i]), k))  # times are non-decreasing
         if before and after:
             k0, k1 = before[-1], after[0]
             span = times[k1] - times[k0]

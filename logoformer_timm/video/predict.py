@@ -42,6 +42,9 @@ __all__ = [
 
 MAX_MARGIN = 10.  # crop side / face box side; more is the whole frame for any face worth classifying
 RANDOM_INIT_WARNING = 'The model is randomly initialised (--random-init): these predictions are meaningless.'
+NO_FACE_ADVICE = ('Check that the video shows a face, pass your own boxes or detector, use --no-detect if the frames '
+                  'already are face crops, or --allow-no-face to classify the crops anyway.')
+
 
 def _clip_tensor(crops: np.ndarray) -> torch.Tensor:
     """``(T, H, W, 3)`` uint8 crops to a float ``(C, T, H, W)`` clip in [0, 1]."""
@@ -82,7 +85,7 @@ def _protocol_plan(info: VideoInfo, protocol, start: float, end: float) -> List[
 
 def _protocol_note(protocol, detect: bool) -> str:
     """One line: what a prediction by a zoo tag's protocol does differently from its authors' evaluation, and why."""
-    views = (f'its one view used' if protocol.num_views == 1 else
+    views = ('its one view used' if protocol.num_views == 1 else
              f'its {protocol.num_views} views merged ({protocol.merge.replace("_", " ")})')
     done = f'{protocol.name}: each window\'s frames are sampled and {views} as the authors\' evaluation does'
     if detect:
@@ -92,14 +95,14 @@ def _protocol_note(protocol, detect: bool) -> str:
                    'by the video codec)')
 
 
-def _face_notes(faces: FaceCrops, where: str) -> List[str]:
+def _face_notes(faces: FaceCrops, align: str, where: str) -> List[str]:
     """Per-window warnings: frames without the face, frames whose landmarks fell back to the box."""
     notes, n = [], len(faces.status)
     held = faces.status.count('held')
     if faces.reliable and held:
         notes.append(f'{where}no face in {held} of {n} sampled frames: the nearest detection\'s crop is used there.')
-    fallback = sum(a == 'box' and s == 'detected' and p is not None
-                   for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
+    fallback = 0 if align == 'box' else sum(a == 'box' and s == 'detected' and p is not None
+                                            for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
     if fallback:
         notes.append(f'{where}implausible landmarks (a profile?) in {fallback} of {n} sampled frames: aligned by the '
                      f'box there.')
@@ -147,10 +150,6 @@ def load_clip(
     if not faces.reliable and not allow_no_face:
         raise NoFaceError(f'No reliable face in the clip: {faces.reason}. {NO_FACE_ADVICE}')
     return _clip_tensor(faces.crops)
-
-
-NO_FACE_ADVICE = ('Check that the video shows a face, pass your own boxes or detector, use --no-detect if the frames '
-                  'already are face crops, or --allow-no-face to classify the crops anyway.')
 
 
 def check_save_crops(directory: Optional[str]) -> None:
@@ -252,12 +251,11 @@ def predict_video(
     crop_size = face_crop_size(getattr(model, 'pretrained_cfg', None), tuple(model.img_size))
     pipeline = FacePipeline(detector, align, size=crop_size, margin=margin, device=str(device)) if detect else None
     window_faces = WindowFaces(pipeline, info, boxes) if detect else None
-    if detect and (boxes is not None or not pipeline.batched):
-        notes.append('the face boxes come without landmarks: every crop is aligned by its box.')
     was_training = model.training
     model.eval()
 
     rows, probs_by_row, pending = [], {}, []  # rows: (window, faces or None, reason)
+    boxes_only = 0  # detected frames without landmarks
     timing = dict(decode=0., faces=0., model=0.)
     started = time.perf_counter()
 
@@ -291,7 +289,8 @@ def predict_video(
                 reason = None if faces is None or faces.reliable else faces.reason
                 rows.append((number, faces, reason))
                 if faces is not None:
-                    notes.extend(_face_notes(faces, where))
+                    notes.extend(_face_notes(faces, align, where))
+                    boxes_only += sum(s == 'detected' and p is None for s, p in zip(faces.status, faces.landmarks))
                 if reason is not None and not allow_no_face:
                     continue
                 if reason is not None:
@@ -322,6 +321,9 @@ def predict_video(
     order = sorted(range(len(rows)), key=lambda k: (rows[k][0], k))  # windows complete out of order
     results = [_row(*spans[rows[k][0]], plans[rows[k][0]], info, rows[k][1], probs_by_row.get(k), labels, top_k,
                     rows[k][2]) for k in order]
+    if boxes_only and align != 'box':
+        notes.append(f'the face boxes come without landmarks ({boxes_only} sampled frames): those crops are aligned '
+                     f'by the box, not by the eyes.')
     if weights == 'random-init':
         notes.insert(0, RANDOM_INIT_WARNING)
     cfg = getattr(model, 'pretrained_cfg', {}) or {}

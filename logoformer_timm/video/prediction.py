@@ -201,5 +201,5 @@ def format_throughput(result: VideoPrediction) -> str:
         ('decoding', t['decode']), ('face detection and cropping', t['faces']), ('model', t['model']),
         ('other', other)))
     n = len(result.windows)
-    return (f'throughput: {n / total:.2f} clips/s ({n} clip{"s" * (n != 1)} in {total:.2f} s); {shares}; '
+    return (f'throughput: {n / total:.3g} clips/s ({n} clip{"s" * (n != 1)} in {total:.2f} s); {shares}; '
             f'first model batch {t.get("first_batch", 0.):.2f} s')
