@@ -343,8 +343,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f'line in the crop. Centre offset: distance of the face\'s centre (the ruler\'s RetinaFace box centre) from '
         f'the crop centre over the crop side; off centre: frames where it exceeds {OFF_CENTRE:.0%}. The panned '
         'still moves exactly 8 px per frame, so its jitter is the crops\' own; on the clips the ruler is itself a '
-        'detection, so raw crops of the same detections follow its noise. Detector NME: RetinaFace\'s own landmarks on the modified frame against the ruler, '
-        'over the inter-ocular distance.\n')
+        'detection, so raw crops of the same detections follow its noise. Detector NME: RetinaFace\'s own '
+        'landmarks on the modified frame against the ruler, over the inter-ocular distance.\n')
     add('## Detection and crops\n')
     add('| clip | detector | align | frames | detection rate | jitter raw | jitter smoothed | invariance mean (p90) '
         '| eye line deg | centre offset | off centre | detector NME | reliable |')

@@ -17,9 +17,11 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from ..layers.attention import rearrange  # einops, one node under torch.fx tracing
 
-__all__ = ['RetinaFace', 'checkpoint_filter_fn', 'load_retinaface', 'normalize_frames', 'fuse_batchnorm', 'WEIGHTS_PATH', 'BGR_MEAN']
+__all__ = ['RetinaFace', 'checkpoint_filter_fn', 'load_retinaface', 'normalize_frames', 'fuse_batchnorm',
+           'WEIGHTS_PATH', 'BGR_MEAN']
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / 'weights' / 'retinaface_mobilenet0.25.safetensors'
 BGR_MEAN = (104., 117., 123.)  # subtracted from B, G, R as in the authors' training and test code
