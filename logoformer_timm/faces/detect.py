@@ -193,6 +193,7 @@ class RetinaFaceDetector:
                     out[i] = det
         return out
 
+    @torch.inference_mode()
     def detect_batch(self, frames: torch.Tensor) -> List[FaceDetections]:
         """Faces in ``(n, H, W, 3)`` uint8 RGB frames of one size."""
         height, width = frames.shape[1:3]
