@@ -3,6 +3,7 @@ kill, torchrun (gloo) against single-process evaluation, DFEW-style folds, metri
 import json
 import logging
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -416,6 +417,21 @@ def test_a_redirected_log_gets_lines_not_progress_bars(tiny_data, tmp_path):
     assert train.stderr == evaluation.stderr == ''
     assert [line.split('  ')[0] for line in train.stdout.splitlines() if line.startswith('epoch')] == [
         'epoch 1/2', 'epoch 2/2']
+
+
+@pytest.mark.parametrize('preset, spin_count', [(None, '0'), ('ACTIVE', '30000000000')], ids=['default', 'user-set'])
+def test_the_commands_openmp_threads_sleep_instead_of_spinning(preset, spin_count):
+    # GNU OpenMP's threads spin ~3 ms at every barrier by default; beside 4 busy processes on 2 cores the spinning
+    # made the training demo's epochs 75x slower (benchmarks/results/under_load.md). A value the user set wins.
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    env.update(PYTHONPATH=str(REPO), OMP_DISPLAY_ENV='VERBOSE', **({'OMP_WAIT_POLICY': preset} if preset else {}))
+    shown = subprocess.run([sys.executable, '-m', 'logoformer_timm.dfer.train', '--help'], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    spin = re.search(r"GOMP_SPINCOUNT = '(\d+)'", shown.stderr)  # printed by GNU OpenMP when it loads
+    if spin is None:
+        pytest.skip('torch does not use GNU OpenMP here')
+    assert spin.group(1) == spin_count
 
 
 def _one_error_line(capsys):
