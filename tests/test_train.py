@@ -271,6 +271,13 @@ def test_eval_of_a_bare_file_keeps_its_class_count(tiny_data, four_class_weights
     assert len(json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['per_class']) == 4
 
 
+def test_eval_names_the_protocol_changes_once(tiny_data, four_class_weights, tmp_path, capsys):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / 'folder'))
+    assert eval_cli.main(args) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "(protocol logoformer; this project's protocol for LOGO-Former, changed: size=16x16, num_segments=2)" in line
+
+
 def test_eval_refuses_an_untrained_model(tiny_data, tmp_path, capsys):
     assert eval_cli.main(_eval_args(tiny_data, tmp_path / 'eval', '--model', 'logoformer_tiny')) == 2
     assert 'evaluating an untrained model measures nothing' in capsys.readouterr().err
