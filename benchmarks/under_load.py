@@ -163,7 +163,7 @@ def _load(run: Optional[Dict[str, Any]]) -> str:
 def _epochs(run: Optional[Dict[str, Any]]) -> str:
     """How many epochs ran and their median seconds."""
     if not run or not run.get('epochs'):
-        return '-'
+        return 'none finished' if run and not run['finished'] and 'epochs' in run else '-'
     times = sorted(run['epochs'])
     return f'{len(times)}, median {times[len(times) // 2]:.1f} s'
 
