@@ -5,9 +5,9 @@ The demo's commands are read from docs/training.md and run as written (``logofor
 ``python -m logoformer_timm.dfer.train``), first on the machine as it is ("quiet"), then beside ``--competing``
 processes that each keep a core busy (``while True: pass``, stopped at the end and after ``--limit`` seconds in any
 case). A process that gets its fair share of the CPUs takes quiet time x (1 + competing / cores) loaded; the table
-gives that fair share and the loaded / fair ratio. ``--unfixed`` adds a loaded run with GNU OpenMP's own spinning
+gives that fair share and the loaded / fair ratio. ``--unfixed`` adds the demo with GNU OpenMP's own spinning
 (``GOMP_SPINCOUNT=300000``, its default when ``OMP_WAIT_POLICY`` is unset: the commands before they set it to
-``PASSIVE``), bounded by ``--limit``. ``--suite PATH ...`` times those test files (``python -m pytest -q``) the same
+``PASSIVE``), quiet and loaded: what the fix costs and gains. Every job is bounded by ``--limit``. ``--suite PATH ...`` times those test files (``python -m pytest -q``) the same
 way. Load averages are recorded before and after every run: a quiet run on a busy machine is not quiet.
 """
 import argparse
@@ -118,15 +118,16 @@ def suite_job(paths: Sequence[str], limit: float) -> Dict[str, Any]:
 def measure(args: argparse.Namespace) -> Dict[str, Any]:
     """Every job quiet, then every job beside ``args.competing`` busy processes (all started once)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    jobs = [('demo (generate + train)', lambda env=None: demo_job(args.limit, env))]
+    jobs = [('demo (generate + train)', lambda: demo_job(args.limit))]
     if args.suite:
-        jobs.append((f'pytest -q {" ".join(args.suite)}', lambda env=None: suite_job(args.suite, args.limit)))
+        jobs.append((f'pytest -q {" ".join(args.suite)}', lambda: suite_job(args.suite, args.limit)))
+    if args.unfixed:
+        spin = ' '.join(f'{k}={v}' for k, v in UNFIXED_ENV.items())
+        jobs.append((f'demo, unfixed ({spin})', lambda: demo_job(args.limit, UNFIXED_ENV)))
     quiet = {name: job() for name, job in jobs}
-    budget = args.limit * (len(jobs) + args.unfixed) + 60
-    busy = busy_processes(args.competing, budget)
+    busy = busy_processes(args.competing, args.limit * len(jobs) + 60)
     try:
         loaded = {name: job() for name, job in jobs}
-        unfixed = jobs[0][1](UNFIXED_ENV) if args.unfixed else None
     finally:
         stop(busy)
     rows = []
@@ -134,12 +135,7 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
         q, l = quiet[name], loaded[name]
         fair = q['seconds'] * (1 + args.competing / cores)
         rows.append(dict(job=name, quiet=q, loaded=l, fair_share=round(fair, 1),
-                         ratio=round(l['seconds'] / fair, 2) if l['finished'] else None))
-    if unfixed is not None:
-        fair = rows[0]['fair_share']
-        rows.append(dict(job=f'demo, unfixed ({" ".join(f"{k}={v}" for k, v in UNFIXED_ENV.items())})',
-                         quiet=None, loaded=unfixed, fair_share=fair,
-                         ratio=round(unfixed['seconds'] / fair, 2) if unfixed['finished'] else None))
+                         ratio=round(l['seconds'] / fair, 2) if q['finished'] and l['finished'] else None))
     return dict(command=shlex.join(['python', 'benchmarks/under_load.py', *sys.argv[1:]]), cpu=cpu_name(), cores=cores,
                 competing=args.competing, limit=args.limit, python=platform.python_version(),
                 demo=[shlex.join(['python' if a == sys.executable else a for a in argv]) for argv in demo_commands()],
@@ -193,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--competing', type=int, default=4, help='busy processes beside the loaded runs')
     parser.add_argument('--limit', type=float, default=600, help='seconds a job may take before it counts as unfinished')
     parser.add_argument('--suite', nargs='*', default=[], metavar='PATH', help='test files to time the same way')
-    parser.add_argument('--unfixed', action='store_true', help="add a loaded demo run with GNU OpenMP's default spinning")
+    parser.add_argument('--unfixed', action='store_true', help="add the demo with GNU OpenMP's default spinning, quiet and loaded")
     parser.add_argument('--note', default='', help='a line on the machine, written above the table')
     parser.add_argument('--output', default=str(REPO / 'benchmarks' / 'results' / 'under_load'),
                         help='writes OUTPUT.md and OUTPUT.json')

@@ -448,10 +448,10 @@ def test_under_load_script_runs_the_docs_demo_beside_busy_processes_and_stops_th
         started.extend(real_busy(n, limit))
         return started
 
-    def timed(argvs, cwd, limit, env=None):  # quiet 10 s; loaded: 25 s, or unfinished with the unfixed spinning
+    def timed(argvs, cwd, limit, env=None):  # quiet 10 s; loaded 25 s, unfinished with the unfixed spinning
         alive = sum(p.poll() is None for p in started)
         seen.append(alive)
-        unfinished = bool(env)
+        unfinished = bool(env) and alive > 0
         return dict(load_before=[1.0, 1.0, 1.0], load_after=[2.0, 2.0, 2.0], times=[10.0 if not alive else 25.0],
                     finished=not unfinished, seconds=limit if unfinished else 10.0 if not alive else 25.0,
                     epochs=[0.5, 0.7, 0.6])
@@ -461,10 +461,11 @@ def test_under_load_script_runs_the_docs_demo_beside_busy_processes_and_stops_th
     out = tmp_path / 'under_load'
     assert under_load.main(['--competing', '2', '--limit', '60', '--unfixed', '--output', str(out)]) == 0
     cores = len(os.sched_getaffinity(0))
-    assert seen == [0, 2, 2] and all(p.poll() is not None for p in started)
+    assert seen == [0, 0, 2, 2] and all(p.poll() is not None for p in started)
     result = json.loads((tmp_path / 'under_load.json').read_text())
     demo, unfixed = result['rows']
     assert demo['fair_share'] == round(10.0 * (1 + 2 / cores), 1) and demo['ratio'] == round(25.0 / demo['fair_share'], 2)
-    assert unfixed['ratio'] is None and result['cpu'] and result['cores'] == cores
+    assert unfixed['quiet']['finished'] and not unfixed['loaded']['finished'] and unfixed['ratio'] is None
+    assert result['cpu'] and result['cores'] == cores
     text = (tmp_path / 'under_load.md').read_text()
     assert 'not finished after 60 s' in text and '3, median 0.6 s' in text
