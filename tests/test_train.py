@@ -429,7 +429,7 @@ def test_a_redirected_log_gets_lines_not_progress_bars(tiny_data, tmp_path):
 @pytest.mark.parametrize('preset, spin_count', [(None, '0'), ('ACTIVE', '30000000000')], ids=['default', 'user-set'])
 def test_the_commands_openmp_threads_sleep_instead_of_spinning(preset, spin_count):
     # GNU OpenMP's threads spin ~3 ms at every barrier by default; beside 4 busy processes on 2 cores the spinning
-    # made the training demo's epochs 75x slower (benchmarks/results/under_load.md). A value the user set wins.
+    # stalled the training demo's epochs for minutes (benchmarks/results/under_load.md). A value the user set wins.
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
     env.update(PYTHONPATH=str(REPO), OMP_DISPLAY_ENV='VERBOSE', **({'OMP_WAIT_POLICY': preset} if preset else {}))
     shown = subprocess.run([sys.executable, '-m', 'logoformer_timm.dfer.train', '--help'], capture_output=True,
