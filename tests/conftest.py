@@ -4,10 +4,9 @@ import os
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
+import logoformer_timm  # noqa: E402,F401  (registers the models; first, so that torch's OpenMP threads do not spin)
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import logoformer_timm  # noqa: E402,F401  (registers the models)
 
 
 @pytest.fixture(autouse=True)

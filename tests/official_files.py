@@ -1,8 +1,14 @@
 """Official DFER checkpoint files rebuilt from the recordings of ``tests/data/*_official.json``, in the exact
-container each official training script writes (used by the model tests, the command tests and the docs' blocks)."""
+container each official training script writes (used by the model tests, the command tests and the docs' blocks).
+
+Also a tool for trying the zoo without the authors' downloads (docs/zoo.md, "Try the zoo offline"), from a clone
+with the ``test`` extra: ``python tests/official_files.py former_dfer --output zoo_files`` writes
+``zoo_files/former_dfer_dfew.pth``, a file of the DFEW tags' format and shapes whose weights are filler values
+(every command runs on it; its predictions mean nothing)."""
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -174,3 +180,39 @@ def write_s2d_landmark_file(path) -> Path:
     recorded MobileFaceNet weights at ``path``."""
     torch.save({'state_dict': fill_state_dict(S2D_RECORD['landmark_state_dict'])}, path)
     return Path(path)
+
+
+def write_s2d_files(path) -> Path:
+    """S2D's DFEW file at ``path`` and, beside it, its landmark file under the authors' name."""
+    write_s2d_landmark_file(Path(path).parent / 'mobilefacenet_model_best.pth.tar')
+    return write_s2d_file(path, 'dfew')
+
+
+WRITERS = {  # model -> the writer of its DFEW file (any dfew_fold tag: the folds share one architecture)
+    'former_dfer': write_former_dfer_file,
+    'mae_dfer': write_mae_dfer_file,
+    'dfer_clip': write_dfer_clip_file,
+    's2d': write_s2d_files,  # and mobilefacenet_model_best.pth.tar, its --landmark-checkpoint
+}
+
+
+def main(argv=None) -> int:
+    """Write the chosen models' files in their authors' formats to ``--output``."""
+    parser = argparse.ArgumentParser(
+        prog='python tests/official_files.py',
+        description="Write DFER zoo checkpoint files in their authors' formats (the DFEW tags' architecture), with "
+                    "filler weights, to try the zoo's commands offline. The predictions of these files mean nothing.")
+    parser.add_argument('models', nargs='+', choices=sorted(WRITERS), metavar='MODEL',
+                        help=f'one or more of {", ".join(sorted(WRITERS))}')
+    parser.add_argument('--output', required=True, help='folder to write MODEL_dfew.pth into (made if missing)')
+    args = parser.parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
+    for name in args.models:
+        path = WRITERS[name](Path(args.output) / f'{name}_dfew.pth')
+        extra = ' (with --landmark-checkpoint mobilefacenet_model_best.pth.tar beside it)' if name == 's2d' else ''
+        print(f'{path}: {name}.dfew_fold1 ... dfew_fold5 format, filler weights{extra}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

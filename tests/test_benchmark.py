@@ -421,3 +421,51 @@ def test_bf16_cpu_script_times_the_three_precisions_and_finds_no_broadcast_weigh
     assert 0 < result['rows'][1]['max_abs_logit_diff_vs_float32'] < 0.05
     assert 'avx512_bf16' in result['cpu'] and 'amx_bf16' in result['cpu']  # each extension is named, had or not
     assert '| logoformer_tiny | 16x112x112 | 7.17 | bfloat16 | eager |' in (tmp_path / 'r.md').read_text()
+
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / 'benchmarks' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_under_load_script_runs_the_docs_demo_beside_busy_processes_and_stops_them(tmp_path, monkeypatch):
+    """benchmarks/under_load.py: the demo commands of docs/training.md as written, quiet then loaded, fair share
+    = quiet x (1 + competing / cores), every busy process stopped; an unfinished run is reported as such."""
+    import os
+    under_load = _script('under_load')
+    generate, train = under_load.demo_commands()
+    assert generate[1:4] == ['-m', 'logoformer_timm.dfer.synthetic', '--output']
+    assert train[1:3] == ['-m', 'logoformer_timm.dfer.train'] and train[-2:] == ['--seed', '0']
+    assert under_load.epoch_times('epoch 1/16  loss 1.5  val UAR 53.33  WAR 53.33  (1.6s)\nepoch 2/16  x  (12.0s)\n') \
+        == [1.6, 12.0]
+    started, seen = [], []
+    real_busy = under_load.busy_processes
+
+    def busy(n, limit):
+        started.extend(real_busy(n, limit))
+        return started
+
+    def timed(argvs, cwd, limit, env=None):  # quiet 10 s; loaded 25 s, unfinished with the unfixed spinning
+        alive = sum(p.poll() is None for p in started)
+        seen.append(alive)
+        unfinished = bool(env) and alive > 0
+        return dict(load_before=[1.0, 1.0, 1.0], load_after=[2.0, 2.0, 2.0], times=[10.0 if not alive else 25.0],
+                    finished=not unfinished, seconds=limit if unfinished else 10.0 if not alive else 25.0,
+                    epochs=[0.5, 0.7, 0.6])
+
+    monkeypatch.setattr(under_load, 'busy_processes', busy)
+    monkeypatch.setattr(under_load, 'timed', timed)
+    out = tmp_path / 'under_load'
+    assert under_load.main(['--competing', '2', '--limit', '60', '--unfixed', '--output', str(out)]) == 0
+    cores = len(os.sched_getaffinity(0))
+    assert seen == [0, 0, 2, 2] and all(p.poll() is not None for p in started)
+    result = json.loads((tmp_path / 'under_load.json').read_text())
+    demo, unfixed = result['rows']
+    assert demo['fair_share'] == round(10.0 * (1 + 2 / cores), 1) and demo['ratio'] == round(25.0 / demo['fair_share'], 2)
+    assert unfixed['quiet']['finished'] and not unfixed['loaded']['finished'] and unfixed['ratio'] is None
+    assert result['cpu'] and result['cores'] == cores
+    text = (tmp_path / 'under_load.md').read_text()
+    assert 'not finished after 60 s' in text and '3, median 0.6 s' in text

@@ -16,6 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from logoformer_timm.weights import hub as hub_cli
 from logoformer_timm.weights import manifest
 from logoformer_timm.weights.card import MetricsFileError, model_card, validate_eval_metrics
 from logoformer_timm.weights.publish import REPO_FILES, HubFolderError, export_folder
@@ -130,6 +131,17 @@ def test_hub_module_is_the_logoformer_hub_command():
                           text=True)
     assert proc.returncode == 0 and 'usage: logoformer-hub push' in proc.stdout and '--repo-id' in proc.stdout
 
+
+
+def test_hub_help_speaks_of_the_zoo_too(capsys):
+    # the help used to speak of LOGO-Former weights only, though docs/zoo.md exports the zoo's files with it
+    for argv in (['--help'], ['export', '--help']):
+        with pytest.raises(SystemExit):
+            hub_cli.main(argv)
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'publish the weights of LOGO-Former and of the DFER zoo (Former-DFER, MAE-DFER, DFER-CLIP)' in text
+    assert "export Turn a training checkpoint or a zoo model's file into" in text
+    assert 'a zoo tag such as former_dfer.dfew_fold1' in text
 
 @pytest.mark.parametrize('train_dataset, statement', [
     (None, 'these weights were not shown to be trained on DFEW or FERV39K'),

@@ -87,11 +87,17 @@ def _zoo_files(folder: Path) -> None:
     _video(folder / 'clip.mp4')
 
 
+def _clone_root(folder: Path) -> None:
+    """The block runs from the root of a clone: its tests/ folder is there."""
+    (folder / 'tests').symlink_to(REPO / 'tests', target_is_directory=True)
+
+
 # ```bash blocks that run whole, command after command in one folder, once a fixture made the files they name
-RUN_BLOCKS: Dict[str, Callable[[Path], None]] = {'--checkpoint former_dfer_dfew_fold1.pth': _zoo_files}
+RUN_BLOCKS: Dict[str, Callable[[Path], None]] = {'--checkpoint former_dfer_dfew_fold1.pth': _zoo_files,
+                                                 'python tests/official_files.py': _clone_root}
 
 # ```text blocks that show a command's output ("$ command" on the first line): run, and compare the output exactly
-RUN_OUTPUT = ('logoformer-predict single_face.mp4',)
+RUN_OUTPUT = ('logoformer-predict single_face.mp4', 'python -c ')
 MODULES = {'logoformer-predict': 'logoformer_timm.video.predict'}  # run as python -m, installed or not
 CONSOLE_MODULES = {'logoformer-eval': 'logoformer_timm.dfer.evaluate', 'logoformer-train': 'logoformer_timm.dfer.train',
                    'logoformer-hub': 'logoformer_timm.weights.hub', 'logoformer-bench': 'logoformer_timm.bench'}
@@ -193,6 +199,16 @@ def test_the_readme_links_every_docs_page():
     assert len(README.read_text().splitlines()) < 250
 
 
+def test_the_readme_names_every_extra_and_what_video_adds():
+    import configparser
+    config = configparser.ConfigParser()
+    config.read(REPO / 'setup.cfg')
+    extras = config['options.extras_require']
+    text = ' '.join(README.read_text().split())
+    assert [name for name in extras if f'`{name}`' not in text] == []
+    assert re.search(r'^av\b', extras['video'], re.M)  # PyAV
+    assert 'The `video` extra adds what `logoformer-predict` and video files in annotation lists need (PyAV' in text
+
 def _links(page: Path) -> List[str]:
     return re.findall(r'\]\(([^)\s]+)\)', page.read_text())
 
@@ -241,7 +257,8 @@ def test_bash_block_runs_as_written(code, tmp_path):
     _run_block_fixture(code)(tmp_path)
     for command in _block_commands(code):
         words = shlex.split(command)
-        words = ([sys.executable, '-m', MODULES[words[0]], *words[1:]] if words[0] in MODULES else
+        words = ([sys.executable, *words[1:]] if words[0] == 'python' else
+                 [sys.executable, '-m', MODULES[words[0]], *words[1:]] if words[0] in MODULES else
                  [sys.executable, '-m', CONSOLE_MODULES[words[0]], *words[1:]])
         proc = subprocess.run(words, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f'block command failed: {command}\n{proc.stderr[-3000:]}'
@@ -256,10 +273,13 @@ def _output_blocks():
 @pytest.mark.parametrize('command, printed', _output_blocks())
 def test_printed_output_is_what_the_command_prints(command, printed, tmp_path):
     words = shlex.split(command)
-    from video_helpers import media
-    shutil.copy(media(words[1]), tmp_path / words[1])
-    proc = subprocess.run([sys.executable, '-m', MODULES[words[0]], *words[1:]], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    if words[0] == 'python':
+        argv = [sys.executable, *words[1:]]
+    else:
+        from video_helpers import media
+        shutil.copy(media(words[1]), tmp_path / words[1])
+        argv = [sys.executable, '-m', MODULES[words[0]], *words[1:]]
+    proc = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == printed
 

@@ -3,6 +3,7 @@ kill, torchrun (gloo) against single-process evaluation, DFEW-style folds, metri
 import json
 import logging
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -270,6 +271,13 @@ def test_eval_of_a_bare_file_keeps_its_class_count(tiny_data, four_class_weights
     assert len(json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['per_class']) == 4
 
 
+def test_eval_names_the_protocol_changes_once(tiny_data, four_class_weights, tmp_path, capsys):
+    args = _eval_args(tiny_data, tmp_path / 'eval', '--checkpoint', str(four_class_weights / 'folder'))
+    assert eval_cli.main(args) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "(protocol logoformer; this project's protocol for LOGO-Former, changed: size=16x16, num_segments=2)" in line
+
+
 def test_eval_refuses_an_untrained_model(tiny_data, tmp_path, capsys):
     assert eval_cli.main(_eval_args(tiny_data, tmp_path / 'eval', '--model', 'logoformer_tiny')) == 2
     assert 'evaluating an untrained model measures nothing' in capsys.readouterr().err
@@ -416,6 +424,21 @@ def test_a_redirected_log_gets_lines_not_progress_bars(tiny_data, tmp_path):
     assert train.stderr == evaluation.stderr == ''
     assert [line.split('  ')[0] for line in train.stdout.splitlines() if line.startswith('epoch')] == [
         'epoch 1/2', 'epoch 2/2']
+
+
+@pytest.mark.parametrize('preset, spin_count', [(None, '0'), ('ACTIVE', '30000000000')], ids=['default', 'user-set'])
+def test_the_commands_openmp_threads_sleep_instead_of_spinning(preset, spin_count):
+    # GNU OpenMP's threads spin ~3 ms at every barrier by default; beside 4 busy processes on 2 cores the spinning
+    # stalled the training demo's epochs for minutes (benchmarks/results/under_load.md). A value the user set wins.
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+    env.update(PYTHONPATH=str(REPO), OMP_DISPLAY_ENV='VERBOSE', **({'OMP_WAIT_POLICY': preset} if preset else {}))
+    shown = subprocess.run([sys.executable, '-m', 'logoformer_timm.dfer.train', '--help'], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    spin = re.search(r"GOMP_SPINCOUNT = '(\d+)'", shown.stderr)  # printed by GNU OpenMP when it loads
+    if spin is None:
+        pytest.skip('torch does not use GNU OpenMP here')
+    assert spin.group(1) == spin_count
 
 
 def _one_error_line(capsys):

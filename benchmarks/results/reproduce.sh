@@ -77,3 +77,9 @@ BEFORE=$(mktemp -d)
 git archive 7821cbe logoformer_timm | tar -x -C "$BEFORE"
 python benchmarks/bf16_cpu.py --before "$BEFORE/logoformer_timm" \
     --results-file $OUT/bf16_cpu.md $OUT/bf16_cpu.json
+
+# the training demo of docs/training.md quiet, beside 4 busy processes and with GNU OpenMP's default spinning, in one
+# run; a few test files quiet and loaded the same way
+python benchmarks/under_load.py --competing 4 --limit 240 --unfixed --suite \
+    tests/test_train.py::test_checkpoints_summary_and_eval_agree tests/test_train.py::test_folds_write_per_fold_runs_and_a_mean_table \
+    tests/test_metrics.py tests/test_loss.py

@@ -220,7 +220,8 @@ def _run(args: argparse.Namespace) -> int:
         write_result_pair(args.output, result, prediction_lines(dataset.records, probabilities))
         print(format_metrics_table(metrics, list(result['per_class'])))
         note = f'; {result["protocol_note"]}' if 'protocol_note' in result else ''
-        print(f'metrics written to {os.path.join(args.output, "metrics.json")} (protocol {protocol.name}{note}), '
+        name = protocol.name.partition(' with ')[0] if note else protocol.name  # the note names the changes
+        print(f'metrics written to {os.path.join(args.output, "metrics.json")} (protocol {name}{note}), '
               f'predictions to {os.path.join(args.output, "predictions.jsonl")}')
     if info.enabled:
         dist.destroy_process_group()

@@ -13,7 +13,10 @@ from .verify import push_folder, verify_folder
 __all__ = ['build_parser', 'main']
 
 
-_EXPORT_DOC = """Turn a LOGO-Former training checkpoint into a ready-to-upload Hugging Face Hub repo folder.
+_EXPORT_DOC = """Turn a training checkpoint or a zoo model's file into a ready-to-upload Hugging Face Hub repo folder.
+
+The checkpoint is a LOGO-Former training run's, or the file of a zoo model (Former-DFER, MAE-DFER, DFER-CLIP) as
+its authors published it, with --model NAME.TAG.
 
 Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
 model.safetensors and the entry to add to logoformer_timm/weights/manifest.py. Frames, resolution, input channels and
@@ -37,15 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     from timm.utils import ParseKwargs
 
     parser = ArgumentParser(
-        prog='logoformer-hub', description='Export, verify and publish LOGO-Former weights on the Hugging Face Hub.')
+        prog='logoformer-hub', description='Export, verify and publish the weights of LOGO-Former and of the DFER zoo (Former-DFER, '
+                    'MAE-DFER, DFER-CLIP) as Hugging Face Hub repo folders.')
     commands = parser.add_subparsers(dest='command', required=True, metavar='{export,verify,push}')
     raw = argparse.RawDescriptionHelpFormatter
 
     export = commands.add_parser('export', help=_EXPORT_DOC.split('\n')[0], description=_EXPORT_DOC,
                                  formatter_class=raw)
     export.add_argument('--model',
-                        help='architecture the checkpoint was trained as, e.g. logoformer_base (default: the one a '
-                             "checkpoint folder's config.json names; a weights file needs it)")
+                        help='architecture the checkpoint was trained as, e.g. logoformer_base, or a zoo tag such as '
+                             "former_dfer.dfew_fold1 (default: the one a checkpoint folder's config.json names; a "
+                             'weights file needs it)')
     export.add_argument('--checkpoint', required=True,
                         help="a training run's checkpoint folder (runs/NAME/last or best), or a weights file: "
                              '.safetensors, or a torch file (loaded weights-only) together with --model-kwargs')
