@@ -176,10 +176,12 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += ['| job | quiet | load | epochs quiet | loaded | load | epochs loaded | fair share | loaded / fair |',
               '|---|---|---|---|---|---|---|---|---|']
     for row in result['rows']:
-        ratio = f'{row["ratio"]:.2f}' if row['ratio'] is not None else f'> {row["loaded"]["seconds"] / row["fair_share"]:.2f}'
+        ratio = (f'{row["ratio"]:.2f}' if row['ratio'] is not None else '-' if not row['quiet']['finished'] else
+                 f'> {row["loaded"]["seconds"] / row["fair_share"]:.2f}')
+        fair = f'{row["fair_share"]:.1f} s' if row['quiet']['finished'] else '-'
         lines.append(f'| {row["job"]} | {_seconds(row["quiet"], result["limit"])} | {_load(row["quiet"])} | '
                      f'{_epochs(row["quiet"])} | {_seconds(row["loaded"], result["limit"])} | {_load(row["loaded"])} | '
-                     f'{_epochs(row["loaded"])} | {row["fair_share"]:.1f} s | {ratio} |')
+                     f'{_epochs(row["loaded"])} | {fair} | {ratio} |')
     lines += ['', 'The demo, as docs/training.md gives it:', '', '```bash', *result['demo'], '```', '']
     return '\n'.join(lines)
 
