@@ -220,20 +220,24 @@ def test_training_items_depend_only_on_seed_epoch_and_index(tmp_path):
     assert not torch.equal(ds[0][0], first)
 
 
-@pytest.mark.parametrize('line, message', [
-    ('a 12', 'expected "<frame_dir> <num_frames> <label>"'),
-    ('a twelve 1', 'expected "<frame_dir> <num_frames> <label>"'),
-    ('a 12 7', r'label 7 is outside \[0, 7\)'),
-    ('a 12 -1', r'label -1 is outside'),
-    ('missing 12 1', 'neither a frame folder nor a video file'),
-    ('a 0 1', 'num_frames must be >= 1'),
+@pytest.mark.parametrize('line, message, skippable', [
+    ('a 12', 'expected "<frame_dir> <num_frames> <label>"', True),
+    ('a twelve 1', 'expected "<frame_dir> <num_frames> <label>"', True),
+    ('a 12 7', r'label 7 is outside \[0, 7\)', False),  # another label set's list: never skipped
+    ('a 12 -1', r'label -1 is outside', False),
+    ('missing 12 1', 'neither a frame folder nor a video file', True),
+    ('a 0 1', 'num_frames must be >= 1', True),
 ])
-def test_bad_list_lines_name_file_and_line(tmp_path, line, message):
+def test_bad_list_lines_name_file_and_line(tmp_path, line, message, skippable):
     _write_clip(tmp_path, 'a', 12)
     lst = _write_list(tmp_path / 'list.txt', ['a 12 1', line])
     with pytest.raises(AnnotationError, match=message) as info:
         read_annotation_list(lst, str(tmp_path), num_classes=7)
     assert f'{lst}:2' in str(info.value)
+    if not skippable:
+        with pytest.raises(AnnotationError, match='--skip-bad-clips does not skip this'):
+            read_annotation_list(lst, str(tmp_path), num_classes=7, skip_bad_clips=True)
+        return
     records, problems = read_annotation_list(lst, str(tmp_path), num_classes=7, skip_bad_clips=True)
     assert len(records) == 1 and len(problems) == 1
 
