@@ -139,7 +139,7 @@ def test_hub_help_speaks_of_the_zoo_too(capsys):
         with pytest.raises(SystemExit):
             hub_cli.main(argv)
     text = ' '.join(capsys.readouterr().out.split())
-    assert 'publish the weights of LOGO-Former and of the DFER zoo (Former-DFER, MAE-DFER, DFER-CLIP)' in text
+    assert 'publish the weights of LOGO-Former and of the DFER zoo (Former-DFER, MAE-DFER, DFER-CLIP, S2D)' in text
     assert "export Turn a training checkpoint or a zoo model's file into" in text
     assert 'a zoo tag such as former_dfer.dfew_fold1' in text
 

@@ -15,8 +15,8 @@ __all__ = ['build_parser', 'main']
 
 _EXPORT_DOC = """Turn a training checkpoint or a zoo model's file into a ready-to-upload Hugging Face Hub repo folder.
 
-The checkpoint is a LOGO-Former training run's, or the file of a zoo model (Former-DFER, MAE-DFER, DFER-CLIP) as
-its authors published it, with --model NAME.TAG.
+The checkpoint is a LOGO-Former training run's, or the file of a zoo model (Former-DFER, MAE-DFER, DFER-CLIP, S2D
+with its --landmark-checkpoint) as its authors published it, with --model NAME.TAG.
 
 Writes model.safetensors, config.json (timm's format) and a README.md model card, then prints the sha256 of
 model.safetensors and the entry to add to logoformer_timm/weights/manifest.py. Frames, resolution, input channels and
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(
         prog='logoformer-hub', description='Export, verify and publish the weights of LOGO-Former and of the DFER zoo (Former-DFER, '
-                    'MAE-DFER, DFER-CLIP) as Hugging Face Hub repo folders.')
+                    'MAE-DFER, DFER-CLIP, S2D) as Hugging Face Hub repo folders.')
     commands = parser.add_subparsers(dest='command', required=True, metavar='{export,verify,push}')
     raw = argparse.RawDescriptionHelpFormatter
 
