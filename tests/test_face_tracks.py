@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from logoformer_timm.faces.align import FaceGeometry, geometry_from_box
+from logoformer_timm.faces.align import FaceGeometry, align_face, crop_matrix, geometry_from_box, transform_points
 from logoformer_timm.faces.pipeline import FaceCrops, as_detections
 from logoformer_timm.faces.tracks import Detection, build_tracks, link_cost
 
@@ -188,3 +188,57 @@ def test_overlapping_windows_and_repeated_frames_share_one_detection_per_frame()
     np.testing.assert_array_equal(one.transforms[4], two.transforms[0])  # frame 3 in both windows
     with pytest.raises(RuntimeError, match='Detect every window before cropping'):
         window_faces.detect([np.full((120, 320, 3), 9, np.uint8)], [9])
+
+
+# eyes, nose, mouth corners of a face in the box (-50, -60, 50, 60) about its centre, rolled by 10 degrees
+_C, _S = math.cos(math.radians(10)), math.sin(math.radians(10))
+_ROLLED = np.array([[-20., -20.], [20., -20.], [0., 5.], [-15., 30.], [15., 30.]]) @ np.array([[_C, _S], [-_S, _C]])
+
+
+def _moving_face(mode, plausible, step=8.):
+    """Per frame, one face moving ``step`` px to the right; where ``plausible`` is False its nose lies left of both
+    eyes (a profile), so its landmarks fall back to the box."""
+    frames = []
+    for t, ok in enumerate(plausible):
+        centre = np.array([100. + step * t, 120.])
+        landmarks = _ROLLED + centre
+        if not ok:
+            landmarks[2, 0] = landmarks[0, 0] - 10
+        box = np.concatenate([centre - (50, 60), centre + (50, 60)])
+        frames.append([Detection(box, landmarks, 0.9, align_face(box, landmarks, mode))])
+    return frames
+
+
+def _corner_jerk(track):
+    """Per frame, the crop's corners in frame pixels; the largest norm of their second difference over the frames."""
+    corners = np.array([[0., 0.], [100., 0.], [0., 100.], [100., 100.]])
+    pts = np.stack([transform_points(np.linalg.inv(np.vstack([crop_matrix(f.geometry, 100), [0, 0, 1]]))[:2],
+                                     corners) for f in track.frames])
+    return float(np.linalg.norm(pts[2:] - 2 * pts[1:-1] + pts[:-2], axis=-1).max())
+
+
+@pytest.mark.parametrize('smooth', [False, True])
+@pytest.mark.parametrize('mode', ['roll', 'similarity'])
+def test_landmarks_flickering_at_the_threshold_do_not_make_the_crop_jump(mode, smooth):
+    """A face whose landmarks are plausible every other frame: its crop moves as smoothly as the box's, and the
+    fallback frames say their alignment was carried from their neighbours."""
+    plausible = [t % 2 == 0 for t in range(12)]
+    times = [t / 30 for t in range(12)]
+    (track,) = build_tracks(_moving_face(mode, plausible), times, smooth=smooth)
+    (boxed,) = build_tracks(_moving_face('box', plausible), times, smooth=smooth)
+    assert _corner_jerk(boxed) < (2.5 if smooth else 0.5)  # constant speed (smoothing moves the end frames by 2)
+    assert _corner_jerk(track) < _corner_jerk(boxed) + 0.5
+    assert [f.geometry.mode for f in track.frames] == [mode if ok else f'{mode}-carried' for ok in plausible]
+    if mode == 'roll':  # the box's centre and side, the neighbours' angle
+        assert all(math.degrees(f.geometry.angle) == pytest.approx(10.) for f in track.frames)
+        assert [f.geometry.cx for f in track.frames] == pytest.approx([f.geometry.cx for f in boxed.frames])
+
+
+def test_a_fallback_run_far_from_landmark_frames_stays_box():
+    """Implausible landmarks for 2 s, then plausible ones (10 frames per second): only the fallback frames within
+    max_gap (0.5 s) of a landmark frame take its alignment."""
+    plausible = [t >= 20 for t in range(30)]
+    (track,) = build_tracks(_moving_face('roll', plausible), [t / 10 for t in range(30)], max_gap=0.5)
+    assert [f.geometry.mode for f in track.frames] == ['box'] * 15 + ['roll-carried'] * 5 + ['roll'] * 10
+    (boxed,) = build_tracks(_moving_face('box', [True] * 30), [t / 10 for t in range(30)])
+    assert {f.geometry.mode for f in boxed.frames} == {'box'}  # 'box' asked for: nothing to carry

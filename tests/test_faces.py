@@ -10,6 +10,7 @@ from PIL import Image
 
 from logoformer_timm.faces import FacePipeline, RetinaFaceDetector, crop_landmarks
 from logoformer_timm.faces.align import roll_angle
+from logoformer_timm.faces.pipeline import as_detections
 from video_helpers import media
 
 
@@ -177,3 +178,29 @@ def test_similarity_puts_real_landmarks_near_the_template(detector):
     assert faces.alignment == ['similarity'] * 2
     for points in crop_landmarks(faces):  # a least-squares fit: within a few pixels of the template, not exact
         assert np.abs(points - SIMILARITY_TEMPLATE * 112).max() < 8
+
+
+def test_panned_yawed_still_crops_do_not_jump_between_alignments(detector):
+    """The 45-degree-yaw still moving 8 px per frame: its landmarks are plausible only in some frames, yet the roll
+    and similarity crops move as smoothly as the box's (the largest second difference of the crop's corners)."""
+    still = np.asarray(Image.open(media('45-m7-di-ph.jpg')).convert('RGB').resize((256, 256)))
+    count = 12
+    frames = np.full((count, 300, 256 + 8 * count, 3), 128, np.uint8)
+    for t in range(count):
+        frames[t, 22:278, 8 * t:256 + 8 * t] = still
+    times = [t / 30 for t in range(count)]
+    corners = np.array([[0., 0.], [112., 0.], [0., 112.], [112., 112.]])
+
+    def jerk(faces):
+        pts = np.stack([(corners - m[:, 2]) @ np.linalg.inv(m[:, :2]).T for m in faces.transforms])
+        return float(np.linalg.norm(pts[2:] - 2 * pts[1:-1] + pts[:-2], axis=-1).max())
+
+    found = detector(list(frames))  # detected once, aligned three ways
+    jerks, alignments = {}, {}
+    for mode in ('box', 'roll', 'similarity'):
+        pipeline = FacePipeline(detector, align=mode, size=112)
+        faces = pipeline.crops(list(frames), pipeline.track([as_detections(f, mode, 1.25) for f in found], times))
+        jerks[mode], alignments[mode] = jerk(faces), set(faces.alignment)
+    assert jerks['roll'] < jerks['box'] + 2 and jerks['similarity'] < jerks['box'] + 2, jerks
+    for mode in ('roll', 'similarity'):  # fallback frames say where their alignment came from
+        assert alignments[mode] <= {mode, f'{mode}-carried'}, alignments

@@ -392,9 +392,15 @@ def test_implausible_landmarks_fall_back_to_the_box_and_the_result_says_so(model
     result = predict_video(path, model, detector=detector, margin=1.)
     (window,) = result.windows
     assert window.faces_found == [True] * 16 and window.classified
-    assert window.alignment == ['box', 'roll'] * 8
-    assert any('implausible landmarks (a profile?) in 8 of 16 sampled frames: aligned by the box there' in w
-               for w in result.warnings)
+    assert window.alignment == ['roll-carried', 'roll'] * 8  # the neighbours' roll on the profile frames' box
+    assert any("implausible landmarks (a profile?) in 8 of 16 sampled frames: aligned by the neighbouring frames' "
+               "landmarks in 8." in w for w in result.warnings)
+    frontal = profile  # profiles only: nothing to carry, the box
+    calls.clear()
+    boxed = predict_video(path, model, detector=detector, margin=1.)
+    assert boxed.windows[0].alignment == ['box'] * 16
+    assert any('implausible landmarks (a profile?) in 16 of 16 sampled frames: aligned by the box in 16.' in w
+               for w in boxed.warnings)
     calls.clear()
     quiet = predict_video(path, model, detector=detector, align='box')  # asked for: nothing to report
     assert quiet.windows[0].alignment == ['box'] * 16 and not any('implausible' in w for w in quiet.warnings)

@@ -12,7 +12,8 @@ side in frame pixels and its roll angle. The frame-to-crop matrix follows from i
   crop: the whole face fills it); distorts profile faces more than a roll does.
 
 Landmarks that cannot be a face seen from the front or a moderate angle (:func:`plausible_landmarks`: a profile,
-a landmark far outside the box) make that frame fall back to ``'box'``, and its ``mode`` says so.
+a landmark far outside the box) make that frame fall back to ``'box'``, and its ``mode`` says so (a track then
+carries its neighbouring frames' alignment onto that box: :mod:`logoformer_timm.faces.tracks`).
 
 Coordinates are continuous pixels: pixel ``(i, j)`` covers ``[i, i + 1) x [j, j + 1)``. The warp is PIL's affine
 transform (bilinear), after a box-filter reduction of the face's region when the crop shrinks it by 2x or more, so

@@ -54,7 +54,8 @@ class FaceCrops:
     landmarks: List[Optional[np.ndarray]]  # per frame: (5, 2) detected landmarks, None when not detected / given
     scores: List[float]  # per frame: detector score; nan when not detected or the detector gives none
     status: List[str]  # per frame: 'detected', 'interpolated', 'held', or 'none' (centre crop, no face track)
-    alignment: List[str]  # per frame: 'roll', 'box', 'similarity' or 'centre' (no face)
+    alignment: List[str]  # per frame: 'roll', 'box', 'similarity', 'roll-carried' / 'similarity-carried' (its
+    # landmarks fell back to the box; its neighbours' alignment carried onto its box, faces.tracks) or 'centre'
     track_id: Optional[int]  # rank of the track followed (0: the main face), None: no face track
     num_tracks: int
     min_presence: float = MIN_PRESENCE

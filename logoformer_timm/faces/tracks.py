@@ -14,9 +14,18 @@ apart gets the crop geometry interpolated linearly in time (centre, log side, an
 frame holds the nearest detection's geometry: ``'held'`` (a crop is still made, but it does not count as a face).
 Smoothing averages each frame's geometry with its neighbours' (weights 1/4, 1/2, 1/4) where they are faces of the
 same alignment mode within ``max_gap``.
+
+A face near the plausibility threshold of its landmarks (:func:`~.align.plausible_landmarks`, e.g. a yawed face
+that moves) can fall back to ``'box'`` every other frame; switching geometry frame by frame would make the crop
+jump. So a fallback frame of a track whose other frames use their landmarks takes their alignment relative to its
+own box (centre offset and log side in box sides, and angle), interpolated in time from the landmark frames around
+it at most ``max_gap`` apart, or held from the nearest one within ``max_gap``: its mode is then ``'roll-carried'``
+(or ``'similarity-carried'``), and it is smoothed with the landmark frames. In ``'roll'`` that keeps the box's
+centre and side and only carries the angle. Frames farther from any landmark frame keep ``'box'``.
 """
 import bisect
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -25,7 +34,7 @@ import numpy as np
 from .align import FaceGeometry
 
 __all__ = ['MIN_IOU', 'MAX_CENTRE_SHIFT', 'MAX_SIZE_RATIO', 'Detection', 'TrackFrame', 'FaceTrack', 'link_cost',
-           'link_detections', 'build_tracks', 'box_iou']
+           'link_detections', 'build_tracks', 'box_iou', 'base_mode']
 
 MIN_IOU = 0.3
 MAX_CENTRE_SHIFT = 0.5  # centre distance / mean face size
@@ -152,6 +161,40 @@ def _fill(known: Dict[int, np.ndarray], times: np.ndarray, max_gap: Optional[flo
     return out
 
 
+def base_mode(mode: str) -> str:
+    """The alignment a mode stands for: ``'roll'`` for ``'roll-carried'``."""
+    return mode.split('-')[0]
+
+
+def _relative(geometry: FaceGeometry, box: np.ndarray) -> np.ndarray:
+    """A geometry relative to a box: (centre offset x, y and log side, in box sides; angle)."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    return np.array([(geometry.cx - (box[0] + box[2]) / 2) / side, (geometry.cy - (box[1] + box[3]) / 2) / side,
+                     math.log(geometry.side / side), geometry.angle])
+
+
+def _carry_alignment(dets: Dict[int, 'Detection'], times: np.ndarray,
+                     max_gap: Optional[float]) -> Dict[int, FaceGeometry]:
+    """Per detected frame, its geometry; a ``'box'`` fallback frame near the track's landmark frames gets their
+    alignment relative to its own box (see the module docstring)."""
+    geometries = {i: d.geometry for i, d in dets.items()}
+    landmark = {i: g for i, g in geometries.items() if g.mode != 'box'}
+    if not landmark or len(landmark) == len(geometries):
+        return geometries
+    mode = Counter(g.mode for g in landmark.values()).most_common(1)[0][0]
+    known = {i: _relative(g, np.asarray(dets[i].box, dtype=np.float64)) for i, g in landmark.items()}
+    filled = _fill(known, times, max_gap, True)
+    for i in set(geometries) - set(landmark):
+        status, rel, nearest = filled[i]
+        if status == 'held' and max_gap is not None and abs(times[nearest] - times[i]) > max_gap:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in dets[i].box)
+        side = max(x2 - x1, y2 - y1)
+        geometries[i] = FaceGeometry((x1 + x2) / 2 + rel[0] * side, (y1 + y2) / 2 + rel[1] * side,
+                                     side * math.exp(rel[2]), float(rel[3]), f'{mode}-carried')
+    return geometries
+
+
 def _smooth(values: np.ndarray, usable: np.ndarray, linked) -> np.ndarray:
     """Weights 1/4, 1/2, 1/4 over each frame and its neighbours; a neighbour that is not ``linked`` counts as the
     frame itself. ``values`` rows: (cx, cy, log side, angle)."""
@@ -191,14 +234,15 @@ def build_tracks(
     tracks = []
     for links in link_detections(detections):
         dets = {i: detections[i][d] for i, d in links.items()}
-        filled = _fill({i: d.geometry.as_array() for i, d in dets.items()}, times, max_gap, True)
+        geometries = _carry_alignment(dets, times, max_gap)
+        filled = _fill({i: g.as_array() for i, g in geometries.items()}, times, max_gap, True)
         boxes = _fill({i: np.asarray(d.box, dtype=np.float64) for i, d in dets.items()}, times, max_gap, False)
         values = np.stack([v for _, v, _ in filled])
-        modes = [dets[k].geometry.mode for _, _, k in filled]
+        modes = [geometries[k].mode for _, _, k in filled]
         statuses = [s for s, _, _ in filled]
         if smooth:
             def linked(i: int, j: int) -> bool:
-                return (statuses[i] != 'held' and statuses[j] != 'held' and modes[i] == modes[j]
+                return (statuses[i] != 'held' and statuses[j] != 'held' and base_mode(modes[i]) == base_mode(modes[j])
                         and (max_gap is None or times[j] - times[i] <= max_gap))
             values = _smooth(values, np.array([s != 'held' for s in statuses]), linked)
         frames = [TrackFrame(status, FaceGeometry.from_array(v, mode), box, dets.get(i))

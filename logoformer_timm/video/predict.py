@@ -103,11 +103,15 @@ def _face_notes(faces: FaceCrops, align: str, where: str) -> List[str]:
     held = faces.status.count('held')
     if faces.reliable and held:
         notes.append(f'{where}no face in {held} of {n} sampled frames: the nearest detection\'s crop is used there.')
-    fallback = 0 if align == 'box' else sum(a == 'box' and s == 'detected' and p is not None
-                                            for a, s, p in zip(faces.alignment, faces.status, faces.landmarks))
-    if fallback:
-        notes.append(f'{where}implausible landmarks (a profile?) in {fallback} of {n} sampled frames: aligned by the '
-                     f'box there.')
+    detected = [a for a, s, p in zip(faces.alignment, faces.status, faces.landmarks)
+                if s == 'detected' and p is not None]
+    fallback = 0 if align == 'box' else detected.count('box')
+    carried = sum(a.endswith('-carried') for a in detected)
+    ways = [f'by the box in {fallback}'] * bool(fallback)
+    ways += [f'by the neighbouring frames\' landmarks in {carried}'] * bool(carried)
+    if ways:
+        notes.append(f'{where}implausible landmarks (a profile?) in {fallback + carried} of {n} sampled frames: '
+                     f'aligned {" and ".join(ways)}.')
     return notes
 
 

@@ -83,9 +83,11 @@ PREDICTION_SCHEMA: Dict[str, Any] = {
                         'description': 'per sampled frame: the face box (x1, y1, x2, y2) in frame pixels, null '
                                        'without a face track'},
                     'alignment': {
-                        'type': 'array', 'items': {'enum': ['roll', 'box', 'similarity', 'centre', 'resize']},
+                        'type': 'array', 'items': {'enum': ['roll', 'box', 'similarity', 'roll-carried',
+                                                            'similarity-carried', 'centre', 'resize']},
                         'description': "per sampled frame: how the crop was aligned ('box' where landmarks were "
-                                       "missing or implausible)"},
+                                       "missing or implausible, '...-carried' where they were implausible and the "
+                                       "track's neighbouring frames' alignment was carried onto the box)"},
                     'transforms': {
                         'type': 'array',
                         'items': {'type': 'array', 'minItems': 2, 'maxItems': 2,
@@ -121,7 +123,8 @@ class WindowPrediction:
     track: Optional[int]  # video-wide id of the face track followed (0: the main face); None: no track
     face_status: List[str]  # per sampled frame: 'detected', 'interpolated', 'held' or 'none'
     boxes: List[Optional[Box]]  # per sampled frame: the face box in frame pixels (None without a face track)
-    alignment: List[str]  # per sampled frame: 'roll', 'box', 'similarity', 'centre' or 'resize' (--no-detect)
+    alignment: List[str]  # per sampled frame: 'roll', 'box', 'similarity', 'roll-carried', 'similarity-carried',
+    # 'centre' or 'resize' (--no-detect)
     transforms: List[List[List[float]]]  # per sampled frame: 2x3 frame-to-crop matrix
     no_face: Optional[str]  # why the window has no reliable face; None when it has one
     probabilities: Optional[Dict[str, float]]  # label -> softmax probability; None: not classified
