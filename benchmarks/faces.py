@@ -326,6 +326,13 @@ def _fmt(value, digits: int = 2) -> str:
     return f'{value:.{digits}f}' if isinstance(value, float) else str(value)
 
 
+
+def _load_note(env: dict) -> str:
+    """Whether other jobs shared the cores during the run, read from the load averages around it."""
+    busy = max(float(env['load_start']), float(env['load_end'])) > float(env['cpus'])
+    return ('other jobs shared these cores, so absolute times are high' if busy else
+            'no more runnable work than cores, so wall times are this machine\'s own')
+
 def write_markdown(path: Path, result: dict) -> None:
     """The tables of ``result`` (the JSON's content) as the results page."""
     env, lines = result['environment'], []
@@ -334,7 +341,7 @@ def write_markdown(path: Path, result: dict) -> None:
     add(f"Command: `{result['command']}` (commit {env.get('commit', 'unknown')})\n")
     add(f"CPU: {env['cpu']} ({env['cpus']} logical cores visible), {env['threads']} threads; torch {env['torch']}, "
         f"OpenCV {env['opencv']}. Load average (1 min) {env['load_start']} at the start, {env['load_end']} at the "
-        f"end: other jobs shared these cores, so absolute times are high; compare the rows timed in turn.\n")
+        f"end: {_load_note(env)}; compare the rows timed in turn.\n")
     add(f'Crops are {CROP} px; landmark distances are in crop pixels. "ruler": RetinaFace\'s landmarks on the '
         'unmodified frame carried into the modified one by the known transform (the same ruler for every '
         'detector). Jitter: mean norm of the second difference over consecutive frames, raw (crop geometry not '
