@@ -21,6 +21,7 @@ from logoformer_timm.models import CheckpointMismatchError, PretrainedWeightsErr
 from logoformer_timm.models.dfer_clip import MAFW_LABELS, CosineClassifier, checkpoint_filter_fn
 from logoformer_timm.models.logoformer import DFER_LABELS
 from logoformer_timm.models.released import REPORTED_RESULTS
+from export_checks import assert_onnx_matches_eager
 from official_files import (
     DFER_CLIP_RECORD as RECORD, dfer_clip_container, dfer_clip_state_dict, save_as_training_script,
     write_dfer_clip_file)
@@ -226,14 +227,4 @@ def test_torch_compile_fullgraph_and_onnx_export(tmp_path):
     with torch.no_grad():
         expected = model(x)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
-    pytest.importorskip('onnxscript')
-    ort = pytest.importorskip('onnxruntime')
-    from logoformer_timm.video.export import export_onnx
-    path = export_onnx(model, str(tmp_path / 'dfer_clip.onnx'))
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    for batch in (1, 3):
-        x = torch.randn(batch, 3, 4, 64, 64)
-        with torch.no_grad():
-            expected = model(x)
-        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-        assert got.shape == (batch, 7) and (got - expected).abs().max().item() < 1e-4
+    assert_onnx_matches_eager(model, tmp_path / 'dfer_clip.onnx', (3, 4, 64, 64))

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from logoformer_timm.models import PretrainedWeightsError, PretrainedWeightsUnavailableError
 from logoformer_timm.models.former_dfer import DOWNLOAD_PAGE
 from logoformer_timm.models.released import REPORTED_RESULTS
+from export_checks import assert_onnx_matches_eager
 from official_files import (
     FORMER_DFER_RECORD, former_dfer_container, former_dfer_state_dict, save_as_training_script)
 from official_fill import fixed_input
@@ -190,16 +191,6 @@ def test_compile_fullgraph():
 
 
 def test_onnx_export_matches_onnxruntime(tmp_path):
-    pytest.importorskip('onnxscript')
-    ort = pytest.importorskip('onnxruntime')
-    from logoformer_timm.video.export import export_onnx
     torch.manual_seed(0)
     model = timm.create_model('former_dfer', depth=1, num_frames=2, img_size=32, input_layout='BTCHW').eval()
-    path = export_onnx(model, str(tmp_path / 'former_dfer.onnx'))
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    for batch in (1, 3):
-        clip = torch.rand(batch, 2, 3, 32, 32)
-        with torch.no_grad():
-            expected = model(clip)
-        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: clip.numpy()})[0])
-        assert got.shape == (batch, 7) and (got - expected).abs().max().item() < 1e-4
+    assert_onnx_matches_eager(model, tmp_path / 'former_dfer.onnx', (2, 3, 32, 32), make_clip=torch.rand)

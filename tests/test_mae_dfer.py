@@ -18,6 +18,7 @@ import torch
 from logoformer_timm.models import PretrainedWeightsError, PretrainedWeightsUnavailableError
 from logoformer_timm.models.mae_dfer import MAFW_LABELS
 from logoformer_timm.models.released import REPORTED_RESULTS
+from export_checks import assert_onnx_matches_eager
 from official_files import save_mae_dfer_checkpoint
 from official_fill import fill_state_dict, fixed_input
 
@@ -272,20 +273,9 @@ def test_torch_compile_fullgraph():
 
 
 def test_onnx_export_matches_under_onnxruntime(tmp_path):
-    pytest.importorskip('onnxscript')
-    ort = pytest.importorskip('onnxruntime')
-    from logoformer_timm.video.export import export_onnx
     torch.manual_seed(0)
     model = timm.create_model('mae_dfer', **TINY).eval()
-    path = export_onnx(model, str(tmp_path / 'mae_dfer.onnx'))
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    name = session.get_inputs()[0].name
-    for batch in (1, 3):
-        x = torch.randn(batch, 3, 4, 80, 80)
-        with torch.no_grad():
-            expected = model(x)
-        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-        assert got.shape == (batch, 7) and (got - expected).abs().max().item() < 1e-4
+    assert_onnx_matches_eager(model, tmp_path / 'mae_dfer.onnx', (3, 4, 80, 80))
 
 
 def test_sinusoid_table_is_the_official_formula():

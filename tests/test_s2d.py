@@ -28,6 +28,7 @@ from logoformer_timm.models.released import REPORTED_RESULTS
 from logoformer_timm.models.s2d import LANDMARK_FILE, checkpoint_filter_fn
 from logoformer_timm.weights import hub
 from logoformer_timm.weights.loading import create_model
+from export_checks import assert_onnx_matches_eager
 from official_files import S2D_RECORD as RECORD, s2d_state_dict, write_s2d_file, write_s2d_landmark_file
 from official_fill import fill_state_dict, fixed_input
 
@@ -336,17 +337,7 @@ def test_torch_compile_fullgraph_and_onnx_export(tmp_path):
     with torch.no_grad():
         expected = model(x)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-5)
-    pytest.importorskip('onnxscript')
-    ort = pytest.importorskip('onnxruntime')
-    from logoformer_timm.video.export import export_onnx
-    path = export_onnx(model, str(tmp_path / 's2d.onnx'))
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    for batch in (2,):
-        x = torch.randn(batch, 3, 2, 64, 64)
-        with torch.no_grad():
-            expected = model(x)
-        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-        assert got.shape == (batch, 7) and (got - expected).abs().max().item() < 1e-4
+    assert_onnx_matches_eager(model, tmp_path / 's2d.onnx', (3, 2, 64, 64), batches=(2,))
 
 
 def test_the_benchmark_counts_the_landmark_network():
